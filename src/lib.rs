@@ -1,0 +1,8 @@
+//! editfeed: reads WebDataset-style `.tar.zst` shards, plans deterministic
+//! curriculum-ordered batches, decodes and augments them on a CPU pool and streams them
+//! to trainers over gRPC. The binary in `main.rs` is a thin CLI over this library.
+
+pub mod dataset;
+pub mod plan;
+pub mod proto;
+pub mod rng;

@@ -1,0 +1,1 @@
+//! The deterministic stream plan: which sample goes to which global step and rank.
