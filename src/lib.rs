@@ -6,3 +6,5 @@ pub mod dataset;
 pub mod plan;
 pub mod proto;
 pub mod rng;
+pub mod shard;
+pub mod units;

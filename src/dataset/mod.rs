@@ -1,8 +1,17 @@
-//! Datasets: the sample schema, the manifest, the Pico-Banana importer and the synthetic
-//! dataset generator.
+//! Datasets: the sample schema, the manifest, writing and reading dataset folders, the
+//! Pico-Banana importer and the synthetic dataset generator.
 
 pub mod edit_types;
+pub mod manifest;
+pub mod reader;
+pub mod sample;
 pub mod subset;
+pub mod synth;
+pub mod verify;
+pub mod writer;
 
 pub use edit_types::Category;
+pub use manifest::Manifest;
+pub use reader::{Dataset, DatasetError};
+pub use sample::Sample;
 pub use subset::Subset;

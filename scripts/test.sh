@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test of the project: formatting, lints, the Rust test suite and the Python
+# tests (in a virtual environment this script makes). Works on a fresh clone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need zstd; then
+  echo "installing zstd (the interoperability tests pipe shards through zstd -dc)"
+  if need apt-get; then
+    (apt-get update -qq && apt-get install -y -qq zstd) >/dev/null
+  else
+    echo "error: zstd is not installed and apt-get is not available" >&2
+    exit 1
+  fi
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo build --locked --bins
+cargo test --locked
+
+venv=".venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+EDITFEED_BIN="$PWD/target/debug/editfeed" "$venv/bin/python" -m pytest -q tests/python

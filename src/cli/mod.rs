@@ -1,0 +1,84 @@
+//! The command-line interface: one module per subcommand. `main.rs` parses and
+//! dispatches; each command is a thin layer over the library.
+
+pub mod inspect;
+pub mod pack;
+pub mod progress;
+pub mod synth;
+pub mod verify;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use editfeed::dataset::writer::{ShardTarget, WriteOptions};
+
+/// editfeed: feeds image-editing training data to GPU trainers.
+#[derive(Debug, Parser)]
+#[command(name = "editfeed", version, about)]
+pub struct Cli {
+    /// Log filter (tracing's EnvFilter syntax); overrides EDITFEED_LOG.
+    #[arg(long, global = true)]
+    pub log: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a deterministic synthetic dataset in Pico-Banana's shape.
+    Synth(synth::SynthArgs),
+    /// Pack a dataset from Pico-Banana-400K or from existing WebDataset shards.
+    #[command(subcommand)]
+    Pack(pack::PackCommand),
+    /// Show a dataset's counts, edit-type histogram and first samples.
+    Inspect(inspect::InspectArgs),
+    /// Check a dataset: checksums, every frame and image decodes, indexes agree.
+    Verify(verify::VerifyArgs),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Synth(a) => synth::run(a),
+        Command::Pack(c) => pack::run(c),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Verify(a) => verify::run(a),
+    }
+}
+
+/// Where and how a command writes a dataset.
+#[derive(Debug, Args)]
+pub struct WriteArgs {
+    /// The dataset folder to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Close a shard after this many samples (instead of --shard-bytes).
+    #[arg(long, conflicts_with = "shard_bytes")]
+    pub shard_samples: Option<u64>,
+    /// Close a shard once it reaches this size, e.g. 256MiB (the default).
+    #[arg(long, value_parser = editfeed::units::parse_bytes)]
+    pub shard_bytes: Option<u64>,
+    /// zstd compression level (1..=19).
+    #[arg(long, default_value_t = 3)]
+    pub level: i32,
+    /// Replace a dataset already in --out.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+impl WriteArgs {
+    /// The writer options these flags ask for.
+    pub fn options(&self) -> WriteOptions {
+        let target = match (self.shard_samples, self.shard_bytes) {
+            (Some(n), _) => ShardTarget::Samples(n),
+            (None, Some(b)) => ShardTarget::Bytes(b),
+            (None, None) => WriteOptions::default().target,
+        };
+        WriteOptions {
+            target,
+            level: self.level,
+            overwrite: self.overwrite,
+        }
+    }
+}

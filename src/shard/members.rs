@@ -1,0 +1,172 @@
+//! Tar members of one sample: building them into tar bytes (one zstd frame's content)
+//! and splitting tar bytes back into `(key, field, bytes)`. Member names follow
+//! WebDataset: the key is the path up to the first dot of the base name, the field the
+//! rest.
+
+use bytes::Bytes;
+
+/// The tar block size.
+pub const BLOCK: usize = 512;
+
+/// One tar member split into WebDataset key and field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    /// The sample key (`dir/000123` for `dir/000123.src.jpg`).
+    pub key: String,
+    /// The field (`src.jpg`).
+    pub field: String,
+    /// The member's bytes.
+    pub data: Bytes,
+}
+
+/// Splits a member path into (key, field) at the first dot of its base name. A path
+/// whose base name has no dot has an empty field.
+pub fn split_name(path: &str) -> (&str, &str) {
+    let base_start = path.rfind('/').map_or(0, |i| i + 1);
+    match path[base_start..].find('.') {
+        Some(dot) => (&path[..base_start + dot], &path[base_start + dot + 1..]),
+        None => (path, ""),
+    }
+}
+
+/// Appends one regular-file member (ustar header, data, zero padding) to `out`.
+/// Headers are deterministic: mode 0644, uid/gid 0, mtime 0, no user names, so the same
+/// sample always gives the same bytes.
+pub fn append_member(out: &mut Vec<u8>, path: &str, data: &[u8]) -> std::io::Result<()> {
+    let mut header = tar::Header::new_ustar();
+    header.set_path(path)?;
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    let pad = (BLOCK - data.len() % BLOCK) % BLOCK;
+    out.extend(std::iter::repeat_n(0u8, pad));
+    Ok(())
+}
+
+/// The bytes that end a tar archive: two zero blocks.
+pub fn end_of_archive() -> [u8; 2 * BLOCK] {
+    [0u8; 2 * BLOCK]
+}
+
+/// Why tar bytes could not be split into members.
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    /// The tar structure is broken at this byte offset of the uncompressed stream.
+    #[error("bad tar data at offset {offset}: {why}")]
+    Tar { offset: u64, why: String },
+    /// A member declares more bytes than the limit allows.
+    #[error(
+        "member {path:?} at offset {offset} declares {size} bytes, over the {limit}-byte limit"
+    )]
+    TooLarge {
+        path: String,
+        offset: u64,
+        size: u64,
+        limit: u64,
+    },
+}
+
+/// The largest member accepted (an image or metadata file), to refuse absurd headers.
+pub const MAX_MEMBER_BYTES: u64 = 256 << 20;
+
+/// Reads regular-file members from a tar stream in order. Directories and other entry
+/// types are skipped. Stops at the end-of-archive marker or at end of input.
+pub fn read_members<R: std::io::Read>(
+    reader: R,
+    mut on_member: impl FnMut(String, Bytes) -> Result<(), MemberError>,
+) -> Result<(), MemberError> {
+    let mut archive = tar::Archive::new(reader);
+    let entries = archive.entries().map_err(|e| MemberError::Tar {
+        offset: 0,
+        why: e.to_string(),
+    })?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| MemberError::Tar {
+            offset: 0,
+            why: e.to_string(),
+        })?;
+        let offset = entry.raw_header_position();
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry
+            .path()
+            .map_err(|e| MemberError::Tar {
+                offset,
+                why: format!("bad member name: {e}"),
+            })?
+            .to_string_lossy()
+            .into_owned();
+        let size = entry.size();
+        if size > MAX_MEMBER_BYTES {
+            return Err(MemberError::TooLarge {
+                path,
+                offset,
+                size,
+                limit: MAX_MEMBER_BYTES,
+            });
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        std::io::Read::read_to_end(&mut entry, &mut data).map_err(|e| MemberError::Tar {
+            offset,
+            why: format!("member {path:?}: {e}"),
+        })?;
+        if data.len() as u64 != size {
+            return Err(MemberError::Tar {
+                offset,
+                why: format!(
+                    "member {path:?} is truncated: {} of {size} bytes",
+                    data.len()
+                ),
+            });
+        }
+        on_member(path, Bytes::from(data))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_split_at_the_first_dot_of_the_base_name() {
+        assert_eq!(split_name("000123.src.jpg"), ("000123", "src.jpg"));
+        assert_eq!(split_name("a.b/000123.json"), ("a.b/000123", "json"));
+        assert_eq!(split_name("dir/key"), ("dir/key", ""));
+    }
+
+    #[test]
+    fn members_round_trip_including_long_names() {
+        let long_key = format!("{}/{}", "d".repeat(120), "k".repeat(60));
+        let mut out = Vec::new();
+        append_member(&mut out, "k1.json", b"{}").unwrap();
+        append_member(&mut out, &format!("{long_key}.src.jpg"), &[7u8; 1000]).unwrap();
+        assert_eq!(out.len() % BLOCK, 0);
+        let mut got = Vec::new();
+        read_members(&out[..], |p, d| {
+            got.push((p, d.len()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![("k1.json".into(), 2), (format!("{long_key}.src.jpg"), 1000)]
+        );
+    }
+
+    #[test]
+    fn truncated_member_is_an_error() {
+        let mut out = Vec::new();
+        append_member(&mut out, "k.src.jpg", &[1u8; 2000]).unwrap();
+        out.truncate(1200);
+        let r = read_members(&out[..], |_, _| Ok(()));
+        assert!(r.is_err(), "{r:?}");
+    }
+}

@@ -1,0 +1,123 @@
+//! Writes one shard: each sample's tar members compressed as one zstd frame, then a last
+//! frame holding the tar end-of-archive marker. The file is an ordinary `.tar.zst`, and
+//! the [`ShardIndex`] built alongside makes every sample one range read.
+
+use std::io::Write;
+
+use sha2::{Digest, Sha256};
+
+use super::index::{sample_digest, IndexEntry, ShardIndex};
+use super::members::{append_member, end_of_archive};
+
+/// What a finished shard is: its index, length and checksum.
+#[derive(Debug, Clone)]
+pub struct FinishedShard {
+    /// The sidecar index.
+    pub index: ShardIndex,
+    /// The shard's length in bytes.
+    pub bytes: u64,
+    /// sha256 of the shard file, hex.
+    pub sha256: String,
+}
+
+/// Streams samples into one shard.
+pub struct ShardWriter<W: Write> {
+    out: W,
+    hasher: Sha256,
+    compressor: zstd::bulk::Compressor<'static>,
+    tar_buf: Vec<u8>,
+    written: u64,
+    index: ShardIndex,
+}
+
+impl<W: Write> ShardWriter<W> {
+    /// A writer compressing at a zstd level (1..=19; 3 is zstd's default).
+    pub fn new(out: W, level: i32) -> std::io::Result<Self> {
+        let mut compressor = zstd::bulk::Compressor::new(level)?;
+        // A content checksum in every frame: images are stored raw inside the frame, so
+        // without it a flipped byte would decode silently into a wrong image.
+        compressor.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
+        Ok(ShardWriter {
+            out,
+            hasher: Sha256::new(),
+            compressor,
+            tar_buf: Vec::new(),
+            written: 0,
+            index: ShardIndex::default(),
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+
+    /// The content digest of the last sample added.
+    pub fn last_digest(&self) -> Option<[u8; 32]> {
+        self.index.entries.last().map(|e| e.digest)
+    }
+
+    /// Samples written so far.
+    pub fn samples(&self) -> usize {
+        self.index.entries.len()
+    }
+
+    /// Appends one sample given as `(field, bytes)` members; returns its frame length.
+    pub fn add<'a>(
+        &mut self,
+        key: &str,
+        members: impl IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
+    ) -> std::io::Result<u64> {
+        self.tar_buf.clear();
+        for (field, data) in members.clone() {
+            append_member(&mut self.tar_buf, &format!("{key}.{field}"), data)?;
+        }
+        let raw_len = u32::try_from(self.tar_buf.len())
+            .map_err(|_| std::io::Error::other(format!("sample {key} is larger than 4 GiB")))?;
+        let frame = self.compressor.compress(&self.tar_buf)?;
+        self.write(&frame)?;
+        self.index.entries.push(IndexEntry {
+            key: key.to_string(),
+            offset: self.written - frame.len() as u64,
+            frame_len: frame.len() as u32,
+            raw_len,
+            digest: sample_digest(key, members),
+        });
+        Ok(frame.len() as u64)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the end-of-archive frame and flushes; returns the writer and the shard's
+    /// description.
+    pub fn finish(mut self) -> std::io::Result<(W, FinishedShard)> {
+        let tail = self.compressor.compress(&end_of_archive())?;
+        self.write(&tail)?;
+        self.out.flush()?;
+        self.index.data_len = self.written;
+        let sha256 = hex(&self.hasher.finalize());
+        Ok((
+            self.out,
+            FinishedShard {
+                index: self.index,
+                bytes: self.written,
+                sha256,
+            },
+        ))
+    }
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
