@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|p| p.extension().is_some_and(|x| x == "proto"))
         .collect();
     protos.sort();
+    println!("cargo:rerun-if-changed=proto/editfeed/v1");
     for p in &protos {
         println!("cargo:rerun-if-changed={}", p.display());
     }

@@ -2,9 +2,16 @@
 //! curriculum-ordered batches, decodes and augments them on a CPU pool and streams them
 //! to trainers over gRPC. The binary in `main.rs` is a thin CLI over this library.
 
+pub mod client;
+pub mod config;
+pub mod convert;
 pub mod dataset;
+pub mod pipeline;
+pub mod metrics;
 pub mod plan;
 pub mod proto;
 pub mod rng;
+pub mod server;
 pub mod shard;
 pub mod units;
+pub mod wire;

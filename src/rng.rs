@@ -27,6 +27,8 @@ pub enum Purpose {
     Rejected = 7,
     /// Synthetic dataset content.
     Synth = 8,
+    /// The aspect-ratio bucket of one global step.
+    Bucket = 9,
 }
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;

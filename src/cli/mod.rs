@@ -1,9 +1,13 @@
 //! The command-line interface: one module per subcommand. `main.rs` parses and
 //! dispatches; each command is a thin layer over the library.
 
+pub mod contact_sheet;
+pub mod demo;
+pub mod fetch;
 pub mod inspect;
 pub mod pack;
 pub mod progress;
+pub mod serve;
 pub mod synth;
 pub mod verify;
 
@@ -26,6 +30,12 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole path on a synthetic dataset: serve it and stream a curriculum.
+    Demo(demo::DemoArgs),
+    /// Serve datasets to trainers over gRPC.
+    Serve(serve::ServeArgs),
+    /// Stream batches from a daemon like a trainer would (and hash or draw them).
+    Fetch(fetch::FetchArgs),
     /// Write a deterministic synthetic dataset in Pico-Banana's shape.
     Synth(synth::SynthArgs),
     /// Pack a dataset from Pico-Banana-400K or from existing WebDataset shards.
@@ -40,6 +50,9 @@ pub enum Command {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Demo(a) => demo::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Fetch(a) => fetch::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Pack(c) => pack::run(c),
         Command::Inspect(a) => inspect::run(a),

@@ -1,0 +1,163 @@
+//! The daemon's typed configuration: one TOML file, named defaults, a separate
+//! validation step, unknown keys rejected by name. Command-line flags override the file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+/// Why a configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file does not parse (the message names the bad key and line).
+    #[error("config {path}: {message}")]
+    Parse { path: String, message: String },
+    /// A value is out of range.
+    #[error("config: {field}: {why}")]
+    Invalid { field: &'static str, why: String },
+}
+
+/// Configuration of `editfeed serve`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Address of the Loader service. Default `127.0.0.1:50051`; use `0.0.0.0:50051` to
+    /// serve other hosts.
+    pub listen: String,
+    /// Worker threads for decode and augmentation; 0 means one per core.
+    pub workers: usize,
+    /// Batches each stream prepares ahead of its client (the prefetch depth).
+    pub prefetch_batches: usize,
+    /// Sample jobs one stream may have waiting for a worker.
+    pub queue_samples: usize,
+    /// Concurrent streams the daemon accepts; more are refused with RESOURCE_EXHAUSTED.
+    pub max_streams: usize,
+    /// Largest global batch a request may ask for.
+    pub max_global_batch: u32,
+    /// Largest output side in pixels a request may ask for.
+    pub max_image_side: u32,
+    /// Largest batch message in bytes; larger requests are refused up front.
+    pub max_batch_bytes: u64,
+    /// Images declaring more pixels than this are refused before decoding.
+    pub max_decode_pixels: u64,
+    /// HTTP/2 stream and connection window in bytes (batches are tens of MB).
+    pub http2_window_bytes: u32,
+    /// Seconds to finish in-flight batches after SIGTERM or SIGINT.
+    pub drain_seconds: u64,
+    /// Datasets served, by name: `name = "path or URL"`.
+    pub datasets: BTreeMap<String, String>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: "127.0.0.1:50051".into(),
+            workers: 0,
+            prefetch_batches: 2,
+            queue_samples: 64,
+            max_streams: 256,
+            max_global_batch: 4096,
+            max_image_side: 2048,
+            max_batch_bytes: 1 << 30,
+            max_decode_pixels: 64 << 20,
+            http2_window_bytes: 16 << 20,
+            drain_seconds: 30,
+            datasets: BTreeMap::new(),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Parses a TOML file's text; `path` names it in errors.
+    pub fn from_toml(path: &str, text: &str) -> Result<ServeConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_string(), message: e.to_string() })
+    }
+
+    /// Checks ranges; call after flags are applied.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, why: &str| Err(ConfigError::Invalid { field, why: why.to_string() });
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return bad("listen", &format!("{:?} is not an address like 127.0.0.1:50051", self.listen));
+        }
+        if self.prefetch_batches == 0 {
+            return bad("prefetch_batches", "must be at least 1");
+        }
+        if self.queue_samples == 0 {
+            return bad("queue_samples", "must be at least 1");
+        }
+        if self.max_streams == 0 {
+            return bad("max_streams", "must be at least 1");
+        }
+        if self.max_global_batch == 0 || self.max_image_side == 0 || self.max_batch_bytes == 0 {
+            return bad("max_global_batch", "limits must be positive");
+        }
+        if self.http2_window_bytes < 65_535 {
+            return bad("http2_window_bytes", "must be at least 65535 (the HTTP/2 minimum)");
+        }
+        for (name, url) in &self.datasets {
+            check_dataset_name(name).map_err(|why| ConfigError::Invalid { field: "datasets", why })?;
+            if url.trim().is_empty() {
+                return bad("datasets", &format!("dataset {name:?} has an empty location"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Worker threads after resolving 0 to the core count.
+    pub fn worker_threads(&self) -> usize {
+        if self.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.workers
+        }
+    }
+}
+
+/// Dataset names are short identifiers: letters, digits, `-`, `_` and `.`, so that a
+/// name can never be mistaken for a path or URL.
+pub fn check_dataset_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a dataset name (letters, digits, '-', '_', '.'; at most 64)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses_and_validates() {
+        let c = ServeConfig::from_toml(
+            "t.toml",
+            "listen = \"0.0.0.0:7000\"\nworkers = 4\n[datasets]\npico = \"/data/pico\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.workers, 4);
+        assert_eq!(c.datasets["pico"], "/data/pico");
+        assert_eq!(c.prefetch_batches, ServeConfig::default().prefetch_batches);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn a_misspelt_key_is_rejected_by_name() {
+        let e = ServeConfig::from_toml("t.toml", "worker = 4\n").unwrap_err().to_string();
+        assert!(e.contains("worker") && e.contains("t.toml"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let c = ServeConfig { prefetch_batches: 0, ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("prefetch_batches"));
+        let c = ServeConfig { listen: "nowhere".into(), ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("listen"));
+        assert!(check_dataset_name("../etc").is_err());
+        assert!(check_dataset_name("s3://bucket").is_err());
+        assert!(check_dataset_name("pico-banana_v2").is_ok());
+    }
+}

@@ -1,0 +1,137 @@
+//! Collation: the prepared samples of one rank and step become one `Batch` message of
+//! contiguous uint8 HWC tensors (or encoded bytes with offsets), with per-sample
+//! metadata. Runs on the worker that finishes a batch's last sample.
+//!
+//! Tensors by subset (B samples, H x W output):
+//! - `sft`: `source`, `target`, each `[B, H, W, 3]`;
+//! - `preference`: `source`, `chosen`, `rejected`, each `[B, H, W, 3]`;
+//! - `multi_turn`: `images` `[B, T+1, H, W, 3]` (source then turns, zero-padded to the
+//!   longest chain T of the batch) and `turn_counts` int32 `[B]`; each sample's
+//!   `turn_texts` are padded with empty strings to T.
+//!
+//! With encoded output: `encoded` uint8 `[N]` (every image's bytes back to back) and
+//! `encoded_offsets` int64 `[B, S+1]` (slot j of sample i is
+//! `encoded[off[i][j]..off[i][j+1]]`, S slots, empty for padding), plus `turn_counts`
+//! for multi-turn.
+
+use bytes::Bytes;
+
+use super::prepare::{OutputKind, Prepared};
+use crate::dataset::Subset;
+use crate::proto::v1::{Batch, SampleMeta};
+use crate::wire::{tensor_i32, tensor_i64, tensor_u8};
+
+/// Where a batch sits in its stream.
+#[derive(Debug, Clone)]
+pub struct BatchHeader {
+    /// Global step.
+    pub step: u64,
+    /// Rank and world size.
+    pub rank: u32,
+    /// World size.
+    pub world_size: u32,
+    /// The step's subset.
+    pub subset: Subset,
+    /// Resume token after this batch.
+    pub cursor: String,
+    /// Dataset version served.
+    pub dataset_version: String,
+    /// Output width and height.
+    pub target: (u32, u32),
+    /// Pixels or encoded.
+    pub kind: OutputKind,
+}
+
+/// Builds the batch message.
+pub fn collate(header: &BatchHeader, samples: Vec<Prepared>) -> Batch {
+    let b = samples.len() as u64;
+    let (w, h) = (header.target.0 as u64, header.target.1 as u64);
+    let img = (w * h * 3) as usize;
+    let max_slots = samples.iter().map(|s| s.slots).max().unwrap_or(1);
+    let turns = max_slots.saturating_sub(1);
+    let mut tensors = Vec::new();
+    match header.kind {
+        OutputKind::Pixels => match header.subset {
+            Subset::Sft | Subset::Preference => {
+                let names: &[&str] = if header.subset == Subset::Sft {
+                    &["source", "target"]
+                } else {
+                    &["source", "chosen", "rejected"]
+                };
+                for (slot, name) in names.iter().enumerate() {
+                    let mut data = Vec::with_capacity(img * samples.len());
+                    for s in &samples {
+                        data.extend_from_slice(&s.pixels[slot * img..(slot + 1) * img]);
+                    }
+                    tensors.push(tensor_u8(name, &[b, h, w, 3], Bytes::from(data)));
+                }
+            }
+            Subset::MultiTurn => {
+                let mut data = vec![0u8; img * max_slots * samples.len()];
+                for (i, s) in samples.iter().enumerate() {
+                    let start = i * max_slots * img;
+                    data[start..start + s.pixels.len()].copy_from_slice(&s.pixels);
+                }
+                tensors.push(tensor_u8("images", &[b, max_slots as u64, h, w, 3], Bytes::from(data)));
+            }
+        },
+        OutputKind::Encoded => {
+            let total: usize = samples.iter().flat_map(|s| s.encoded.iter().map(|e| e.len())).sum();
+            let mut data = Vec::with_capacity(total);
+            let mut offsets = Vec::with_capacity(samples.len() * (max_slots + 1));
+            for s in &samples {
+                offsets.push(data.len() as i64);
+                for slot in 0..max_slots {
+                    if let Some(e) = s.encoded.get(slot) {
+                        data.extend_from_slice(e);
+                    }
+                    offsets.push(data.len() as i64);
+                }
+            }
+            tensors.push(tensor_u8("encoded", &[data.len() as u64], Bytes::from(data)));
+            tensors.push(tensor_i64("encoded_offsets", &[b, max_slots as u64 + 1], &offsets));
+        }
+    }
+    if header.subset == Subset::MultiTurn {
+        let counts: Vec<i32> = samples.iter().map(|s| s.slots as i32 - 1).collect();
+        tensors.push(tensor_i32("turn_counts", &[b], &counts));
+    }
+    let metas = samples
+        .into_iter()
+        .map(|s| {
+            let mut turn_texts = s.texts.turns;
+            if header.subset == Subset::MultiTurn {
+                turn_texts.resize(turns, String::new());
+            }
+            SampleMeta {
+                key: s.key,
+                subset: header.subset.name().to_string(),
+                edit_type: s.edit_type,
+                category: s.category,
+                text: s.texts.text,
+                summarized_text: s.texts.summarized_text.unwrap_or_default(),
+                turns: (s.slots.saturating_sub(1)) as u32 * (header.subset == Subset::MultiTurn) as u32,
+                turn_texts,
+                flipped: s.flipped,
+                ordinal: s.ordinal,
+                epoch: s.epoch,
+                replaced_key: s.replaced_key.unwrap_or_default(),
+            }
+        })
+        .collect();
+    Batch {
+        step: header.step,
+        rank: header.rank,
+        world_size: header.world_size,
+        subset: header.subset.name().to_string(),
+        tensors,
+        samples: metas,
+        cursor: header.cursor.clone(),
+        dataset_version: header.dataset_version.clone(),
+    }
+}
+
+/// The bytes a batch of this shape will take, to refuse oversized requests up front.
+pub fn estimate_bytes(subset_slots: usize, batch: u64, target: (u32, u32)) -> u64 {
+    batch * subset_slots as u64 * target.0 as u64 * target.1 as u64 * 3
+}

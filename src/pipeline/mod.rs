@@ -1,0 +1,13 @@
+//! The serving pipeline after the plan: read and decode on the CPU worker pool, paired
+//! augmentation, collation into contiguous tensors, and the per-stream producer that
+//! keeps a bounded number of batches in flight in plan order.
+//!
+//! store -> shard reader -> plan -> PREFETCH -> DECODE + AUGMENT -> COLLATE -> gRPC
+
+pub mod augment;
+pub mod decode;
+pub mod direction;
+pub mod pool;
+pub mod collate;
+pub mod prepare;
+pub mod stream;

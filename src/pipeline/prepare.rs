@@ -1,0 +1,175 @@
+//! Prepares one planned sample on a worker thread: one range read, the zstd frame
+//! decoded, the schema applied, the images the subset needs chosen, then decoded and
+//! augmented into the sample's own pixel buffer (or passed through encoded).
+//!
+//! A sample that cannot be read or decoded is replaced by a deterministic rule so batch
+//! shapes hold: the next ordinal of the same subset in canonical order (wrapping), tried
+//! up to [`MAX_REPLACEMENTS`] times; the batch metadata names the replaced key.
+
+use bytes::Bytes;
+
+use super::augment::{self, AugmentSpec, SampleRng, Texts};
+use crate::dataset::sample::{Role, Sample, SampleImage};
+use crate::dataset::{Dataset, DatasetError, Subset};
+use crate::plan::SampleRef;
+use crate::rng::{Purpose, Rng};
+
+/// How many following samples are tried before a batch fails.
+pub const MAX_REPLACEMENTS: u64 = 16;
+
+/// What the trainer gets: decoded pixels or the encoded bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    /// uint8 HWC pixels at the target size.
+    Pixels,
+    /// The stored encoded bytes.
+    Encoded,
+}
+
+/// Everything a worker needs to prepare samples of one stream.
+#[derive(Clone)]
+pub struct PrepareCtx {
+    /// The dataset being served.
+    pub dataset: std::sync::Arc<Dataset>,
+    /// The stream's seed.
+    pub seed: u64,
+    /// Augmentation settings.
+    pub augment: AugmentSpec,
+    /// Pixels or encoded bytes.
+    pub kind: OutputKind,
+}
+
+/// One prepared sample.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The sample actually used (the planned one or its replacement).
+    pub key: String,
+    /// Canonical ordinal of the sample used.
+    pub ordinal: u64,
+    /// The planned sample's epoch.
+    pub epoch: u64,
+    /// The planned key when this sample replaced it.
+    pub replaced_key: Option<String>,
+    /// Metadata of the sample used.
+    pub edit_type: String,
+    /// The category name, or empty.
+    pub category: String,
+    /// Instructions after any direction swap.
+    pub texts: Texts,
+    /// Whether the images were flipped.
+    pub flipped: bool,
+    /// Images in slot order (source first).
+    pub slots: usize,
+    /// Pixels: `slots * h * w * 3` bytes. Encoded: empty.
+    pub pixels: Vec<u8>,
+    /// Encoded: the images' bytes in slot order. Pixels: empty.
+    pub encoded: Vec<Bytes>,
+}
+
+/// Why a sample could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// Reading the sample failed.
+    #[error(transparent)]
+    Read(#[from] DatasetError),
+    /// Decoding or augmenting an image failed.
+    #[error("shard {shard}, sample {key}: {source}")]
+    Image {
+        shard: String,
+        key: String,
+        #[source]
+        source: augment::AugmentError,
+    },
+    /// The planned sample and every replacement failed.
+    #[error("subset {subset}: sample {ordinal} and the {MAX_REPLACEMENTS} after it all failed; last error: {last}")]
+    Exhausted { subset: Subset, ordinal: u64, last: String },
+}
+
+/// The images a subset's batch holds per sample, in slot order.
+fn select_images<'a>(sample: &'a Sample, seed: u64, sref: &SampleRef) -> Vec<&'a SampleImage> {
+    let src = sample.image(Role::Source);
+    let mut out: Vec<&SampleImage> = src.into_iter().collect();
+    match sample.subset() {
+        Subset::Sft => out.extend(sample.image(Role::Edit)),
+        Subset::Preference => {
+            out.extend(sample.image(Role::Chosen));
+            let rejected = sample.rejected();
+            if !rejected.is_empty() {
+                let mut rng =
+                    Rng::keyed(seed, sref.subset.id() as u64, sref.epoch, sref.ordinal, Purpose::Rejected);
+                out.push(rejected[rng.below(rejected.len() as u64) as usize]);
+            }
+        }
+        Subset::MultiTurn => out.extend(sample.turns()),
+    }
+    out
+}
+
+/// Prepares the planned sample, replacing it by the rule above if it fails.
+pub fn prepare(ctx: &PrepareCtx, sref: &SampleRef, target: (u32, u32)) -> Result<Prepared, PrepareError> {
+    let len = ctx.dataset.len(sref.subset);
+    let mut last = String::new();
+    for k in 0..=MAX_REPLACEMENTS.min(len.saturating_sub(1)) {
+        let ordinal = (sref.ordinal + k) % len;
+        let attempt = SampleRef { ordinal, ..*sref };
+        match prepare_one(ctx, &attempt, target) {
+            Ok(mut p) => {
+                if k > 0 {
+                    p.replaced_key = Some(ctx.dataset.key_of(sref.subset, sref.ordinal).unwrap_or_default());
+                }
+                return Ok(p);
+            }
+            Err(e) => {
+                tracing::warn!(subset = %sref.subset, ordinal, error = %e, "sample skipped, using the next one");
+                crate::metrics::sample_replaced();
+                last = e.to_string();
+            }
+        }
+    }
+    Err(PrepareError::Exhausted { subset: sref.subset, ordinal: sref.ordinal, last })
+}
+
+fn prepare_one(ctx: &PrepareCtx, sref: &SampleRef, target: (u32, u32)) -> Result<Prepared, PrepareError> {
+    let sample = ctx.dataset.read_sample(sref.subset, sref.ordinal)?;
+    let images = select_images(&sample, ctx.seed, sref);
+    let texts = Texts {
+        text: sample.meta.text.clone(),
+        summarized_text: sample.meta.summarized_text.clone(),
+        turns: sample.meta.turns.clone(),
+    };
+    let mut prepared = Prepared {
+        key: sample.key.clone(),
+        ordinal: sref.ordinal,
+        epoch: sref.epoch,
+        replaced_key: None,
+        edit_type: sample.meta.edit_type.clone().unwrap_or_default(),
+        category: sample.meta.category.map(|c| c.name().to_string()).unwrap_or_default(),
+        texts: texts.clone(),
+        flipped: false,
+        slots: images.len(),
+        pixels: Vec::new(),
+        encoded: Vec::new(),
+    };
+    match ctx.kind {
+        OutputKind::Encoded => prepared.encoded = images.iter().map(|i| i.bytes.clone()).collect(),
+        OutputKind::Pixels => {
+            let (w, h) = target;
+            prepared.pixels = vec![0u8; images.len() * (w * h * 3) as usize];
+            let rng = SampleRng { seed: ctx.seed, subset: sref.subset, epoch: sref.epoch, ordinal: sref.ordinal };
+            let out = augment::process(&images, &texts, &ctx.augment, rng, target, &mut prepared.pixels)
+                .map_err(|source| PrepareError::Image {
+                    shard: ctx
+                        .dataset
+                        .locate(sref.subset, sref.ordinal)
+                        .ok()
+                        .and_then(|l| ctx.dataset.shards(sref.subset).ok().map(|s| s[l.shard].path.clone()))
+                        .unwrap_or_default(),
+                    key: sample.key.clone(),
+                    source,
+                })?;
+            prepared.texts = out.texts;
+            prepared.flipped = out.flipped;
+        }
+    }
+    Ok(prepared)
+}

@@ -1,0 +1,214 @@
+//! The producer of one trainer stream: walks the plan from the start step, submits each
+//! batch's samples to the worker pool, keeps at most `prefetch_batches` batches in
+//! flight, and hands finished batches to the gRPC response in plan order through a
+//! bounded channel. A failed send means the client left: the producer stops, and
+//! dropping its pool queue discards the work it had waiting.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::collate::{collate, BatchHeader};
+use super::pool::StreamQueue;
+use super::prepare::{prepare, OutputKind, PrepareCtx, PrepareError, Prepared};
+use crate::plan::{Plan, PlanError};
+use crate::proto::v1::Batch;
+use crate::rng::{Purpose, Rng};
+
+/// What one stream produces.
+pub struct StreamParams {
+    /// Per-sample work context.
+    pub ctx: PrepareCtx,
+    /// The stream's plan.
+    pub plan: Arc<Plan>,
+    /// This rank.
+    pub rank: u32,
+    /// Ranks in the job.
+    pub world_size: u32,
+    /// First step to produce.
+    pub start_step: u64,
+    /// First step not to produce (`None`: endless).
+    pub end_step: Option<u64>,
+    /// Output size when no buckets are given.
+    pub size: (u32, u32),
+    /// Aspect-ratio buckets; one is drawn per global step.
+    pub buckets: Vec<(u32, u32)>,
+    /// Batches prepared ahead of the client.
+    pub prefetch_batches: usize,
+}
+
+/// Why a stream ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The plan refused a step.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A sample and its replacements all failed.
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    /// A worker died while preparing a batch.
+    #[error("step {step}: a worker failed while preparing the batch")]
+    WorkerLost { step: u64 },
+}
+
+/// The output size of a global step: the fixed size, or a bucket drawn from the seed and
+/// the step (the same on every rank, so the ranks' slices stay one global batch).
+pub fn step_size(params: &StreamParams, step: u64) -> (u32, u32) {
+    if params.buckets.is_empty() {
+        return params.size;
+    }
+    let mut rng = Rng::keyed(params.ctx.seed, 0, step, 0, Purpose::Bucket);
+    params.buckets[rng.below(params.buckets.len() as u64) as usize]
+}
+
+/// A batch on its way: being prepared by the pool, or refused by the plan.
+enum Inflight {
+    Pending(u64, oneshot::Receiver<Result<Batch, PrepareError>>),
+    Failed(StreamError),
+}
+
+/// Runs the producer until the stream ends, the client leaves or an error occurs.
+pub async fn produce(params: StreamParams, queue: StreamQueue, tx: mpsc::Sender<Result<Batch, StreamError>>) {
+    let params = Arc::new(params);
+    let mut inflight: VecDeque<Inflight> = VecDeque::new();
+    let mut next = Some(params.start_step);
+    loop {
+        while let Some(step) = next.filter(|_| inflight.len() < params.prefetch_batches.max(1)) {
+            if params.end_step.is_some_and(|e| step >= e) {
+                next = None;
+                break;
+            }
+            let submitted = tokio::select! {
+                r = submit_batch(&params, &queue, step) => r,
+                _ = tx.closed() => return,
+            };
+            match submitted {
+                Ok(rx) => {
+                    inflight.push_back(Inflight::Pending(step, rx));
+                    next = Some(step + 1);
+                }
+                Err(e) => {
+                    // The batches before the refused step still go out first.
+                    inflight.push_back(Inflight::Failed(e));
+                    next = None;
+                }
+            }
+        }
+        let item = match inflight.pop_front() {
+            None => return,
+            Some(Inflight::Failed(e)) => Err(e),
+            Some(Inflight::Pending(step, rx)) => {
+                let result = tokio::select! {
+                    r = rx => r,
+                    _ = tx.closed() => return,
+                };
+                match result {
+                    Ok(Ok(batch)) => Ok(batch),
+                    Ok(Err(e)) => Err(StreamError::Prepare(e)),
+                    Err(_) => Err(StreamError::WorkerLost { step }),
+                }
+            }
+        };
+        let stop = item.is_err();
+        if let Ok(b) = &item {
+            let bytes: u64 = b.tensors.iter().map(|t| t.data.len() as u64).sum();
+            let subset = crate::dataset::Subset::from_name(&b.subset).map_or("unknown", |s| s.name());
+            crate::metrics::batch_sent(subset, bytes);
+        }
+        if tx.send(item).await.is_err() || stop {
+            return;
+        }
+    }
+}
+
+struct BatchState {
+    header: BatchHeader,
+    slots: Mutex<Vec<Option<Prepared>>>,
+    remaining: AtomicUsize,
+    error: Mutex<Option<PrepareError>>,
+    done: Mutex<Option<oneshot::Sender<Result<Batch, PrepareError>>>>,
+    started: Instant,
+}
+
+impl BatchState {
+    fn finish_one(&self, index: usize, result: Result<Prepared, PrepareError>) {
+        match result {
+            Ok(p) => self.slots.lock().expect("slots lock")[index] = Some(p),
+            Err(e) => {
+                self.error.lock().expect("error lock").get_or_insert(e);
+            }
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        // The last sample of the batch: collate here, on this worker.
+        let Some(done) = self.done.lock().expect("done lock").take() else { return };
+        if let Some(e) = self.error.lock().expect("error lock").take() {
+            let _ = done.send(Err(e));
+            return;
+        }
+        let samples: Vec<Prepared> =
+            std::mem::take(&mut *self.slots.lock().expect("slots lock")).into_iter().flatten().collect();
+        let batch = collate(&self.header, samples);
+        crate::metrics::batch_prepared(self.started.elapsed().as_secs_f64());
+        let _ = done.send(Ok(batch));
+    }
+
+    fn abandoned(&self) -> bool {
+        self.done.lock().expect("done lock").as_ref().is_none_or(|d| d.is_closed())
+    }
+}
+
+async fn submit_batch(
+    params: &Arc<StreamParams>,
+    queue: &StreamQueue,
+    step: u64,
+) -> Result<oneshot::Receiver<Result<Batch, PrepareError>>, StreamError> {
+    let plan = params.plan.rank_batch(step, params.rank, params.world_size)?;
+    let target = step_size(params, step);
+    let (tx, rx) = oneshot::channel();
+    let n = plan.samples.len();
+    let state = Arc::new(BatchState {
+        header: BatchHeader {
+            step,
+            rank: params.rank,
+            world_size: params.world_size,
+            subset: plan.subset,
+            cursor: params.plan.cursor(step + 1).encode(),
+            dataset_version: params.plan.dataset_version().to_string(),
+            target,
+            kind: params.ctx.kind,
+        },
+        slots: Mutex::new((0..n).map(|_| None).collect()),
+        remaining: AtomicUsize::new(n),
+        error: Mutex::new(None),
+        done: Mutex::new(Some(tx)),
+        started: Instant::now(),
+    });
+    for (i, sref) in plan.samples.into_iter().enumerate() {
+        let state = state.clone();
+        let params = params.clone();
+        queue
+            .submit(Box::new(move || {
+                if state.abandoned() {
+                    return;
+                }
+                let result = prepare(&params.ctx, &sref, target);
+                state.finish_one(i, result);
+            }))
+            .await;
+    }
+    Ok(rx)
+}
+
+/// Whether output is pixels or encoded bytes (re-exported for the server).
+pub fn kind_of(encoded: bool) -> OutputKind {
+    if encoded {
+        OutputKind::Encoded
+    } else {
+        OutputKind::Pixels
+    }
+}

@@ -1,0 +1,57 @@
+//! The one place where errors become gRPC statuses. Requests that are wrong get
+//! INVALID_ARGUMENT or NOT_FOUND with a message naming the field; data that is broken
+//! gets DATA_LOSS naming the shard and sample; limits get RESOURCE_EXHAUSTED.
+
+use tonic::Status;
+
+use crate::pipeline::prepare::PrepareError;
+use crate::pipeline::stream::StreamError;
+use crate::plan::{CursorError, PlanError};
+
+/// A stream request that cannot be served, before any work starts.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// A field is missing or out of range; names the field.
+    #[error("{field}: {why}")]
+    Invalid { field: &'static str, why: String },
+    /// The dataset is not registered.
+    #[error("dataset {name:?} is not registered (registered: {registered})")]
+    UnknownDataset { name: String, registered: String },
+    /// The plan refused the spec, world size, rank or cursor.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The cursor token does not parse.
+    #[error("cursor: {0}")]
+    Cursor(#[from] CursorError),
+    /// Too many streams are open.
+    #[error("the daemon serves {limit} streams at most; try again later or another daemon")]
+    TooManyStreams { limit: usize },
+    /// The batch would exceed the message limit.
+    #[error("a batch would take {bytes} bytes, over max_batch_bytes {limit}; lower global_batch or the output size")]
+    BatchTooLarge { bytes: u64, limit: u64 },
+}
+
+impl From<RequestError> for Status {
+    fn from(e: RequestError) -> Status {
+        let msg = e.to_string();
+        match e {
+            RequestError::UnknownDataset { .. } => Status::not_found(msg),
+            RequestError::TooManyStreams { .. } => Status::resource_exhausted(msg),
+            RequestError::Plan(PlanError::EndOfStream { .. }) => Status::out_of_range(msg),
+            _ => Status::invalid_argument(msg),
+        }
+    }
+}
+
+impl From<StreamError> for Status {
+    fn from(e: StreamError) -> Status {
+        let msg = e.to_string();
+        match e {
+            StreamError::Prepare(PrepareError::Exhausted { .. }) => Status::data_loss(msg),
+            StreamError::Prepare(_) => Status::data_loss(msg),
+            StreamError::Plan(PlanError::EndOfStream { .. }) => Status::out_of_range(msg),
+            StreamError::Plan(_) => Status::invalid_argument(msg),
+            StreamError::WorkerLost { .. } => Status::internal(msg),
+        }
+    }
+}
