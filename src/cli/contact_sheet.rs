@@ -61,7 +61,7 @@ fn rows_of(batch: &Batch) -> anyhow::Result<Vec<(Vec<RgbImage>, String)>> {
             _ => continue,
         };
         let img = (h * w * 3) as usize;
-        for i in 0..b as usize {
+        for (i, sample) in per_sample.iter_mut().enumerate().take(b as usize) {
             for s in 0..slots as usize {
                 let at = (i * slots as usize + s) * img;
                 let px = t.data[at..at + img].to_vec();
@@ -69,7 +69,7 @@ fn rows_of(batch: &Batch) -> anyhow::Result<Vec<(Vec<RgbImage>, String)>> {
                     continue; // padding after the last turn
                 }
                 let full = RgbImage::from_raw(w as u32, h as u32, px).expect("tensor holds h*w*3 bytes");
-                per_sample[i].push(thumb(&full));
+                sample.push(thumb(&full));
             }
         }
     }

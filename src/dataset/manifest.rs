@@ -54,6 +54,10 @@ pub struct SubsetManifest {
     pub bytes: u64,
     /// Running sha256 over the (key, digest) pairs of its samples in order, hex.
     pub content_sha256: String,
+    /// The longest multi-turn chain in the subset (0 for other subsets). Batches pad
+    /// their turn axis to it, so every rank and step has the same shape.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_turns: u32,
     /// Its shards, in canonical order.
     pub shards: Vec<ShardManifest>,
 }
@@ -142,6 +146,10 @@ pub fn category_char(c: Option<Category>) -> char {
 /// Parses one category character.
 pub fn category_from_char(ch: u8) -> Option<Category> {
     Category::ALL.get(ch.wrapping_sub(b'0') as usize).copied()
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 fn is_hex(s: &str, len: usize) -> bool {

@@ -3,11 +3,14 @@
 
 pub mod edit_types;
 pub mod manifest;
+pub mod pico_banana;
 pub mod reader;
 pub mod sample;
 pub mod subset;
 pub mod synth;
+pub mod transcode;
 pub mod verify;
+pub mod webdataset_import;
 pub mod writer;
 
 pub use edit_types::Category;

@@ -17,7 +17,7 @@ use super::manifest::{
     category_char, dataset_version, ContentHasher, Manifest, ShardManifest, SubsetManifest, FORMAT,
     FORMAT_VERSION, MANIFEST_FILE, ORDER,
 };
-use super::sample::Sample;
+use super::sample::{Role, Sample};
 use super::{Category, Subset};
 use crate::shard::writer::hex;
 use crate::shard::ShardWriter;
@@ -91,6 +91,7 @@ struct SubsetState {
     open: Option<OpenShard>,
     content: ContentHasher,
     keys: HashSet<String>,
+    max_turns: u32,
 }
 
 /// Writes one dataset folder.
@@ -186,6 +187,16 @@ impl DatasetWriter {
                 categories: String::new(),
             });
         }
+        let turns = members
+            .clone()
+            .into_iter()
+            .filter(|(f, _)| {
+                f.split_once('.')
+                    .and_then(|(name, _)| Role::from_field(name))
+                    .is_some_and(|r| matches!(r, Role::Turn(_)))
+            })
+            .count() as u32;
+        state.max_turns = state.max_turns.max(turns);
         let open = state.open.as_mut().expect("opened above");
         let path = self.root.join(&open.name);
         let frame = open.writer.add(key, members).map_err(io_err(&path))?;
@@ -226,6 +237,7 @@ impl DatasetWriter {
                     samples,
                     bytes,
                     content_sha256: state.content.finish(),
+                    max_turns: state.max_turns,
                     shards: state.shards,
                 },
             );

@@ -1,0 +1,111 @@
+//! Reads one image file of a row, checks that it is a decodable JPEG, PNG or WebP and,
+//! only when the user asked, transcodes or shrinks it. Without options the bytes are
+//! stored exactly as published and the member extension follows the sniffed content,
+//! not the file name.
+//!
+//! Flow: row -> source resolution -> IMAGE LOADING (here) -> writer.
+
+use std::path::Path;
+
+use bytes::Bytes;
+
+use crate::dataset::sample::{ImageFormat, Role, SampleImage};
+use crate::dataset::transcode::{probe, transcode, TranscodeTarget, DEFAULT_PIXEL_LIMIT};
+
+/// What to do to images at import time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageOptions {
+    /// Re-encode edited images (edit, chosen, rejected, turns) to this format; source
+    /// photos keep theirs.
+    pub transcode_edits: Option<TranscodeTarget>,
+    /// Shrink every image of a sample so its longer side is at most this many pixels.
+    pub max_side: Option<u32>,
+    /// Refuse to decode images with more pixels than this when transcoding.
+    pub pixel_limit: u64,
+}
+
+impl Default for ImageOptions {
+    fn default() -> Self {
+        ImageOptions {
+            transcode_edits: None,
+            max_side: None,
+            pixel_limit: DEFAULT_PIXEL_LIMIT,
+        }
+    }
+}
+
+impl ImageOptions {
+    /// Whether any image may be re-encoded.
+    pub fn rewrites(&self) -> bool {
+        self.transcode_edits.is_some() || self.max_side.is_some()
+    }
+}
+
+/// Why an image could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The file could not be read.
+    Read(std::io::Error),
+    /// The bytes are not a decodable image.
+    Decode(String),
+}
+
+/// Reads, checks and (when asked) transcodes the image at `path` for `role`.
+pub fn load_image(path: &Path, role: Role, opts: &ImageOptions) -> Result<SampleImage, LoadError> {
+    let bytes = Bytes::from(std::fs::read(path).map_err(LoadError::Read)?);
+    let (format, bytes): (ImageFormat, Bytes) = if opts.rewrites() {
+        let target = if role == Role::Source {
+            None
+        } else {
+            opts.transcode_edits
+        };
+        transcode(&bytes, target, opts.max_side, opts.pixel_limit)
+            .map_err(|e| LoadError::Decode(e.to_string()))?
+    } else {
+        let info = probe(&bytes).map_err(|e| LoadError::Decode(e.to_string()))?;
+        (info.format, bytes)
+    };
+    Ok(SampleImage {
+        role,
+        format,
+        bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::transcode::encode;
+    use image::{DynamicImage, RgbImage};
+
+    #[test]
+    fn sources_keep_their_format_and_edits_follow_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(40, 20, |x, _| {
+            image::Rgb([x as u8, 0, 0])
+        }));
+        let path = dir.path().join("a.png");
+        std::fs::write(&path, encode(&img, TranscodeTarget::Png).unwrap()).unwrap();
+        let plain = load_image(&path, Role::Edit, &ImageOptions::default()).unwrap();
+        assert_eq!(plain.bytes, std::fs::read(&path).unwrap());
+        let opts = ImageOptions {
+            transcode_edits: Some(TranscodeTarget::Jpeg { quality: 80 }),
+            max_side: Some(20),
+            ..Default::default()
+        };
+        let edit = load_image(&path, Role::Edit, &opts).unwrap();
+        assert_eq!(edit.format, ImageFormat::Jpeg);
+        let src = load_image(&path, Role::Source, &opts).unwrap();
+        assert_eq!(src.format, ImageFormat::Png);
+        assert_eq!(probe(&src.bytes).unwrap().width, 20);
+        std::fs::write(&path, b"garbage").unwrap();
+        assert!(matches!(
+            load_image(&path, Role::Edit, &opts),
+            Err(LoadError::Decode(_))
+        ));
+        assert!(matches!(
+            load_image(&dir.path().join("none"), Role::Edit, &opts),
+            Err(LoadError::Read(_))
+        ));
+    }
+}

@@ -1,0 +1,353 @@
+//! What the Pico-Banana importer tells its user: why each skipped row was skipped (a
+//! [`SkipReason`] with a stable short name), the counts per subset and per reason, a
+//! short printable summary and the full JSON report written beside the dataset.
+//!
+//! Flow: rows -> checks -> SKIP REPORT (here) and dataset writer.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::sources::SourceWay;
+use crate::dataset::Subset;
+
+/// Why one row was not imported. Each variant has a stable short name ([`Self::name`])
+/// used in the summary and the JSON report.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SkipReason {
+    /// The line is not a JSON object.
+    #[error("malformed json: {why}")]
+    BadJson {
+        /// The parser's message.
+        why: String,
+    },
+    /// A required field is absent, null or empty.
+    #[error("missing required field {field:?}")]
+    MissingField {
+        /// The field's name.
+        field: String,
+    },
+    /// A field has the wrong type.
+    #[error("field {field:?}: {why}")]
+    BadField {
+        /// The field's name.
+        field: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// An edited image named by the row is not under the root.
+    #[error("edited image {path}: {why}")]
+    MissingEditFile {
+        /// The path as written in the row.
+        path: String,
+        /// The file system's message.
+        why: String,
+    },
+    /// The row's `local_input_image` names a file that is not there, and no other way
+    /// found the source photo.
+    #[error("source photo {path}: {why}")]
+    MissingSourceFile {
+        /// The path as written in the row.
+        path: String,
+        /// The file system's message (and what else was tried).
+        why: String,
+    },
+    /// The source URL is dead or unmapped: not in the source map, and no downloaded file
+    /// for it in the source folders.
+    #[error("source {url}: {why}")]
+    UnresolvedSource {
+        /// The source photo URL.
+        url: String,
+        /// What each way tried found.
+        why: String,
+    },
+    /// An earlier accepted row of the same subset already used this output path.
+    #[error("output image {path} was already used by line {first_line}")]
+    DuplicateOutput {
+        /// The shared path.
+        path: String,
+        /// The line of the row that was kept.
+        first_line: u64,
+    },
+    /// The edit type is not one of the 35 published strings.
+    #[error("unknown edit type {edit_type:?}")]
+    UnknownEditType {
+        /// The string found.
+        edit_type: String,
+    },
+    /// An image file is not a decodable JPEG, PNG or WebP.
+    #[error("image {path} does not decode: {why}")]
+    UndecodableImage {
+        /// The image's path.
+        path: String,
+        /// The decoder's message.
+        why: String,
+    },
+    /// A multi-turn row's turn numbers (from the image paths) are not 1..N.
+    #[error("bad turns: {why}")]
+    BadTurns {
+        /// What is wrong.
+        why: String,
+    },
+    /// A multi-turn row has a different number of prompts than turn images.
+    #[error("{prompts} prompts for {turns} turn images")]
+    PromptCountMismatch {
+        /// Entries in `metadata_edit_turn_prompts`.
+        prompts: usize,
+        /// Turn images in `files`.
+        turns: usize,
+    },
+    /// A preference row has no rejected image.
+    #[error("no rejected images")]
+    NoRejectedImages,
+}
+
+impl SkipReason {
+    /// Every short name (the summary and report list them alphabetically).
+    pub const NAMES: [&'static str; 12] = [
+        "bad_json",
+        "missing_field",
+        "bad_field",
+        "missing_edit_file",
+        "missing_source_file",
+        "unresolved_source",
+        "duplicate_output",
+        "unknown_edit_type",
+        "undecodable_image",
+        "bad_turns",
+        "prompt_count_mismatch",
+        "no_rejected_images",
+    ];
+
+    /// The stable short name of the reason.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SkipReason::BadJson { .. } => "bad_json",
+            SkipReason::MissingField { .. } => "missing_field",
+            SkipReason::BadField { .. } => "bad_field",
+            SkipReason::MissingEditFile { .. } => "missing_edit_file",
+            SkipReason::MissingSourceFile { .. } => "missing_source_file",
+            SkipReason::UnresolvedSource { .. } => "unresolved_source",
+            SkipReason::DuplicateOutput { .. } => "duplicate_output",
+            SkipReason::UnknownEditType { .. } => "unknown_edit_type",
+            SkipReason::UndecodableImage { .. } => "undecodable_image",
+            SkipReason::BadTurns { .. } => "bad_turns",
+            SkipReason::PromptCountMismatch { .. } => "prompt_count_mismatch",
+            SkipReason::NoRejectedImages => "no_rejected_images",
+        }
+    }
+
+    /// A missing-field reason.
+    pub(crate) fn missing(field: &str) -> SkipReason {
+        SkipReason::MissingField {
+            field: field.to_string(),
+        }
+    }
+
+    /// A wrong-type reason.
+    pub(crate) fn bad_field(field: &str, why: impl Into<String>) -> SkipReason {
+        SkipReason::BadField {
+            field: field.to_string(),
+            why: why.into(),
+        }
+    }
+}
+
+/// One skipped row: where it is and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {reason}")]
+pub struct SkippedRow {
+    /// The metadata file name (`sft.jsonl`).
+    pub file: String,
+    /// The 1-based line number.
+    pub line: u64,
+    /// Why it was skipped.
+    pub reason: SkipReason,
+}
+
+/// One metadata file the importer looked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MetadataFile {
+    /// The subset it feeds.
+    pub subset: Subset,
+    /// Its full path.
+    pub path: PathBuf,
+    /// Whether it was there.
+    pub found: bool,
+    /// Non-blank lines read (at most the row limit).
+    pub rows: u64,
+}
+
+/// What an import did, before the manifest is written: everything the summary and the
+/// JSON report say.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImportReport {
+    /// The metadata files looked for, in import order.
+    pub files: Vec<MetadataFile>,
+    /// Samples written per subset.
+    pub written: BTreeMap<Subset, u64>,
+    /// How many source photos each resolution way supplied.
+    pub sources: BTreeMap<SourceWay, u64>,
+    /// Every skipped row, in file and line order.
+    pub skipped: Vec<SkippedRow>,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    files: &'a [MetadataFile],
+    written: BTreeMap<&'static str, u64>,
+    sources: BTreeMap<&'static str, u64>,
+    skipped_by_reason: BTreeMap<&'static str, u64>,
+    skipped: Vec<JsonRow<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    file: &'a str,
+    line: u64,
+    reason: &'static str,
+    detail: String,
+}
+
+impl ImportReport {
+    /// Rows skipped per reason name (only reasons that occurred).
+    pub fn skipped_by_reason(&self) -> BTreeMap<&'static str, u64> {
+        let mut out = BTreeMap::new();
+        for row in &self.skipped {
+            *out.entry(row.reason.name()).or_insert(0) += 1;
+        }
+        out
+    }
+
+    /// Samples written in all subsets.
+    pub fn total_written(&self) -> u64 {
+        self.written.values().sum()
+    }
+
+    /// The report as pretty JSON: files, counts, and every skipped row with file, line,
+    /// reason name and detail.
+    pub fn to_json(&self) -> Vec<u8> {
+        let report = JsonReport {
+            files: &self.files,
+            written: self.written.iter().map(|(k, v)| (k.name(), *v)).collect(),
+            sources: self.sources.iter().map(|(k, v)| (k.name(), *v)).collect(),
+            skipped_by_reason: self.skipped_by_reason(),
+            skipped: self
+                .skipped
+                .iter()
+                .map(|r| JsonRow {
+                    file: &r.file,
+                    line: r.line,
+                    reason: r.reason.name(),
+                    detail: r.reason.to_string(),
+                })
+                .collect(),
+        };
+        let mut out = serde_json::to_vec_pretty(&report).expect("report serialises");
+        out.push(b'\n');
+        out
+    }
+
+    /// A human-readable summary: files found, samples per subset, skips per reason and
+    /// the first `first` skipped rows.
+    pub fn summary(&self, first: usize, report_path: Option<&Path>) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        for f in &self.files {
+            if f.found {
+                let _ = writeln!(s, "found {} ({} rows)", f.path.display(), f.rows);
+            } else {
+                let _ = writeln!(
+                    s,
+                    "absent {} (subset {} not imported)",
+                    f.path.display(),
+                    f.subset
+                );
+            }
+        }
+        let _ = writeln!(s, "samples written: {}", self.total_written());
+        for (subset, n) in &self.written {
+            let _ = writeln!(s, "  {subset}: {n}");
+        }
+        if !self.sources.is_empty() {
+            let _ = writeln!(s, "source photos found by:");
+            for (way, n) in &self.sources {
+                let _ = writeln!(s, "  {}: {n}", way.name());
+            }
+        }
+        let _ = writeln!(s, "rows skipped: {}", self.skipped.len());
+        for (reason, n) in self.skipped_by_reason() {
+            let _ = writeln!(s, "  {reason}: {n}");
+        }
+        if !self.skipped.is_empty() {
+            let shown = first.min(self.skipped.len());
+            let _ = writeln!(s, "first {shown} skipped rows:");
+            for row in self.skipped.iter().take(shown) {
+                let _ = writeln!(
+                    s,
+                    "  {}:{}: {}: {}",
+                    row.file,
+                    row.line,
+                    row.reason.name(),
+                    row.reason
+                );
+            }
+        }
+        if let Some(p) = report_path {
+            let _ = writeln!(s, "full report: {}", p.display());
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_listed_and_unique() {
+        let mut names = SkipReason::NAMES.to_vec();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), SkipReason::NAMES.len());
+        assert!(SkipReason::NAMES.contains(&SkipReason::NoRejectedImages.name()));
+        assert!(SkipReason::NAMES.contains(&SkipReason::missing("text").name()));
+    }
+
+    #[test]
+    fn report_lists_every_row_with_file_line_and_reason() {
+        let report = ImportReport {
+            written: [(Subset::Sft, 2)].into(),
+            skipped: vec![
+                SkippedRow {
+                    file: "sft.jsonl".into(),
+                    line: 3,
+                    reason: SkipReason::missing("text"),
+                },
+                SkippedRow {
+                    file: "sft.jsonl".into(),
+                    line: 9,
+                    reason: SkipReason::DuplicateOutput {
+                        path: "images/a.png".into(),
+                        first_line: 1,
+                    },
+                },
+            ],
+            ..Default::default()
+        };
+        let v: serde_json::Value = serde_json::from_slice(&report.to_json()).unwrap();
+        assert_eq!(v["written"]["sft"], 2);
+        assert_eq!(v["skipped_by_reason"]["missing_field"], 1);
+        assert_eq!(v["skipped"][1]["line"], 9);
+        assert_eq!(v["skipped"][1]["reason"], "duplicate_output");
+        assert!(v["skipped"][1]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("line 1"));
+        let text = report.summary(1, None);
+        assert!(text.contains("sft.jsonl:3: missing_field"), "{text}");
+        assert!(!text.contains("sft.jsonl:9"), "{text}");
+        assert!(text.contains("duplicate_output: 1"), "{text}");
+    }
+}

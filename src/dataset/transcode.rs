@@ -1,0 +1,376 @@
+//! Image probing and optional transcoding at pack time. The importers call [`probe`] on
+//! every image they store (a cheap decodability check: format sniff plus header
+//! dimensions) and, only when the user asks, [`transcode`] to re-encode edits or to
+//! shrink every image of a sample for training at low resolution. Resharding uses the
+//! same functions. Without options, image bytes are stored exactly as published.
+//!
+//! Flow: source files -> importer -> PROBE / TRANSCODE -> dataset writer -> shards.
+
+use std::io::Cursor;
+use std::str::FromStr;
+
+use bytes::Bytes;
+use image::codecs::jpeg::JpegEncoder;
+use image::codecs::png::PngEncoder;
+use image::codecs::webp::WebPEncoder;
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageDecoder, ImageReader};
+
+use super::sample::ImageFormat;
+
+/// The default cap on the pixels of an image that [`transcode`] will decode (64 Mpx, far
+/// above Pico-Banana's one-megapixel images), so a forged header cannot exhaust memory.
+pub const DEFAULT_PIXEL_LIMIT: u64 = 64 << 20;
+
+/// The JPEG quality used when a JPEG must be re-encoded only because it was shrunk.
+pub const RESIZED_JPEG_QUALITY: u8 = 95;
+
+/// The JPEG quality used when `jpeg` is asked for without one.
+pub const DEFAULT_JPEG_QUALITY: u8 = 90;
+
+/// The encoding an image is converted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TranscodeTarget {
+    /// Lossy JPEG at a quality in 1..=100; an alpha channel is dropped.
+    Jpeg {
+        /// The encoder quality (1..=100).
+        quality: u8,
+    },
+    /// Lossless PNG.
+    Png,
+    /// Lossless WebP (the only WebP encoding available without native libraries).
+    WebpLossless,
+}
+
+impl TranscodeTarget {
+    /// The format the target produces.
+    pub fn format(self) -> ImageFormat {
+        match self {
+            TranscodeTarget::Jpeg { .. } => ImageFormat::Jpeg,
+            TranscodeTarget::Png => ImageFormat::Png,
+            TranscodeTarget::WebpLossless => ImageFormat::Webp,
+        }
+    }
+}
+
+impl FromStr for TranscodeTarget {
+    type Err = String;
+
+    /// Parses `jpeg:QUALITY` (or `jpg:QUALITY`, or `jpeg` for quality 90), `png` and
+    /// `webp` (lossless).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, arg) = match s.split_once(':') {
+            Some((n, a)) => (n, Some(a)),
+            None => (s, None),
+        };
+        match (name.to_ascii_lowercase().as_str(), arg) {
+            ("jpeg" | "jpg", None) => Ok(TranscodeTarget::Jpeg {
+                quality: DEFAULT_JPEG_QUALITY,
+            }),
+            ("jpeg" | "jpg", Some(q)) => match q.parse::<u8>() {
+                Ok(quality) if (1..=100).contains(&quality) => {
+                    Ok(TranscodeTarget::Jpeg { quality })
+                }
+                _ => Err(format!("bad jpeg quality {q:?}: expected 1..=100")),
+            },
+            ("png", None) => Ok(TranscodeTarget::Png),
+            ("webp", None) | ("webp", Some("lossless")) => Ok(TranscodeTarget::WebpLossless),
+            (n @ ("png" | "webp"), Some(a)) => {
+                Err(format!("{n} is lossless and takes no option (got {a:?})"))
+            }
+            _ => Err(format!(
+                "unknown image target {s:?}: expected jpeg:QUALITY, png or webp"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for TranscodeTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TranscodeTarget::Jpeg { quality } => write!(f, "jpeg:{quality}"),
+            TranscodeTarget::Png => f.write_str("png"),
+            TranscodeTarget::WebpLossless => f.write_str("webp"),
+        }
+    }
+}
+
+/// Why an image could not be probed or transcoded.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TranscodeError {
+    /// The bytes are not JPEG, PNG or WebP.
+    #[error("not a jpeg, png or webp image")]
+    Unrecognised,
+    /// The header or pixel data does not decode.
+    #[error("{} does not decode: {why}", format.ext())]
+    Decode {
+        /// The sniffed format.
+        format: ImageFormat,
+        /// The decoder's message.
+        why: String,
+    },
+    /// The image has more pixels than the limit allows.
+    #[error("{width}x{height} image is over the {limit}-pixel limit")]
+    TooLarge {
+        /// Width from the header.
+        width: u32,
+        /// Height from the header.
+        height: u32,
+        /// The limit in pixels.
+        limit: u64,
+    },
+    /// The encoder failed.
+    #[error("encoding {target} failed: {why}")]
+    Encode {
+        /// What was being written.
+        target: TranscodeTarget,
+        /// The encoder's message.
+        why: String,
+    },
+}
+
+/// What [`probe`] learns about an image without decoding its pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// The format from the leading bytes (not from a file name).
+    pub format: ImageFormat,
+    /// Width in pixels, as stored (before any EXIF rotation).
+    pub width: u32,
+    /// Height in pixels, as stored.
+    pub height: u32,
+}
+
+fn reader(bytes: &[u8], format: ImageFormat) -> ImageReader<Cursor<&[u8]>> {
+    let mut r = ImageReader::new(Cursor::new(bytes));
+    r.set_format(match format {
+        ImageFormat::Jpeg => image::ImageFormat::Jpeg,
+        ImageFormat::Png => image::ImageFormat::Png,
+        ImageFormat::Webp => image::ImageFormat::WebP,
+    });
+    r
+}
+
+/// Checks that bytes are an image cheaply: sniffs the format and reads the dimensions
+/// from the header. Truncated pixel data past the header is not detected.
+pub fn probe(bytes: &[u8]) -> Result<ImageInfo, TranscodeError> {
+    let format = ImageFormat::sniff(bytes).ok_or(TranscodeError::Unrecognised)?;
+    let (width, height) =
+        reader(bytes, format)
+            .into_dimensions()
+            .map_err(|e| TranscodeError::Decode {
+                format,
+                why: e.to_string(),
+            })?;
+    if width == 0 || height == 0 {
+        return Err(TranscodeError::Decode {
+            format,
+            why: format!("empty {width}x{height} image"),
+        });
+    }
+    Ok(ImageInfo {
+        format,
+        width,
+        height,
+    })
+}
+
+/// The size an image of `width` x `height` is shrunk to so that its longer side is at
+/// most `max_side`, keeping the aspect ratio; `None` when it already fits (never grows).
+pub fn fit_within(width: u32, height: u32, max_side: u32) -> Option<(u32, u32)> {
+    let long = width.max(height);
+    if long <= max_side || max_side == 0 {
+        return None;
+    }
+    let scale = max_side as f64 / long as f64;
+    let w = ((width as f64 * scale).round() as u32).clamp(1, max_side);
+    let h = ((height as f64 * scale).round() as u32).clamp(1, max_side);
+    Some((w, h))
+}
+
+/// Re-encodes an image when asked: to `target` (or its own format when `None`) and/or
+/// shrunk so its longer side is at most `max_side`. Returns the bytes unchanged when
+/// nothing needs doing: no target and it fits, or the target is its own format and it
+/// fits (re-encoding JPEG as JPEG only loses quality; PNG and lossless WebP gain nothing).
+/// Images over `pixel_limit` pixels are refused before decoding. EXIF orientation is
+/// applied to the pixels when re-encoding, since the new file carries no EXIF.
+pub fn transcode(
+    bytes: &Bytes,
+    target: Option<TranscodeTarget>,
+    max_side: Option<u32>,
+    pixel_limit: u64,
+) -> Result<(ImageFormat, Bytes), TranscodeError> {
+    let info = probe(bytes)?;
+    let resize = max_side.and_then(|m| fit_within(info.width, info.height, m));
+    let same_format = target.is_none_or(|t| t.format() == info.format);
+    if resize.is_none() && same_format {
+        return Ok((info.format, bytes.clone()));
+    }
+    if info.width as u64 * info.height as u64 > pixel_limit {
+        return Err(TranscodeError::TooLarge {
+            width: info.width,
+            height: info.height,
+            limit: pixel_limit,
+        });
+    }
+    let target = target.unwrap_or(match info.format {
+        ImageFormat::Jpeg => TranscodeTarget::Jpeg {
+            quality: RESIZED_JPEG_QUALITY,
+        },
+        ImageFormat::Png => TranscodeTarget::Png,
+        ImageFormat::Webp => TranscodeTarget::WebpLossless,
+    });
+    let decode_err = |e: image::ImageError| TranscodeError::Decode {
+        format: info.format,
+        why: e.to_string(),
+    };
+    let mut decoder = reader(bytes, info.format)
+        .into_decoder()
+        .map_err(decode_err)?;
+    let orientation = decoder.orientation().map_err(decode_err)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
+    img.apply_orientation(orientation);
+    if let Some(m) = max_side {
+        // Fit after orientation: a rotation swaps the sides, the longer side stays put.
+        if let Some((w, h)) = fit_within(img.width(), img.height(), m) {
+            img = img.resize_exact(w, h, FilterType::CatmullRom);
+        }
+    }
+    let out = encode(&img, target)?;
+    Ok((target.format(), Bytes::from(out)))
+}
+
+/// Encodes decoded pixels, converting them to a colour type the encoder accepts.
+pub fn encode(img: &DynamicImage, target: TranscodeTarget) -> Result<Vec<u8>, TranscodeError> {
+    let enc_err = |e: image::ImageError| TranscodeError::Encode {
+        target,
+        why: e.to_string(),
+    };
+    let mut out = Vec::new();
+    match target {
+        TranscodeTarget::Jpeg { quality } => {
+            let enc = JpegEncoder::new_with_quality(&mut out, quality);
+            // JPEG has no alpha and the encoder takes 8-bit luma or RGB only.
+            if img.color().has_color() {
+                DynamicImage::ImageRgb8(img.to_rgb8()).write_with_encoder(enc)
+            } else {
+                DynamicImage::ImageLuma8(img.to_luma8()).write_with_encoder(enc)
+            }
+            .map_err(enc_err)?;
+        }
+        TranscodeTarget::Png => img
+            .write_with_encoder(PngEncoder::new(&mut out))
+            .map_err(enc_err)?,
+        TranscodeTarget::WebpLossless => {
+            let enc = WebPEncoder::new_lossless(&mut out);
+            // The WebP encoder takes 8-bit RGB(A) only.
+            if img.color().has_alpha() {
+                DynamicImage::ImageRgba8(img.to_rgba8()).write_with_encoder(enc)
+            } else {
+                DynamicImage::ImageRgb8(img.to_rgb8()).write_with_encoder(enc)
+            }
+            .map_err(enc_err)?;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{Rgb, RgbImage, Rgba, RgbaImage};
+
+    fn png(w: u32, h: u32) -> Bytes {
+        let img = RgbaImage::from_fn(w, h, |x, y| Rgba([x as u8, y as u8, 7, 200]));
+        Bytes::from(encode(&DynamicImage::ImageRgba8(img), TranscodeTarget::Png).unwrap())
+    }
+
+    fn jpeg(w: u32, h: u32) -> Bytes {
+        let img = RgbImage::from_fn(w, h, |x, y| Rgb([x as u8, y as u8, 90]));
+        let t = TranscodeTarget::Jpeg { quality: 90 };
+        Bytes::from(encode(&DynamicImage::ImageRgb8(img), t).unwrap())
+    }
+
+    #[test]
+    fn targets_parse_and_print() {
+        assert_eq!("jpeg:80".parse(), Ok(TranscodeTarget::Jpeg { quality: 80 }));
+        assert_eq!(
+            "jpg".parse(),
+            Ok(TranscodeTarget::Jpeg {
+                quality: DEFAULT_JPEG_QUALITY
+            })
+        );
+        assert_eq!("png".parse(), Ok(TranscodeTarget::Png));
+        assert_eq!("webp".parse(), Ok(TranscodeTarget::WebpLossless));
+        assert!("jpeg:0".parse::<TranscodeTarget>().is_err());
+        assert!("jpeg:101".parse::<TranscodeTarget>().is_err());
+        assert!("png:9".parse::<TranscodeTarget>().is_err());
+        assert!("gif".parse::<TranscodeTarget>().is_err());
+        assert_eq!(TranscodeTarget::Jpeg { quality: 75 }.to_string(), "jpeg:75");
+    }
+
+    #[test]
+    fn fit_only_shrinks_and_keeps_aspect() {
+        assert_eq!(fit_within(64, 48, 64), None);
+        assert_eq!(fit_within(64, 48, 100), None);
+        assert_eq!(fit_within(64, 48, 32), Some((32, 24)));
+        assert_eq!(fit_within(1184, 864, 512), Some((512, 374)));
+        assert_eq!(fit_within(5000, 2, 100), Some((100, 1)));
+    }
+
+    #[test]
+    fn nothing_to_do_keeps_the_bytes() {
+        let p = png(16, 8);
+        let (f, out) = transcode(&p, None, Some(64), DEFAULT_PIXEL_LIMIT).unwrap();
+        assert_eq!((f, &out), (ImageFormat::Png, &p));
+        let (f, out) =
+            transcode(&p, Some(TranscodeTarget::Png), None, DEFAULT_PIXEL_LIMIT).unwrap();
+        assert_eq!((f, &out), (ImageFormat::Png, &p));
+        let j = jpeg(16, 8);
+        let t = Some(TranscodeTarget::Jpeg { quality: 10 });
+        assert_eq!(transcode(&j, t, None, DEFAULT_PIXEL_LIMIT).unwrap().1, j);
+    }
+
+    #[test]
+    fn each_target_decodes_at_the_expected_size() {
+        let p = png(64, 40);
+        for (target, max, want) in [
+            (Some(TranscodeTarget::Jpeg { quality: 80 }), None, (64, 40)),
+            (Some(TranscodeTarget::WebpLossless), Some(32), (32, 20)),
+            (Some(TranscodeTarget::Png), Some(16), (16, 10)),
+            (None, Some(32), (32, 20)),
+        ] {
+            let (format, out) = transcode(&p, target, max, DEFAULT_PIXEL_LIMIT).unwrap();
+            let info = probe(&out).unwrap();
+            assert_eq!(info.format, format);
+            assert_eq!(format, target.map_or(ImageFormat::Png, |t| t.format()));
+            assert_eq!((info.width, info.height), want, "{target:?}");
+            let img = image::load_from_memory(&out).unwrap();
+            assert_eq!((img.width(), img.height()), want);
+        }
+        let (format, out) = transcode(&jpeg(48, 64), None, Some(24), DEFAULT_PIXEL_LIMIT).unwrap();
+        assert_eq!(format, ImageFormat::Jpeg);
+        let info = probe(&out).unwrap();
+        assert_eq!((info.width, info.height), (18, 24));
+    }
+
+    #[test]
+    fn garbage_and_oversized_images_are_refused() {
+        assert_eq!(probe(b"not an image"), Err(TranscodeError::Unrecognised));
+        let mut truncated = png(8, 8).to_vec();
+        truncated.truncate(12);
+        assert!(matches!(
+            probe(&truncated),
+            Err(TranscodeError::Decode { .. })
+        ));
+        let e =
+            transcode(&png(64, 64), Some(TranscodeTarget::WebpLossless), None, 100).unwrap_err();
+        assert!(matches!(
+            e,
+            TranscodeError::TooLarge {
+                width: 64,
+                height: 64,
+                limit: 100
+            }
+        ));
+    }
+}
