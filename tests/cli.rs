@@ -120,3 +120,45 @@ fn a_missing_dataset_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/dataset/manifest.json"), "{err}");
 }
+
+#[test]
+fn plan_prints_steps_and_rank_keys_identically_in_separate_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    let ds_arg = ds.to_str().unwrap();
+    run_ok(bin().args(["synth", "--out", ds_arg, "--samples", "20", "--scale", "0.05"]));
+    let curriculum = dir.path().join("c.toml");
+    std::fs::write(
+        &curriculum,
+        "[[curriculum]]\nuntil_step = 2\nweights = { sft = 1.0 }\n[[curriculum]]\nweights = { preference = 1.0 }\n",
+    )
+    .unwrap();
+    let args = |seed: &str| {
+        vec![
+            "plan".to_string(),
+            ds_arg.to_string(),
+            "--seed".into(),
+            seed.into(),
+            "--global-batch".into(),
+            "4".into(),
+            "--world-size".into(),
+            "2".into(),
+            "--steps".into(),
+            "4".into(),
+            "--curriculum".into(),
+            curriculum.to_str().unwrap().into(),
+        ]
+    };
+    let a = run_ok(bin().args(args("5")));
+    let b = run_ok(bin().args(args("5")));
+    let c = run_ok(bin().args(args("6")));
+    assert_eq!(a, b, "same seed, same plan, across processes");
+    assert_ne!(a, c, "another seed, another order");
+    let lines: Vec<&str> = a.lines().collect();
+    assert_eq!(lines.len(), 12, "{a}");
+    assert!(lines[0] == "step 0 sft" && lines[6] == "step 2 preference", "{a}");
+    assert!(lines[1].starts_with("  rank 0: ") && lines[1].split_whitespace().count() == 4, "{a}");
+    let out = bin().args(["plan", ds_arg, "--global-batch", "4", "--world-size", "3"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("world_size 3"), "{}", String::from_utf8_lossy(&out.stderr));
+}

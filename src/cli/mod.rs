@@ -6,6 +6,7 @@ pub mod demo;
 pub mod fetch;
 pub mod inspect;
 pub mod pack;
+pub mod plan;
 pub mod progress;
 pub mod serve;
 pub mod synth;
@@ -41,6 +42,8 @@ pub enum Command {
     /// Pack a dataset from Pico-Banana-400K or from existing WebDataset shards.
     #[command(subcommand)]
     Pack(pack::PackCommand),
+    /// Print each step's subset and each rank's sample keys.
+    Plan(plan::PlanArgs),
     /// Show a dataset's counts, edit-type histogram and first samples.
     Inspect(inspect::InspectArgs),
     /// Check a dataset: checksums, every frame and image decodes, indexes agree.
@@ -55,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch(a) => fetch::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Pack(c) => pack::run(c),
+        Command::Plan(a) => plan::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Verify(a) => verify::run(a),
     }
