@@ -6,8 +6,9 @@
 //! - `sft`: `source`, `target`, each `[B, H, W, 3]`;
 //! - `preference`: `source`, `chosen`, `rejected`, each `[B, H, W, 3]`;
 //! - `multi_turn`: `images` `[B, T+1, H, W, 3]` (source then turns, zero-padded to the
-//!   longest chain T of the batch) and `turn_counts` int32 `[B]`; each sample's
-//!   `turn_texts` are padded with empty strings to T.
+//!   longest chain T of the dataset, from its manifest, so that every rank and step has
+//!   one shape and rank slices concatenate) and `turn_counts` int32 `[B]`; each
+//!   sample's `turn_texts` are padded with empty strings to T.
 //!
 //! With encoded output: `encoded` uint8 `[N]` (every image's bytes back to back) and
 //! `encoded_offsets` int64 `[B, S+1]` (slot j of sample i is
@@ -40,6 +41,8 @@ pub struct BatchHeader {
     pub target: (u32, u32),
     /// Pixels or encoded.
     pub kind: OutputKind,
+    /// Image slots per sample to pad to (at least the batch's longest sample).
+    pub slots: usize,
 }
 
 /// Builds the batch message.
@@ -47,7 +50,7 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>) -> Batch {
     let b = samples.len() as u64;
     let (w, h) = (header.target.0 as u64, header.target.1 as u64);
     let img = (w * h * 3) as usize;
-    let max_slots = samples.iter().map(|s| s.slots).max().unwrap_or(1);
+    let max_slots = samples.iter().map(|s| s.slots).max().unwrap_or(1).max(header.slots);
     let turns = max_slots.saturating_sub(1);
     let mut tensors = Vec::new();
     match header.kind {

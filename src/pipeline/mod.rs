@@ -11,3 +11,4 @@ pub mod pool;
 pub mod collate;
 pub mod prepare;
 pub mod stream;
+pub mod timing;

@@ -9,6 +9,7 @@
 use bytes::Bytes;
 
 use super::augment::{self, AugmentSpec, SampleRng, Texts};
+use super::timing::{self, Stage};
 use crate::dataset::sample::{Role, Sample, SampleImage};
 use crate::dataset::{Dataset, DatasetError, Subset};
 use crate::plan::SampleRef;
@@ -37,6 +38,26 @@ pub struct PrepareCtx {
     pub augment: AugmentSpec,
     /// Pixels or encoded bytes.
     pub kind: OutputKind,
+}
+
+impl PrepareCtx {
+    /// Image slots per sample of a subset's batches: 2 for single-turn, 3 for
+    /// preference, and for multi-turn the source plus the dataset's longest chain (so
+    /// every rank and step has one shape); 0 when the dataset does not say.
+    pub fn slots(&self, subset: Subset) -> usize {
+        match subset {
+            Subset::Sft => 2,
+            Subset::Preference => 3,
+            Subset::MultiTurn => {
+                let turns = self.dataset.manifest().subsets.get(&subset).map_or(0, |s| s.max_turns);
+                if turns == 0 {
+                    0
+                } else {
+                    turns as usize + 1
+                }
+            }
+        }
+    }
 }
 
 /// One prepared sample.
@@ -130,7 +151,9 @@ pub fn prepare(ctx: &PrepareCtx, sref: &SampleRef, target: (u32, u32)) -> Result
 }
 
 fn prepare_one(ctx: &PrepareCtx, sref: &SampleRef, target: (u32, u32)) -> Result<Prepared, PrepareError> {
+    let started = std::time::Instant::now();
     let sample = ctx.dataset.read_sample(sref.subset, sref.ordinal)?;
+    timing::record(Stage::Read, started);
     let images = select_images(&sample, ctx.seed, sref);
     let texts = Texts {
         text: sample.meta.text.clone(),
@@ -155,6 +178,7 @@ fn prepare_one(ctx: &PrepareCtx, sref: &SampleRef, target: (u32, u32)) -> Result
         OutputKind::Pixels => {
             let (w, h) = target;
             prepared.pixels = vec![0u8; images.len() * (w * h * 3) as usize];
+            let started = std::time::Instant::now();
             let rng = SampleRng { seed: ctx.seed, subset: sref.subset, epoch: sref.epoch, ordinal: sref.ordinal };
             let out = augment::process(&images, &texts, &ctx.augment, rng, target, &mut prepared.pixels)
                 .map_err(|source| PrepareError::Image {
@@ -167,6 +191,7 @@ fn prepare_one(ctx: &PrepareCtx, sref: &SampleRef, target: (u32, u32)) -> Result
                     key: sample.key.clone(),
                     source,
                 })?;
+            timing::record(Stage::Augment, started);
             prepared.texts = out.texts;
             prepared.flipped = out.flipped;
         }

@@ -118,9 +118,11 @@ pub async fn produce(params: StreamParams, queue: StreamQueue, tx: mpsc::Sender<
             let subset = crate::dataset::Subset::from_name(&b.subset).map_or("unknown", |s| s.name());
             crate::metrics::batch_sent(subset, bytes);
         }
+        let sending = Instant::now();
         if tx.send(item).await.is_err() || stop {
             return;
         }
+        super::timing::record(super::timing::Stage::Send, sending);
     }
 }
 
@@ -152,7 +154,9 @@ impl BatchState {
         }
         let samples: Vec<Prepared> =
             std::mem::take(&mut *self.slots.lock().expect("slots lock")).into_iter().flatten().collect();
+        let collating = Instant::now();
         let batch = collate(&self.header, samples);
+        super::timing::record(super::timing::Stage::Collate, collating);
         crate::metrics::batch_prepared(self.started.elapsed().as_secs_f64());
         let _ = done.send(Ok(batch));
     }
@@ -181,6 +185,7 @@ async fn submit_batch(
             dataset_version: params.plan.dataset_version().to_string(),
             target,
             kind: params.ctx.kind,
+            slots: params.ctx.slots(plan.subset),
         },
         slots: Mutex::new((0..n).map(|_| None).collect()),
         remaining: AtomicUsize::new(n),

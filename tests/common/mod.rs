@@ -52,3 +52,80 @@ pub fn of_subset(samples: &[Sample], subset: Subset) -> Vec<&Sample> {
 pub fn bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_editfeed"))
 }
+
+/// A daemon running in-process on 127.0.0.1:0.
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The server's state (pool, registry, stream count).
+    pub state: std::sync::Arc<editfeed::server::ServerState>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a daemon serving `datasets` (name, folder) with `workers` threads and a
+    /// prefetch depth.
+    pub async fn start(datasets: &[(&str, &Path)], workers: usize, prefetch: usize) -> TestServer {
+        let mut config = editfeed::config::ServeConfig {
+            listen: "127.0.0.1:0".into(),
+            workers,
+            prefetch_batches: prefetch,
+            ..Default::default()
+        };
+        for (name, path) in datasets {
+            config.datasets.insert(name.to_string(), path.display().to_string());
+        }
+        config.validate().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let state = editfeed::server::ServerState::new(config).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let s = state.clone();
+        let handle = tokio::spawn(async move {
+            editfeed::server::serve(listener, s, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestServer { endpoint, state, stop: Some(tx), handle: Some(handle) }
+    }
+
+    /// Stops the daemon and waits for it.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = self.handle.take().unwrap().await;
+    }
+}
+
+/// A stream request over `dataset` with a simple spec.
+pub fn request(dataset: &str, seed: u64, global_batch: u32, world: u32, rank: u32, size: u32, batches: u64) -> editfeed::proto::v1::StreamRequest {
+    use editfeed::proto::v1 as pb;
+    pb::StreamRequest {
+        dataset: dataset.into(),
+        spec: Some(editfeed::convert::spec_to_wire(&editfeed::plan::StreamSpec::new(seed, global_batch))),
+        rank,
+        world_size: world,
+        cursor: String::new(),
+        output: Some(pb::OutputSpec { width: size, height: 0, format: pb::OutputFormat::Uint8Hwc as i32, buckets: vec![] }),
+        augment: None,
+        max_batches: batches,
+    }
+}
+
+/// Every batch of a request.
+pub async fn fetch_all(endpoint: &str, req: editfeed::proto::v1::StreamRequest) -> Result<Vec<editfeed::proto::v1::Batch>, tonic::Status> {
+    let mut client = editfeed::client::connect(endpoint).await.unwrap();
+    let mut stream = client.stream(req).await?.into_inner();
+    let mut out = Vec::new();
+    while let Some(b) = stream.message().await? {
+        out.push(b);
+    }
+    Ok(out)
+}
+
+/// The batch digests of a stream.
+pub fn digests(batches: &[editfeed::proto::v1::Batch]) -> Vec<String> {
+    batches.iter().map(editfeed::wire::batch_digest).collect()
+}
