@@ -50,7 +50,12 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>) -> Batch {
     let b = samples.len() as u64;
     let (w, h) = (header.target.0 as u64, header.target.1 as u64);
     let img = (w * h * 3) as usize;
-    let max_slots = samples.iter().map(|s| s.slots).max().unwrap_or(1).max(header.slots);
+    let max_slots = samples
+        .iter()
+        .map(|s| s.slots)
+        .max()
+        .unwrap_or(1)
+        .max(header.slots);
     let turns = max_slots.saturating_sub(1);
     let mut tensors = Vec::new();
     match header.kind {
@@ -75,11 +80,18 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>) -> Batch {
                     let start = i * max_slots * img;
                     data[start..start + s.pixels.len()].copy_from_slice(&s.pixels);
                 }
-                tensors.push(tensor_u8("images", &[b, max_slots as u64, h, w, 3], Bytes::from(data)));
+                tensors.push(tensor_u8(
+                    "images",
+                    &[b, max_slots as u64, h, w, 3],
+                    Bytes::from(data),
+                ));
             }
         },
         OutputKind::Encoded => {
-            let total: usize = samples.iter().flat_map(|s| s.encoded.iter().map(|e| e.len())).sum();
+            let total: usize = samples
+                .iter()
+                .flat_map(|s| s.encoded.iter().map(|e| e.len()))
+                .sum();
             let mut data = Vec::with_capacity(total);
             let mut offsets = Vec::with_capacity(samples.len() * (max_slots + 1));
             for s in &samples {
@@ -91,8 +103,16 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>) -> Batch {
                     offsets.push(data.len() as i64);
                 }
             }
-            tensors.push(tensor_u8("encoded", &[data.len() as u64], Bytes::from(data)));
-            tensors.push(tensor_i64("encoded_offsets", &[b, max_slots as u64 + 1], &offsets));
+            tensors.push(tensor_u8(
+                "encoded",
+                &[data.len() as u64],
+                Bytes::from(data),
+            ));
+            tensors.push(tensor_i64(
+                "encoded_offsets",
+                &[b, max_slots as u64 + 1],
+                &offsets,
+            ));
         }
     }
     if header.subset == Subset::MultiTurn {
@@ -113,7 +133,8 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>) -> Batch {
                 category: s.category,
                 text: s.texts.text,
                 summarized_text: s.texts.summarized_text.unwrap_or_default(),
-                turns: (s.slots.saturating_sub(1)) as u32 * (header.subset == Subset::MultiTurn) as u32,
+                turns: (s.slots.saturating_sub(1)) as u32
+                    * (header.subset == Subset::MultiTurn) as u32,
                 turn_texts,
                 flipped: s.flipped,
                 ordinal: s.ordinal,

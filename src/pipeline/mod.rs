@@ -5,10 +5,10 @@
 //! store -> shard reader -> plan -> PREFETCH -> DECODE + AUGMENT -> COLLATE -> gRPC
 
 pub mod augment;
+pub mod collate;
 pub mod decode;
 pub mod direction;
 pub mod pool;
-pub mod collate;
 pub mod prepare;
 pub mod stream;
 pub mod timing;

@@ -77,15 +77,28 @@ impl WorkerPool {
                     .expect("spawning a worker thread")
             })
             .collect();
-        Arc::new(WorkerPool { shared, threads: Mutex::new(threads), workers, next_id: AtomicU64::new(1) })
+        Arc::new(WorkerPool {
+            shared,
+            threads: Mutex::new(threads),
+            workers,
+            next_id: AtomicU64::new(1),
+        })
     }
 
     /// Opens a queue for one stream holding at most `capacity` waiting jobs.
     pub fn open_queue(self: &Arc<Self>, capacity: usize) -> StreamQueue {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut st = self.shared.state.lock().expect("pool lock");
-        st.queues.push_back(Queue { id, jobs: VecDeque::new(), capacity: capacity.max(1), closed: false });
-        StreamQueue { pool: self.clone(), id }
+        st.queues.push_back(Queue {
+            id,
+            jobs: VecDeque::new(),
+            capacity: capacity.max(1),
+            closed: false,
+        });
+        StreamQueue {
+            pool: self.clone(),
+            id,
+        }
     }
 
     /// Current use.
@@ -167,7 +180,11 @@ impl StreamQueue {
             notified.as_mut().enable();
             {
                 let mut st = self.pool.shared.state.lock().expect("pool lock");
-                let q = st.queues.iter_mut().find(|q| q.id == self.id).expect("queue is open");
+                let q = st
+                    .queues
+                    .iter_mut()
+                    .find(|q| q.id == self.id)
+                    .expect("queue is open");
                 if q.jobs.len() < q.capacity {
                     q.jobs.push_back(job.take().expect("job is submitted once"));
                     drop(st);
@@ -182,7 +199,10 @@ impl StreamQueue {
     /// Jobs of this stream waiting for a worker.
     pub fn queued(&self) -> usize {
         let st = self.pool.shared.state.lock().expect("pool lock");
-        st.queues.iter().find(|q| q.id == self.id).map_or(0, |q| q.jobs.len())
+        st.queues
+            .iter()
+            .find(|q| q.id == self.id)
+            .map_or(0, |q| q.jobs.len())
     }
 }
 
@@ -222,11 +242,13 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         for i in 0..4 {
             let o = order.clone();
-            a.submit(Box::new(move || o.lock().unwrap().push(format!("a{i}")))).await;
+            a.submit(Box::new(move || o.lock().unwrap().push(format!("a{i}"))))
+                .await;
         }
         for i in 0..2 {
             let o = order.clone();
-            b.submit(Box::new(move || o.lock().unwrap().push(format!("b{i}")))).await;
+            b.submit(Box::new(move || o.lock().unwrap().push(format!("b{i}"))))
+                .await;
         }
         let main_thread = std::thread::current().id();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -277,7 +299,11 @@ mod tests {
         drop(q);
         block_tx.send(()).unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        assert_eq!(ran.load(Ordering::SeqCst), 0, "jobs of a dropped queue never run");
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            0,
+            "jobs of a dropped queue never run"
+        );
         assert_eq!(pool.stats().streams, 0);
     }
 }

@@ -49,7 +49,12 @@ impl PrepareCtx {
             Subset::Sft => 2,
             Subset::Preference => 3,
             Subset::MultiTurn => {
-                let turns = self.dataset.manifest().subsets.get(&subset).map_or(0, |s| s.max_turns);
+                let turns = self
+                    .dataset
+                    .manifest()
+                    .subsets
+                    .get(&subset)
+                    .map_or(0, |s| s.max_turns);
                 if turns == 0 {
                     0
                 } else {
@@ -103,7 +108,11 @@ pub enum PrepareError {
     },
     /// The planned sample and every replacement failed.
     #[error("subset {subset}: sample {ordinal} and the {MAX_REPLACEMENTS} after it all failed; last error: {last}")]
-    Exhausted { subset: Subset, ordinal: u64, last: String },
+    Exhausted {
+        subset: Subset,
+        ordinal: u64,
+        last: String,
+    },
 }
 
 /// The images a subset's batch holds per sample, in slot order.
@@ -116,8 +125,13 @@ fn select_images<'a>(sample: &'a Sample, seed: u64, sref: &SampleRef) -> Vec<&'a
             out.extend(sample.image(Role::Chosen));
             let rejected = sample.rejected();
             if !rejected.is_empty() {
-                let mut rng =
-                    Rng::keyed(seed, sref.subset.id() as u64, sref.epoch, sref.ordinal, Purpose::Rejected);
+                let mut rng = Rng::keyed(
+                    seed,
+                    sref.subset.id() as u64,
+                    sref.epoch,
+                    sref.ordinal,
+                    Purpose::Rejected,
+                );
                 out.push(rejected[rng.below(rejected.len() as u64) as usize]);
             }
         }
@@ -127,7 +141,11 @@ fn select_images<'a>(sample: &'a Sample, seed: u64, sref: &SampleRef) -> Vec<&'a
 }
 
 /// Prepares the planned sample, replacing it by the rule above if it fails.
-pub fn prepare(ctx: &PrepareCtx, sref: &SampleRef, target: (u32, u32)) -> Result<Prepared, PrepareError> {
+pub fn prepare(
+    ctx: &PrepareCtx,
+    sref: &SampleRef,
+    target: (u32, u32),
+) -> Result<Prepared, PrepareError> {
     let len = ctx.dataset.len(sref.subset);
     let mut last = String::new();
     for k in 0..=MAX_REPLACEMENTS.min(len.saturating_sub(1)) {
@@ -136,7 +154,11 @@ pub fn prepare(ctx: &PrepareCtx, sref: &SampleRef, target: (u32, u32)) -> Result
         match prepare_one(ctx, &attempt, target) {
             Ok(mut p) => {
                 if k > 0 {
-                    p.replaced_key = Some(ctx.dataset.key_of(sref.subset, sref.ordinal).unwrap_or_default());
+                    p.replaced_key = Some(
+                        ctx.dataset
+                            .key_of(sref.subset, sref.ordinal)
+                            .unwrap_or_default(),
+                    );
                 }
                 return Ok(p);
             }
@@ -147,10 +169,18 @@ pub fn prepare(ctx: &PrepareCtx, sref: &SampleRef, target: (u32, u32)) -> Result
             }
         }
     }
-    Err(PrepareError::Exhausted { subset: sref.subset, ordinal: sref.ordinal, last })
+    Err(PrepareError::Exhausted {
+        subset: sref.subset,
+        ordinal: sref.ordinal,
+        last,
+    })
 }
 
-fn prepare_one(ctx: &PrepareCtx, sref: &SampleRef, target: (u32, u32)) -> Result<Prepared, PrepareError> {
+fn prepare_one(
+    ctx: &PrepareCtx,
+    sref: &SampleRef,
+    target: (u32, u32),
+) -> Result<Prepared, PrepareError> {
     let started = std::time::Instant::now();
     let sample = ctx.dataset.read_sample(sref.subset, sref.ordinal)?;
     timing::record(Stage::Read, started);
@@ -166,7 +196,11 @@ fn prepare_one(ctx: &PrepareCtx, sref: &SampleRef, target: (u32, u32)) -> Result
         epoch: sref.epoch,
         replaced_key: None,
         edit_type: sample.meta.edit_type.clone().unwrap_or_default(),
-        category: sample.meta.category.map(|c| c.name().to_string()).unwrap_or_default(),
+        category: sample
+            .meta
+            .category
+            .map(|c| c.name().to_string())
+            .unwrap_or_default(),
         texts: texts.clone(),
         flipped: false,
         slots: images.len(),
@@ -179,18 +213,35 @@ fn prepare_one(ctx: &PrepareCtx, sref: &SampleRef, target: (u32, u32)) -> Result
             let (w, h) = target;
             prepared.pixels = vec![0u8; images.len() * (w * h * 3) as usize];
             let started = std::time::Instant::now();
-            let rng = SampleRng { seed: ctx.seed, subset: sref.subset, epoch: sref.epoch, ordinal: sref.ordinal };
-            let out = augment::process(&images, &texts, &ctx.augment, rng, target, &mut prepared.pixels)
-                .map_err(|source| PrepareError::Image {
-                    shard: ctx
-                        .dataset
-                        .locate(sref.subset, sref.ordinal)
-                        .ok()
-                        .and_then(|l| ctx.dataset.shards(sref.subset).ok().map(|s| s[l.shard].path.clone()))
-                        .unwrap_or_default(),
-                    key: sample.key.clone(),
-                    source,
-                })?;
+            let rng = SampleRng {
+                seed: ctx.seed,
+                subset: sref.subset,
+                epoch: sref.epoch,
+                ordinal: sref.ordinal,
+            };
+            let out = augment::process(
+                &images,
+                &texts,
+                &ctx.augment,
+                rng,
+                target,
+                &mut prepared.pixels,
+            )
+            .map_err(|source| PrepareError::Image {
+                shard: ctx
+                    .dataset
+                    .locate(sref.subset, sref.ordinal)
+                    .ok()
+                    .and_then(|l| {
+                        ctx.dataset
+                            .shards(sref.subset)
+                            .ok()
+                            .map(|s| s[l.shard].path.clone())
+                    })
+                    .unwrap_or_default(),
+                key: sample.key.clone(),
+                source,
+            })?;
             timing::record(Stage::Augment, started);
             prepared.texts = out.texts;
             prepared.flipped = out.flipped;

@@ -71,7 +71,11 @@ enum Inflight {
 }
 
 /// Runs the producer until the stream ends, the client leaves or an error occurs.
-pub async fn produce(params: StreamParams, queue: StreamQueue, tx: mpsc::Sender<Result<Batch, StreamError>>) {
+pub async fn produce(
+    params: StreamParams,
+    queue: StreamQueue,
+    tx: mpsc::Sender<Result<Batch, StreamError>>,
+) {
     let params = Arc::new(params);
     let mut inflight: VecDeque<Inflight> = VecDeque::new();
     let mut next = Some(params.start_step);
@@ -115,7 +119,8 @@ pub async fn produce(params: StreamParams, queue: StreamQueue, tx: mpsc::Sender<
         let stop = item.is_err();
         if let Ok(b) = &item {
             let bytes: u64 = b.tensors.iter().map(|t| t.data.len() as u64).sum();
-            let subset = crate::dataset::Subset::from_name(&b.subset).map_or("unknown", |s| s.name());
+            let subset =
+                crate::dataset::Subset::from_name(&b.subset).map_or("unknown", |s| s.name());
             crate::metrics::batch_sent(subset, bytes);
         }
         let sending = Instant::now();
@@ -147,13 +152,17 @@ impl BatchState {
             return;
         }
         // The last sample of the batch: collate here, on this worker.
-        let Some(done) = self.done.lock().expect("done lock").take() else { return };
+        let Some(done) = self.done.lock().expect("done lock").take() else {
+            return;
+        };
         if let Some(e) = self.error.lock().expect("error lock").take() {
             let _ = done.send(Err(e));
             return;
         }
-        let samples: Vec<Prepared> =
-            std::mem::take(&mut *self.slots.lock().expect("slots lock")).into_iter().flatten().collect();
+        let samples: Vec<Prepared> = std::mem::take(&mut *self.slots.lock().expect("slots lock"))
+            .into_iter()
+            .flatten()
+            .collect();
         let collating = Instant::now();
         let batch = collate(&self.header, samples);
         super::timing::record(super::timing::Stage::Collate, collating);
@@ -162,7 +171,11 @@ impl BatchState {
     }
 
     fn abandoned(&self) -> bool {
-        self.done.lock().expect("done lock").as_ref().is_none_or(|d| d.is_closed())
+        self.done
+            .lock()
+            .expect("done lock")
+            .as_ref()
+            .is_none_or(|d| d.is_closed())
     }
 }
 
@@ -171,7 +184,9 @@ async fn submit_batch(
     queue: &StreamQueue,
     step: u64,
 ) -> Result<oneshot::Receiver<Result<Batch, PrepareError>>, StreamError> {
-    let plan = params.plan.rank_batch(step, params.rank, params.world_size)?;
+    let plan = params
+        .plan
+        .rank_batch(step, params.rank, params.world_size)?;
     let target = step_size(params, step);
     let (tx, rx) = oneshot::channel();
     let n = plan.samples.len();

@@ -19,8 +19,12 @@ pub enum Stage {
 }
 
 /// Every stage, in report order.
-pub const STAGES: [(Stage, &str); 4] =
-    [(Stage::Read, "read"), (Stage::Augment, "decode+augment"), (Stage::Collate, "collate"), (Stage::Send, "send")];
+pub const STAGES: [(Stage, &str); 4] = [
+    (Stage::Read, "read"),
+    (Stage::Augment, "decode+augment"),
+    (Stage::Collate, "collate"),
+    (Stage::Send, "send"),
+];
 
 static NANOS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 

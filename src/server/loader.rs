@@ -33,7 +33,9 @@ struct StreamSlot {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.state.streams.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.state
+            .streams
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         crate::metrics::streams_changed(-1.0);
     }
 }
@@ -44,16 +46,27 @@ type BatchStream = Pin<Box<dyn Stream<Item = Result<pb::Batch, Status>> + Send>>
 impl Loader for LoaderService {
     type StreamStream = BatchStream;
 
-    async fn stream(&self, request: Request<pb::StreamRequest>) -> Result<Response<BatchStream>, Status> {
+    async fn stream(
+        &self,
+        request: Request<pb::StreamRequest>,
+    ) -> Result<Response<BatchStream>, Status> {
         let req = request.into_inner();
         let state = &self.state;
-        let dataset = state.registry.get(&req.dataset).ok_or_else(|| RequestError::UnknownDataset {
-            name: req.dataset.clone(),
-            registered: state.registry.names().join(", "),
-        })?;
+        let dataset =
+            state
+                .registry
+                .get(&req.dataset)
+                .ok_or_else(|| RequestError::UnknownDataset {
+                    name: req.dataset.clone(),
+                    registered: state.registry.names().join(", "),
+                })?;
         let limit = state.config.max_streams;
-        let open = state.streams.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let slot = StreamSlot { state: state.clone() };
+        let open = state
+            .streams
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let slot = StreamSlot {
+            state: state.clone(),
+        };
         crate::metrics::streams_changed(1.0);
         if open >= limit {
             return Err(RequestError::TooManyStreams { limit }.into());
@@ -79,7 +92,10 @@ impl Loader for LoaderService {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn describe(&self, _: Request<pb::DescribeRequest>) -> Result<Response<pb::DescribeResponse>, Status> {
+    async fn describe(
+        &self,
+        _: Request<pb::DescribeRequest>,
+    ) -> Result<Response<pb::DescribeResponse>, Status> {
         let datasets = self.state.registry.all().iter().map(|d| d.info()).collect();
         Ok(Response::new(pb::DescribeResponse { datasets }))
     }

@@ -35,7 +35,12 @@ impl ServerState {
     pub fn new(config: ServeConfig) -> Result<Arc<ServerState>, registry::RegistryError> {
         let registry = Registry::open_all(&config.datasets)?;
         let pool = WorkerPool::new(config.worker_threads());
-        Ok(Arc::new(ServerState { config, registry, pool, streams: AtomicUsize::new(0) }))
+        Ok(Arc::new(ServerState {
+            config,
+            registry,
+            pool,
+            streams: AtomicUsize::new(0),
+        }))
     }
 }
 

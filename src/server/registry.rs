@@ -28,10 +28,17 @@ impl ServedDataset {
     pub fn open(name: &str, location: &str) -> Result<ServedDataset, RegistryError> {
         check_dataset_name(name).map_err(RegistryError::BadName)?;
         let path = location.strip_prefix("file://").unwrap_or(location);
-        let dataset = Dataset::open(Path::new(path))
-            .map_err(|source| RegistryError::Open { name: name.to_string(), source })?;
+        let dataset = Dataset::open(Path::new(path)).map_err(|source| RegistryError::Open {
+            name: name.to_string(),
+            source,
+        })?;
         let plan_input = dataset.plan_input();
-        Ok(ServedDataset { name: name.into(), location: location.into(), dataset: Arc::new(dataset), plan_input })
+        Ok(ServedDataset {
+            name: name.into(),
+            location: location.into(),
+            dataset: Arc::new(dataset),
+            plan_input,
+        })
     }
 
     /// The description `Describe` returns.
@@ -87,21 +94,38 @@ impl Registry {
 
     /// Adds or replaces a dataset.
     pub fn insert(&self, ds: ServedDataset) {
-        self.datasets.write().expect("registry lock").insert(ds.name.clone(), Arc::new(ds));
+        self.datasets
+            .write()
+            .expect("registry lock")
+            .insert(ds.name.clone(), Arc::new(ds));
     }
 
     /// A dataset by name.
     pub fn get(&self, name: &str) -> Option<Arc<ServedDataset>> {
-        self.datasets.read().expect("registry lock").get(name).cloned()
+        self.datasets
+            .read()
+            .expect("registry lock")
+            .get(name)
+            .cloned()
     }
 
     /// Every registered name.
     pub fn names(&self) -> Vec<String> {
-        self.datasets.read().expect("registry lock").keys().cloned().collect()
+        self.datasets
+            .read()
+            .expect("registry lock")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Every dataset.
     pub fn all(&self) -> Vec<Arc<ServedDataset>> {
-        self.datasets.read().expect("registry lock").values().cloned().collect()
+        self.datasets
+            .read()
+            .expect("registry lock")
+            .values()
+            .cloned()
+            .collect()
     }
 }

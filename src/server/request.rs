@@ -16,12 +16,21 @@ use crate::plan::{Cursor, Plan};
 use crate::proto::v1 as pb;
 
 fn invalid(field: &'static str, why: impl Into<String>) -> RequestError {
-    RequestError::Invalid { field, why: why.into() }
+    RequestError::Invalid {
+        field,
+        why: why.into(),
+    }
 }
 
 /// The augmentation a request asks for, over the defaults.
-pub fn augment_from_wire(a: Option<&pb::Augment>, config: &ServeConfig) -> Result<AugmentSpec, RequestError> {
-    let mut spec = AugmentSpec { max_pixels: config.max_decode_pixels, ..AugmentSpec::default() };
+pub fn augment_from_wire(
+    a: Option<&pb::Augment>,
+    config: &ServeConfig,
+) -> Result<AugmentSpec, RequestError> {
+    let mut spec = AugmentSpec {
+        max_pixels: config.max_decode_pixels,
+        ..AugmentSpec::default()
+    };
     let Some(a) = a else { return Ok(spec) };
     if let Some(v) = a.crop {
         spec.crop = v;
@@ -41,23 +50,41 @@ pub fn augment_from_wire(a: Option<&pb::Augment>, config: &ServeConfig) -> Resul
     if let Some(v) = a.hflip {
         spec.hflip = v;
     }
+    if let Some(v) = a.jpeg_dct_scaling {
+        spec.jpeg_dct_scaling = v;
+    }
     spec.flip_policy = match pb::FlipPolicy::try_from(a.flip_policy) {
         Ok(pb::FlipPolicy::Unspecified | pb::FlipPolicy::Skip) => FlipPolicy::Skip,
         Ok(pb::FlipPolicy::Swap) => FlipPolicy::Swap,
         Ok(pb::FlipPolicy::Ignore) => FlipPolicy::Ignore,
-        Err(_) => return Err(invalid("augment.flip_policy", format!("{} is not a flip policy", a.flip_policy))),
+        Err(_) => {
+            return Err(invalid(
+                "augment.flip_policy",
+                format!("{} is not a flip policy", a.flip_policy),
+            ))
+        }
     };
     if let Some(j) = &a.jitter {
         if j.brightness != 0.0 || j.contrast != 0.0 || j.saturation != 0.0 {
-            spec.jitter = Some(Jitter { brightness: j.brightness, contrast: j.contrast, saturation: j.saturation });
+            spec.jitter = Some(Jitter {
+                brightness: j.brightness,
+                contrast: j.contrast,
+                saturation: j.saturation,
+            });
         }
     }
-    spec.validate().map_err(|e| invalid("augment", e.to_string()))?;
+    spec.validate()
+        .map_err(|e| invalid("augment", e.to_string()))?;
     Ok(spec)
 }
 
 /// The fingerprint extra: every setting besides the plan spec that changes batch bytes.
-fn output_fingerprint(aug: &AugmentSpec, size: (u32, u32), buckets: &[(u32, u32)], kind: OutputKind) -> Vec<u8> {
+fn output_fingerprint(
+    aug: &AugmentSpec,
+    size: (u32, u32),
+    buckets: &[(u32, u32)],
+    kind: OutputKind,
+) -> Vec<u8> {
     format!("{aug:?}|{size:?}|{buckets:?}|{kind:?}").into_bytes()
 }
 
@@ -73,14 +100,20 @@ pub fn validate(
     dataset: Arc<ServedDataset>,
     config: &ServeConfig,
 ) -> Result<Validated, RequestError> {
-    let wire_spec = req.spec.as_ref().ok_or_else(|| invalid("spec", "is required"))?;
+    let wire_spec = req
+        .spec
+        .as_ref()
+        .ok_or_else(|| invalid("spec", "is required"))?;
     if wire_spec.global_batch == 0 {
         return Err(invalid("spec.global_batch", "must be positive"));
     }
     if wire_spec.global_batch > config.max_global_batch {
         return Err(invalid(
             "spec.global_batch",
-            format!("{} is over the limit {}", wire_spec.global_batch, config.max_global_batch),
+            format!(
+                "{} is over the limit {}",
+                wire_spec.global_batch, config.max_global_batch
+            ),
         ));
     }
     if req.world_size == 0 {
@@ -89,21 +122,38 @@ pub fn validate(
     if wire_spec.global_batch % req.world_size != 0 {
         return Err(invalid(
             "world_size",
-            format!("{} does not divide spec.global_batch {}", req.world_size, wire_spec.global_batch),
+            format!(
+                "{} does not divide spec.global_batch {}",
+                req.world_size, wire_spec.global_batch
+            ),
         ));
     }
     if req.rank >= req.world_size {
-        return Err(invalid("rank", format!("{} is out of range for world_size {}", req.rank, req.world_size)));
+        return Err(invalid(
+            "rank",
+            format!(
+                "{} is out of range for world_size {}",
+                req.rank, req.world_size
+            ),
+        ));
     }
     let output = req.output.clone().unwrap_or_default();
     let kind = match pb::OutputFormat::try_from(output.format) {
         Ok(pb::OutputFormat::Unspecified | pb::OutputFormat::Uint8Hwc) => OutputKind::Pixels,
         Ok(pb::OutputFormat::Encoded) => OutputKind::Encoded,
-        Err(_) => return Err(invalid("output.format", format!("{} is not an output format", output.format))),
+        Err(_) => {
+            return Err(invalid(
+                "output.format",
+                format!("{} is not an output format", output.format),
+            ))
+        }
     };
     let side = |field, v: u32| {
         if v == 0 || v > config.max_image_side {
-            Err(invalid(field, format!("{v} must be in 1..={}", config.max_image_side)))
+            Err(invalid(
+                field,
+                format!("{v} must be in 1..={}", config.max_image_side),
+            ))
         } else {
             Ok(v)
         }
@@ -112,18 +162,33 @@ pub fn validate(
         ((0, 0), vec![])
     } else {
         let w = side("output.width", output.width)?;
-        let h = if output.height == 0 { w } else { side("output.height", output.height)? };
+        let h = if output.height == 0 {
+            w
+        } else {
+            side("output.height", output.height)?
+        };
         let mut buckets = Vec::new();
         for b in &output.buckets {
-            buckets.push((side("output.buckets.width", b.width)?, side("output.buckets.height", b.height)?));
+            buckets.push((
+                side("output.buckets.width", b.width)?,
+                side("output.buckets.height", b.height)?,
+            ));
         }
         ((w, h), buckets)
     };
     let per_rank = (wire_spec.global_batch / req.world_size) as u64;
-    let largest = buckets.iter().copied().chain([size]).max_by_key(|(w, h)| *w as u64 * *h as u64).unwrap_or(size);
+    let largest = buckets
+        .iter()
+        .copied()
+        .chain([size])
+        .max_by_key(|(w, h)| *w as u64 * *h as u64)
+        .unwrap_or(size);
     let bytes = estimate_bytes(6, per_rank, largest);
     if bytes > config.max_batch_bytes {
-        return Err(RequestError::BatchTooLarge { bytes, limit: config.max_batch_bytes });
+        return Err(RequestError::BatchTooLarge {
+            bytes,
+            limit: config.max_batch_bytes,
+        });
     }
     let augment = augment_from_wire(req.augment.as_ref(), config)?;
     let spec = spec_from_wire(wire_spec);
@@ -134,7 +199,11 @@ pub fn validate(
         Ok(_) | Err(crate::plan::PlanError::EndOfStream { .. }) => {}
         Err(other) => return Err(other.into()),
     }
-    let start_step = if req.cursor.is_empty() { 0 } else { plan.resume(&Cursor::decode(&req.cursor)?)? };
+    let start_step = if req.cursor.is_empty() {
+        0
+    } else {
+        plan.resume(&Cursor::decode(&req.cursor)?)?
+    };
     let end = plan.end_step();
     let end_step = match (end, req.max_batches) {
         (e, 0) => e,
@@ -142,7 +211,12 @@ pub fn validate(
         (None, n) => Some(start_step.saturating_add(n)),
     };
     let params = StreamParams {
-        ctx: PrepareCtx { dataset: dataset.dataset.clone(), seed: spec.seed, augment, kind },
+        ctx: PrepareCtx {
+            dataset: dataset.dataset.clone(),
+            seed: spec.seed,
+            augment,
+            kind,
+        },
         plan: Arc::new(plan),
         rank: req.rank,
         world_size: req.world_size,
@@ -157,5 +231,9 @@ pub fn validate(
 
 /// Subsets a dataset holds, for messages.
 pub fn subset_names(subsets: &[Subset]) -> String {
-    subsets.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+    subsets
+        .iter()
+        .map(|s| s.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
