@@ -21,9 +21,19 @@ fn dataset() -> PathBuf {
     if dir.join("manifest.json").exists() {
         return dir;
     }
-    let opts = SynthOptions { samples: SAMPLES, ..Default::default() };
-    let mut w = DatasetWriter::create(&dir, WriteOptions { target: ShardTarget::Samples(16), level: 3, overwrite: true })
-        .unwrap();
+    let opts = SynthOptions {
+        samples: SAMPLES,
+        ..Default::default()
+    };
+    let mut w = DatasetWriter::create(
+        &dir,
+        WriteOptions {
+            target: ShardTarget::Samples(16),
+            level: 3,
+            overwrite: true,
+        },
+    )
+    .unwrap();
     for (subset, n) in opts.split() {
         for i in 0..n {
             w.add(&synth_sample(&opts, subset, i)).unwrap();
@@ -35,15 +45,23 @@ fn dataset() -> PathBuf {
 
 fn request(subset: &str, size: u32, batches: u64, seed: u64) -> pb::StreamRequest {
     let mut spec = StreamSpec::new(seed, 8);
-    spec.curriculum =
-        vec![Phase { until_step: None, weights: [(subset.to_string(), 1.0)].into_iter().collect(), ramp_steps: 0 }];
+    spec.curriculum = vec![Phase {
+        until_step: None,
+        weights: [(subset.to_string(), 1.0)].into_iter().collect(),
+        ramp_steps: 0,
+    }];
     pb::StreamRequest {
         dataset: "bench".into(),
         spec: Some(editfeed::convert::spec_to_wire(&spec)),
         rank: 0,
         world_size: 1,
         cursor: String::new(),
-        output: Some(pb::OutputSpec { width: size, height: 0, format: 1, buckets: vec![] }),
+        output: Some(pb::OutputSpec {
+            width: size,
+            height: 0,
+            format: 1,
+            buckets: vec![],
+        }),
         augment: None,
         max_batches: batches,
     }
@@ -81,7 +99,13 @@ async fn daemon_rss(data: &Path) -> Vec<(usize, u64, u64)> {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_editfeed"))
-            .args(["serve", "--listen", &addr.to_string(), "--dataset", &format!("bench={}", data.display())])
+            .args([
+                "serve",
+                "--listen",
+                &addr.to_string(),
+                "--dataset",
+                &format!("bench={}", data.display()),
+            ])
             .env("EDITFEED_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -96,13 +120,19 @@ async fn daemon_rss(data: &Path) -> Vec<(usize, u64, u64)> {
         let tasks: Vec<_> = (0..streams)
             .map(|i| {
                 let endpoint = endpoint.clone();
-                tokio::spawn(async move { drain(&endpoint, request("sft", 512, 12, i as u64)).await })
+                tokio::spawn(
+                    async move { drain(&endpoint, request("sft", 512, 12, i as u64)).await },
+                )
             })
             .collect();
         for t in tasks {
             t.await.unwrap();
         }
-        out.push((streams, rss_kib(child.id(), "VmHWM:"), rss_kib(child.id(), "VmRSS:")));
+        out.push((
+            streams,
+            rss_kib(child.id(), "VmHWM:"),
+            rss_kib(child.id(), "VmRSS:"),
+        ));
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -111,7 +141,11 @@ async fn daemon_rss(data: &Path) -> Vec<(usize, u64, u64)> {
 
 fn main() {
     let data = dataset();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut config = ServeConfig { listen: "127.0.0.1:0".into(), ..Default::default() };
         config.datasets.insert("bench".into(), data.display().to_string());

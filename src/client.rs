@@ -21,7 +21,10 @@ pub struct ConnectError {
 
 /// Connects to a daemon at `endpoint` (`http://host:port`).
 pub async fn connect(endpoint: &str) -> Result<LoaderClient<Channel>, ConnectError> {
-    let err = |source| ConnectError { endpoint: endpoint.to_string(), source };
+    let err = |source| ConnectError {
+        endpoint: endpoint.to_string(),
+        source,
+    };
     let channel = Endpoint::from_shared(endpoint.to_string())
         .map_err(err)?
         .tcp_nodelay(true)

@@ -70,14 +70,25 @@ impl Default for ServeConfig {
 impl ServeConfig {
     /// Parses a TOML file's text; `path` names it in errors.
     pub fn from_toml(path: &str, text: &str) -> Result<ServeConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_string(), message: e.to_string() })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            message: e.to_string(),
+        })
     }
 
     /// Checks ranges; call after flags are applied.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |field, why: &str| Err(ConfigError::Invalid { field, why: why.to_string() });
+        let bad = |field, why: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                why: why.to_string(),
+            })
+        };
         if self.listen.parse::<SocketAddr>().is_err() {
-            return bad("listen", &format!("{:?} is not an address like 127.0.0.1:50051", self.listen));
+            return bad(
+                "listen",
+                &format!("{:?} is not an address like 127.0.0.1:50051", self.listen),
+            );
         }
         if self.prefetch_batches == 0 {
             return bad("prefetch_batches", "must be at least 1");
@@ -92,12 +103,21 @@ impl ServeConfig {
             return bad("max_global_batch", "limits must be positive");
         }
         if self.http2_window_bytes < 65_535 {
-            return bad("http2_window_bytes", "must be at least 65535 (the HTTP/2 minimum)");
+            return bad(
+                "http2_window_bytes",
+                "must be at least 65535 (the HTTP/2 minimum)",
+            );
         }
         for (name, url) in &self.datasets {
-            check_dataset_name(name).map_err(|why| ConfigError::Invalid { field: "datasets", why })?;
+            check_dataset_name(name).map_err(|why| ConfigError::Invalid {
+                field: "datasets",
+                why,
+            })?;
             if url.trim().is_empty() {
-                return bad("datasets", &format!("dataset {name:?} has an empty location"));
+                return bad(
+                    "datasets",
+                    &format!("dataset {name:?} has an empty location"),
+                );
             }
         }
         Ok(())
@@ -118,12 +138,16 @@ impl ServeConfig {
 pub fn check_dataset_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && !name.starts_with('.');
     if ok {
         Ok(())
     } else {
-        Err(format!("{name:?} is not a dataset name (letters, digits, '-', '_', '.'; at most 64)"))
+        Err(format!(
+            "{name:?} is not a dataset name (letters, digits, '-', '_', '.'; at most 64)"
+        ))
     }
 }
 
@@ -146,15 +170,27 @@ mod tests {
 
     #[test]
     fn a_misspelt_key_is_rejected_by_name() {
-        let e = ServeConfig::from_toml("t.toml", "worker = 4\n").unwrap_err().to_string();
+        let e = ServeConfig::from_toml("t.toml", "worker = 4\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("worker") && e.contains("t.toml"), "{e}");
     }
 
     #[test]
     fn bad_values_name_the_field() {
-        let c = ServeConfig { prefetch_batches: 0, ..Default::default() };
-        assert!(c.validate().unwrap_err().to_string().contains("prefetch_batches"));
-        let c = ServeConfig { listen: "nowhere".into(), ..Default::default() };
+        let c = ServeConfig {
+            prefetch_batches: 0,
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("prefetch_batches"));
+        let c = ServeConfig {
+            listen: "nowhere".into(),
+            ..Default::default()
+        };
         assert!(c.validate().unwrap_err().to_string().contains("listen"));
         assert!(check_dataset_name("../etc").is_err());
         assert!(check_dataset_name("s3://bucket").is_err());

@@ -18,7 +18,11 @@ pub fn spec_from_wire(w: &pb::StreamSpec) -> StreamSpec {
                 ramp_steps: p.ramp_steps,
             })
             .collect(),
-        category_weights: w.category_weights.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        category_weights: w
+            .category_weights
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
         shuffle: ShuffleSpec {
             block: (w.shuffle_block > 0).then_some(w.shuffle_block),
             window: (w.shuffle_window > 0).then_some(w.shuffle_window),
@@ -40,7 +44,11 @@ pub fn spec_to_wire(s: &StreamSpec) -> pb::StreamSpec {
                 ramp_steps: p.ramp_steps,
             })
             .collect(),
-        category_weights: s.category_weights.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        category_weights: s
+            .category_weights
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
         shuffle_block: s.shuffle.block.unwrap_or(0),
         shuffle_window: s.shuffle.window.unwrap_or(0),
     }

@@ -25,19 +25,34 @@ pub const DIGEST_TAG: &str = "editfeed-batch-v1";
 /// A uint8 tensor.
 pub fn tensor_u8(name: &str, shape: &[u64], data: Bytes) -> Tensor {
     debug_assert_eq!(shape.iter().product::<u64>(), data.len() as u64, "{name}");
-    Tensor { name: name.into(), dtype: "uint8".into(), shape: shape.to_vec(), data }
+    Tensor {
+        name: name.into(),
+        dtype: "uint8".into(),
+        shape: shape.to_vec(),
+        data,
+    }
 }
 
 /// An int32 tensor.
 pub fn tensor_i32(name: &str, shape: &[u64], values: &[i32]) -> Tensor {
     let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    Tensor { name: name.into(), dtype: "int32".into(), shape: shape.to_vec(), data: data.into() }
+    Tensor {
+        name: name.into(),
+        dtype: "int32".into(),
+        shape: shape.to_vec(),
+        data: data.into(),
+    }
 }
 
 /// An int64 tensor.
 pub fn tensor_i64(name: &str, shape: &[u64], values: &[i64]) -> Tensor {
     let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    Tensor { name: name.into(), dtype: "int64".into(), shape: shape.to_vec(), data: data.into() }
+    Tensor {
+        name: name.into(),
+        dtype: "int64".into(),
+        shape: shape.to_vec(),
+        data: data.into(),
+    }
 }
 
 struct Hasher(Sha256);
@@ -67,7 +82,14 @@ pub fn batch_digest(batch: &Batch) -> String {
         h.bytes(&t.data);
     }
     for s in &batch.samples {
-        for text in [&s.key, &s.subset, &s.edit_type, &s.category, &s.text, &s.summarized_text] {
+        for text in [
+            &s.key,
+            &s.subset,
+            &s.edit_type,
+            &s.category,
+            &s.text,
+            &s.summarized_text,
+        ] {
             h.bytes(text.as_bytes());
         }
         h.u64(s.turns as u64);
@@ -94,14 +116,27 @@ mod tests {
             step: 3,
             rank: 1,
             subset: "sft".into(),
-            tensors: vec![tensor_u8("source", &[1, 1, 1, 3], Bytes::from_static(&[1, 2, 3]))],
-            samples: vec![SampleMeta { key: "k".into(), text: "left".into(), ..Default::default() }],
+            tensors: vec![tensor_u8(
+                "source",
+                &[1, 1, 1, 3],
+                Bytes::from_static(&[1, 2, 3]),
+            )],
+            samples: vec![SampleMeta {
+                key: "k".into(),
+                text: "left".into(),
+                ..Default::default()
+            }],
             cursor: "c".into(),
             ..Default::default()
         };
         let d = batch_digest(&batch);
         assert_eq!(d.len(), 64);
-        let moved = Batch { step: 9, rank: 0, cursor: "other".into(), ..batch.clone() };
+        let moved = Batch {
+            step: 9,
+            rank: 0,
+            cursor: "other".into(),
+            ..batch.clone()
+        };
         assert_eq!(batch_digest(&moved), d);
         let mut pixel = batch.clone();
         pixel.tensors[0].data = Bytes::from_static(&[1, 2, 4]);

@@ -126,7 +126,15 @@ fn plan_prints_steps_and_rank_keys_identically_in_separate_processes() {
     let dir = tempfile::tempdir().unwrap();
     let ds = dir.path().join("ds");
     let ds_arg = ds.to_str().unwrap();
-    run_ok(bin().args(["synth", "--out", ds_arg, "--samples", "20", "--scale", "0.05"]));
+    run_ok(bin().args([
+        "synth",
+        "--out",
+        ds_arg,
+        "--samples",
+        "20",
+        "--scale",
+        "0.05",
+    ]));
     let curriculum = dir.path().join("c.toml");
     std::fs::write(
         &curriculum,
@@ -156,9 +164,22 @@ fn plan_prints_steps_and_rank_keys_identically_in_separate_processes() {
     assert_ne!(a, c, "another seed, another order");
     let lines: Vec<&str> = a.lines().collect();
     assert_eq!(lines.len(), 12, "{a}");
-    assert!(lines[0] == "step 0 sft" && lines[6] == "step 2 preference", "{a}");
-    assert!(lines[1].starts_with("  rank 0: ") && lines[1].split_whitespace().count() == 4, "{a}");
-    let out = bin().args(["plan", ds_arg, "--global-batch", "4", "--world-size", "3"]).output().unwrap();
+    assert!(
+        lines[0] == "step 0 sft" && lines[6] == "step 2 preference",
+        "{a}"
+    );
+    assert!(
+        lines[1].starts_with("  rank 0: ") && lines[1].split_whitespace().count() == 4,
+        "{a}"
+    );
+    let out = bin()
+        .args(["plan", ds_arg, "--global-batch", "4", "--world-size", "3"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("world_size 3"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("world_size 3"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

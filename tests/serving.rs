@@ -11,7 +11,11 @@ use tonic::Code;
 
 fn dataset(samples: u64, seed: u64) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    write_dataset(dir.path(), &all_samples(&small_synth(samples, seed)), ShardTarget::Samples(5));
+    write_dataset(
+        dir.path(),
+        &all_samples(&small_synth(samples, seed)),
+        ShardTarget::Samples(5),
+    );
     dir
 }
 
@@ -21,7 +25,9 @@ async fn batch_hashes_do_not_depend_on_workers_or_prefetch() {
     let mut runs = Vec::new();
     for (workers, prefetch) in [(1, 1), (2, 2), (8, 4)] {
         let server = TestServer::start(&[("d", dir.path())], workers, prefetch).await;
-        let batches = fetch_all(&server.endpoint, request("d", 5, 4, 1, 0, 32, 12)).await.unwrap();
+        let batches = fetch_all(&server.endpoint, request("d", 5, 4, 1, 0, 32, 12))
+            .await
+            .unwrap();
         assert_eq!(batches.len(), 12);
         runs.push(digests(&batches));
         server.stop().await;
@@ -51,11 +57,17 @@ async fn ranks_concatenate_to_the_global_batch_for_any_world_size() {
     let dir = dataset(30, 2);
     let server = TestServer::start(&[("d", dir.path())], 2, 2).await;
     let steps = 6;
-    let whole = fetch_all(&server.endpoint, request("d", 9, 4, 1, 0, 24, steps)).await.unwrap();
+    let whole = fetch_all(&server.endpoint, request("d", 9, 4, 1, 0, 24, steps))
+        .await
+        .unwrap();
     for world in [2u32, 4] {
         let mut per_rank = Vec::new();
         for rank in 0..world {
-            per_rank.push(fetch_all(&server.endpoint, request("d", 9, 4, world, rank, 24, steps)).await.unwrap());
+            per_rank.push(
+                fetch_all(&server.endpoint, request("d", 9, 4, world, rank, 24, steps))
+                    .await
+                    .unwrap(),
+            );
         }
         for (s, global) in whole.iter().enumerate() {
             let mut joined = Vec::new();
@@ -64,11 +76,16 @@ async fn ranks_concatenate_to_the_global_batch_for_any_world_size() {
                 assert_eq!(b.subset, global.subset);
                 joined.extend((0..b.samples.len()).map(|i| sample_view(b, i)));
             }
-            let expected: Vec<_> = (0..global.samples.len()).map(|i| sample_view(global, i)).collect();
+            let expected: Vec<_> = (0..global.samples.len())
+                .map(|i| sample_view(global, i))
+                .collect();
             assert_eq!(joined.len(), expected.len());
             for (j, (got, want)) in joined.iter().zip(&expected).enumerate() {
                 assert_eq!(got.1, want.1, "world {world} step {s} sample {j} metadata");
-                assert!(got.0 == want.0, "world {world} step {s} sample {j} tensors differ");
+                assert!(
+                    got.0 == want.0,
+                    "world {world} step {s} sample {j} tensors differ"
+                );
             }
         }
     }
@@ -79,7 +96,9 @@ async fn ranks_concatenate_to_the_global_batch_for_any_world_size() {
 async fn a_resumed_stream_is_the_suffix_of_the_full_stream() {
     let dir = dataset(20, 3);
     let server = TestServer::start(&[("d", dir.path())], 2, 2).await;
-    let full = fetch_all(&server.endpoint, request("d", 1, 4, 2, 1, 32, 10)).await.unwrap();
+    let full = fetch_all(&server.endpoint, request("d", 1, 4, 2, 1, 32, 10))
+        .await
+        .unwrap();
     let mut req = request("d", 1, 4, 2, 1, 32, 6);
     req.cursor = full[3].cursor.clone();
     let resumed = fetch_all(&server.endpoint, req).await.unwrap();
@@ -97,7 +116,14 @@ async fn sixteen_concurrent_streams_each_get_their_own_batches() {
         let endpoint = server.endpoint.clone();
         tasks.push(tokio::spawn(async move {
             let seed = i % 4;
-            (seed, digests(&fetch_all(&endpoint, request("d", seed, 2, 1, 0, 16, 5)).await.unwrap()))
+            (
+                seed,
+                digests(
+                    &fetch_all(&endpoint, request("d", seed, 2, 1, 0, 16, 5))
+                        .await
+                        .unwrap(),
+                ),
+            )
         }));
     }
     let mut by_seed: std::collections::BTreeMap<u64, Vec<Vec<String>>> = Default::default();
@@ -107,7 +133,10 @@ async fn sixteen_concurrent_streams_each_get_their_own_batches() {
         by_seed.entry(seed).or_default().push(d);
     }
     for runs in by_seed.values() {
-        assert!(runs.windows(2).all(|w| w[0] == w[1]), "same seed, same batches");
+        assert!(
+            runs.windows(2).all(|w| w[0] == w[1]),
+            "same seed, same batches"
+        );
     }
     assert_ne!(by_seed[&0][0], by_seed[&1][0], "different seeds differ");
     server.stop().await;
@@ -118,19 +147,35 @@ async fn a_client_that_leaves_frees_its_work() {
     let dir = dataset(20, 5);
     let server = TestServer::start(&[("d", dir.path())], 1, 4).await;
     let mut client = editfeed::client::connect(&server.endpoint).await.unwrap();
-    let mut stream = client.stream(request("d", 0, 8, 1, 0, 48, 0)).await.unwrap().into_inner();
+    let mut stream = client
+        .stream(request("d", 0, 8, 1, 0, 48, 0))
+        .await
+        .unwrap()
+        .into_inner();
     stream.message().await.unwrap().unwrap();
-    assert_eq!(server.state.streams.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        server
+            .state
+            .streams
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
     drop(stream);
     drop(client);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let stats = server.state.pool.stats();
-        let open = server.state.streams.load(std::sync::atomic::Ordering::SeqCst);
+        let open = server
+            .state
+            .streams
+            .load(std::sync::atomic::Ordering::SeqCst);
         if open == 0 && stats.streams == 0 && stats.queued == 0 && stats.busy == 0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "work not freed: {stats:?}, {open} streams");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "work not freed: {stats:?}, {open} streams"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     server.stop().await;
@@ -141,18 +186,32 @@ async fn bad_requests_name_the_field() {
     let dir = dataset(10, 6);
     let server = TestServer::start(&[("d", dir.path())], 1, 1).await;
     let e = &server.endpoint;
-    let check = |code: Code, needle: &'static str| move |r: Result<Vec<pb::Batch>, tonic::Status>| {
-        let s = r.expect_err("request should be refused");
-        assert_eq!(s.code(), code, "{s:?}");
-        assert!(s.message().contains(needle), "{needle:?} not in {:?}", s.message());
+    let check = |code: Code, needle: &'static str| {
+        move |r: Result<Vec<pb::Batch>, tonic::Status>| {
+            let s = r.expect_err("request should be refused");
+            assert_eq!(s.code(), code, "{s:?}");
+            assert!(
+                s.message().contains(needle),
+                "{needle:?} not in {:?}",
+                s.message()
+            );
+        }
     };
-    check(Code::NotFound, "\"nope\" is not registered")(fetch_all(e, request("nope", 0, 4, 1, 0, 32, 1)).await);
+    check(Code::NotFound, "\"nope\" is not registered")(
+        fetch_all(e, request("nope", 0, 4, 1, 0, 32, 1)).await,
+    );
     check(Code::NotFound, "/")(fetch_all(e, request("/etc/passwd", 0, 4, 1, 0, 32, 1)).await);
     check(Code::InvalidArgument, "world_size")(fetch_all(e, request("d", 0, 4, 3, 0, 32, 1)).await);
     check(Code::InvalidArgument, "rank")(fetch_all(e, request("d", 0, 4, 2, 2, 32, 1)).await);
-    check(Code::InvalidArgument, "global_batch")(fetch_all(e, request("d", 0, 0, 1, 0, 32, 1)).await);
-    check(Code::InvalidArgument, "output.width")(fetch_all(e, request("d", 0, 4, 1, 0, 0, 1)).await);
-    check(Code::InvalidArgument, "output.width")(fetch_all(e, request("d", 0, 4, 1, 0, 100_000, 1)).await);
+    check(Code::InvalidArgument, "global_batch")(
+        fetch_all(e, request("d", 0, 0, 1, 0, 32, 1)).await,
+    );
+    check(Code::InvalidArgument, "output.width")(
+        fetch_all(e, request("d", 0, 4, 1, 0, 0, 1)).await,
+    );
+    check(Code::InvalidArgument, "output.width")(
+        fetch_all(e, request("d", 0, 4, 1, 0, 100_000, 1)).await,
+    );
     let mut bad_format = request("d", 0, 4, 1, 0, 32, 1);
     bad_format.output.as_mut().unwrap().format = 42;
     check(Code::InvalidArgument, "output.format")(fetch_all(e, bad_format).await);
@@ -172,9 +231,16 @@ async fn an_undecodable_sample_is_replaced_and_the_stream_goes_on() {
     use editfeed::dataset::sample::Role;
     use editfeed::dataset::Subset;
     let dir = tempfile::tempdir().unwrap();
-    let mut samples: Vec<_> = all_samples(&small_synth(10, 7)).into_iter().filter(|s| s.subset() == Subset::Sft).collect();
+    let mut samples: Vec<_> = all_samples(&small_synth(10, 7))
+        .into_iter()
+        .filter(|s| s.subset() == Subset::Sft)
+        .collect();
     let broken_key = samples[2].key.clone();
-    let img = samples[2].images.iter_mut().find(|i| i.role == Role::Edit).unwrap();
+    let img = samples[2]
+        .images
+        .iter_mut()
+        .find(|i| i.role == Role::Edit)
+        .unwrap();
     img.bytes = bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\nthis is not a png");
     write_dataset(dir.path(), &samples, ShardTarget::Samples(4));
     let server = TestServer::start(&[("d", dir.path())], 2, 2).await;
@@ -183,11 +249,18 @@ async fn an_undecodable_sample_is_replaced_and_the_stream_goes_on() {
     let batches = run().await.unwrap();
     assert_eq!(batches.len(), 3);
     let metas: Vec<_> = batches.iter().flat_map(|b| b.samples.clone()).collect();
-    let replaced: Vec<_> = metas.iter().filter(|m| !m.replaced_key.is_empty()).collect();
+    let replaced: Vec<_> = metas
+        .iter()
+        .filter(|m| !m.replaced_key.is_empty())
+        .collect();
     assert_eq!(replaced.len(), 1, "{metas:?}");
     assert_eq!(replaced[0].replaced_key, broken_key);
     assert!(metas.iter().all(|m| m.key != broken_key));
-    assert_eq!(digests(&batches), digests(&run().await.unwrap()), "the replacement is deterministic");
+    assert_eq!(
+        digests(&batches),
+        digests(&run().await.unwrap()),
+        "the replacement is deterministic"
+    );
     server.stop().await;
 }
 
@@ -196,20 +269,43 @@ async fn describe_lists_datasets_and_encoded_output_passes_bytes_through() {
     let dir = dataset(10, 8);
     let server = TestServer::start(&[("d", dir.path())], 1, 1).await;
     let mut client = editfeed::client::connect(&server.endpoint).await.unwrap();
-    let info = client.describe(pb::DescribeRequest {}).await.unwrap().into_inner();
+    let info = client
+        .describe(pb::DescribeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(info.datasets.len(), 1);
-    assert_eq!(info.datasets[0].subsets.iter().map(|s| s.samples).sum::<u64>(), 10);
+    assert_eq!(
+        info.datasets[0]
+            .subsets
+            .iter()
+            .map(|s| s.samples)
+            .sum::<u64>(),
+        10
+    );
     let mut req = request("d", 0, 2, 1, 0, 32, 2);
     req.output.as_mut().unwrap().format = pb::OutputFormat::Encoded as i32;
     let batches = fetch_all(&server.endpoint, req).await.unwrap();
     let ds = editfeed::dataset::Dataset::open(dir.path()).unwrap();
     for b in &batches {
         let enc = b.tensors.iter().find(|t| t.name == "encoded").unwrap();
-        let offs: Vec<i64> = b.tensors.iter().find(|t| t.name == "encoded_offsets").unwrap().data.chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+        let offs: Vec<i64> = b
+            .tensors
+            .iter()
+            .find(|t| t.name == "encoded_offsets")
+            .unwrap()
+            .data
+            .chunks(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         let subset = editfeed::dataset::Subset::from_name(&b.subset).unwrap();
         let sample = ds.read_sample(subset, b.samples[0].ordinal).unwrap();
         let src = &enc.data[offs[0] as usize..offs[1] as usize];
-        assert_eq!(src, &sample.images[0].bytes[..], "source bytes pass through untouched");
+        assert_eq!(
+            src,
+            &sample.images[0].bytes[..],
+            "source bytes pass through untouched"
+        );
     }
     server.stop().await;
 }

@@ -68,7 +68,8 @@ fn rows_of(batch: &Batch) -> anyhow::Result<Vec<(Vec<RgbImage>, String)>> {
                 if px.iter().all(|&v| v == 0) && s > 0 {
                     continue; // padding after the last turn
                 }
-                let full = RgbImage::from_raw(w as u32, h as u32, px).expect("tensor holds h*w*3 bytes");
+                let full =
+                    RgbImage::from_raw(w as u32, h as u32, px).expect("tensor holds h*w*3 bytes");
                 sample.push(thumb(&full));
             }
         }
@@ -77,7 +78,11 @@ fn rows_of(batch: &Batch) -> anyhow::Result<Vec<(Vec<RgbImage>, String)>> {
         batch.tensors.iter().find(|t| t.name == "encoded"),
         batch.tensors.iter().find(|t| t.name == "encoded_offsets"),
     ) {
-        let offs: Vec<i64> = off.data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+        let offs: Vec<i64> = off
+            .data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         let per = off.shape[1] as usize;
         for (i, sample) in per_sample.iter_mut().enumerate() {
             for s in 0..per - 1 {
@@ -98,7 +103,12 @@ fn rows_of(batch: &Batch) -> anyhow::Result<Vec<(Vec<RgbImage>, String)>> {
             if m.turn_texts.is_empty() {
                 caption.push_str(&format!(" {}", m.text));
             }
-            for (i, t) in m.turn_texts.iter().enumerate().filter(|(_, t)| !t.is_empty()) {
+            for (i, t) in m
+                .turn_texts
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| !t.is_empty())
+            {
                 caption.push_str(&format!(" | turn {}: {t}", i + 1));
             }
             (imgs, caption)
@@ -108,7 +118,10 @@ fn rows_of(batch: &Batch) -> anyhow::Result<Vec<(Vec<RgbImage>, String)>> {
 
 fn thumb(img: &RgbImage) -> RgbImage {
     let scale = THUMB as f32 / img.width().max(img.height()) as f32;
-    let (w, h) = (((img.width() as f32 * scale) as u32).max(1), ((img.height() as f32 * scale) as u32).max(1));
+    let (w, h) = (
+        ((img.width() as f32 * scale) as u32).max(1),
+        ((img.height() as f32 * scale) as u32).max(1),
+    );
     image::imageops::resize(img, w, h, image::imageops::FilterType::Triangle)
 }
 
@@ -131,7 +144,10 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 fn draw_text(img: &mut RgbImage, x: u32, y: u32, text: &str) {
     use font8x8::UnicodeFonts;
     for (i, ch) in text.chars().enumerate() {
-        let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8]);
+        let glyph = font8x8::BASIC_FONTS
+            .get(ch)
+            .or_else(|| font8x8::BASIC_FONTS.get('?'))
+            .unwrap_or([0; 8]);
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..8 {
                 if bits & (1 << col) != 0 {

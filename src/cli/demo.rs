@@ -49,7 +49,10 @@ weights = { multi_turn = 1.0 }
 /// Runs `editfeed demo`.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     if !args.data.join(MANIFEST_FILE).exists() {
-        println!("making the demo dataset in {} (synthetic, Pico-Banana's shape)", args.data.display());
+        println!(
+            "making the demo dataset in {} (synthetic, Pico-Banana's shape)",
+            args.data.display()
+        );
         let write = WriteArgs {
             out: args.data.clone(),
             shard_samples: Some(32),
@@ -57,21 +60,37 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             level: 3,
             overwrite: true,
         };
-        super::synth::write_synth(&SynthOptions { samples: 120, ..Default::default() }, &write)?;
+        super::synth::write_synth(
+            &SynthOptions {
+                samples: 120,
+                ..Default::default()
+            },
+            &write,
+        )?;
     }
     let n = args.steps_per_phase;
     let curriculum = args.data.join("demo-curriculum.toml");
     std::fs::write(
         &curriculum,
-        CURRICULUM.replace("{a}", &n.to_string()).replace("{b}", &(2 * n).to_string()).replace("{c}", &(3 * n).to_string()),
+        CURRICULUM
+            .replace("{a}", &n.to_string())
+            .replace("{b}", &(2 * n).to_string())
+            .replace("{c}", &(3 * n).to_string()),
     )?;
-    let mut config = ServeConfig { listen: "127.0.0.1:0".into(), ..Default::default() };
-    config.datasets.insert("demo".into(), args.data.display().to_string());
+    let mut config = ServeConfig {
+        listen: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
+    config
+        .datasets
+        .insert("demo".into(), args.data.display().to_string());
     if let Some(w) = args.workers {
         config.workers = w;
     }
     config.validate()?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&config.listen).await?;
         let endpoint = format!("http://{}", listener.local_addr()?);

@@ -75,11 +75,19 @@ pub struct StreamArgs {
 
 impl StreamArgs {
     /// The request these arguments describe.
-    pub fn request(&self, dataset: &str, rank: u32, max_batches: u64, cursor: Option<String>) -> anyhow::Result<pb::StreamRequest> {
+    pub fn request(
+        &self,
+        dataset: &str,
+        rank: u32,
+        max_batches: u64,
+        cursor: Option<String>,
+    ) -> anyhow::Result<pb::StreamRequest> {
         let mut spec = StreamSpec::new(self.seed, self.global_batch);
         if let Some(path) = &self.curriculum {
-            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let file = CurriculumFile::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let file = CurriculumFile::from_toml_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             spec = file.into_spec(self.seed, self.global_batch)?;
         }
         let flip_policy = match self.flip_policy.as_deref() {
@@ -97,7 +105,11 @@ impl StreamArgs {
             output: Some(pb::OutputSpec {
                 width: self.size,
                 height: self.height.unwrap_or(0),
-                format: if self.encoded { pb::OutputFormat::Encoded } else { pb::OutputFormat::Uint8Hwc } as i32,
+                format: if self.encoded {
+                    pb::OutputFormat::Encoded
+                } else {
+                    pb::OutputFormat::Uint8Hwc
+                } as i32,
                 buckets: vec![],
             }),
             augment: Some(pb::Augment {
@@ -144,7 +156,11 @@ pub async fn stream(
         }
         report.batches += 1;
         report.samples += batch.samples.len() as u64;
-        report.bytes += batch.tensors.iter().map(|t| t.data.len() as u64).sum::<u64>();
+        report.bytes += batch
+            .tensors
+            .iter()
+            .map(|t| t.data.len() as u64)
+            .sum::<u64>();
         report.cursor = batch.cursor.clone();
         on_batch(&batch)?;
     }
@@ -158,13 +174,28 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
 
 /// Runs `editfeed fetch`.
 pub fn run(args: FetchArgs) -> anyhow::Result<()> {
-    let req = args.stream.request(&args.dataset, args.rank, args.steps, args.cursor.clone())?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let pb = if args.hash { indicatif::ProgressBar::hidden() } else { super::progress::bar(args.steps, "fetch") };
+    let req = args
+        .stream
+        .request(&args.dataset, args.rank, args.steps, args.cursor.clone())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let pb = if args.hash {
+        indicatif::ProgressBar::hidden()
+    } else {
+        super::progress::bar(args.steps, "fetch")
+    };
     let mut first = true;
     let report = rt.block_on(stream(&args.endpoint, req, |batch| {
         if args.hash {
-            println!("{} {} {} {}", batch.step, batch.rank, batch.subset, editfeed::wire::batch_digest(batch));
+            println!(
+                "{} {} {} {}",
+                batch.step,
+                batch.rank,
+                batch.subset,
+                editfeed::wire::batch_digest(batch)
+            );
         }
         if first {
             first = false;

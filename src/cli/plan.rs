@@ -37,7 +37,8 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
     let ds = Dataset::open(&args.dataset)?;
     let spec = match &args.curriculum {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             CurriculumFile::from_toml_str(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
                 .into_spec(args.seed, args.global_batch)?
@@ -49,7 +50,13 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
         Some(e) => e.min(args.from.saturating_add(args.steps)),
         None => args.from.saturating_add(args.steps),
     };
-    let key_of = |subset, ordinal| ds.key_of(subset, ordinal).unwrap_or_else(|e| format!("<{e}>"));
-    print!("{}", render_plan(&plan, args.world_size, args.from..end, &key_of)?);
+    let key_of = |subset, ordinal| {
+        ds.key_of(subset, ordinal)
+            .unwrap_or_else(|e| format!("<{e}>"))
+    };
+    print!(
+        "{}",
+        render_plan(&plan, args.world_size, args.from..end, &key_of)?
+    );
     Ok(())
 }

@@ -31,7 +31,8 @@ pub struct ServeArgs {
 pub fn config_from(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     let mut config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             ServeConfig::from_toml(&path.display().to_string(), &text)?
         }
         None => ServeConfig::default(),
@@ -46,7 +47,9 @@ pub fn config_from(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         config.prefetch_batches = p;
     }
     for d in &args.datasets {
-        let (name, url) = d.split_once('=').ok_or_else(|| anyhow::anyhow!("--dataset {d:?}: expected NAME=URL"))?;
+        let (name, url) = d
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--dataset {d:?}: expected NAME=URL"))?;
         config.datasets.insert(name.to_string(), url.to_string());
     }
     config.validate()?;
@@ -56,7 +59,9 @@ pub fn config_from(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
 /// Runs `editfeed serve`.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = config_from(&args)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let drain = Duration::from_secs(config.drain_seconds);
         let listener = tokio::net::TcpListener::bind(&config.listen)

@@ -141,7 +141,9 @@ impl Dataset {
             .iter()
             .map(|(subset, s)| {
                 let has_categories = s.shards.iter().all(|sh| !sh.categories.is_empty())
-                    && s.shards.iter().any(|sh| sh.categories.bytes().any(|b| b != b'-'));
+                    && s.shards
+                        .iter()
+                        .any(|sh| sh.categories.bytes().any(|b| b != b'-'));
                 let categories = has_categories.then(|| {
                     s.shards
                         .iter()
@@ -149,10 +151,17 @@ impl Dataset {
                         .collect::<Vec<_>>()
                         .into()
                 });
-                crate::plan::PlanSubset { subset: *subset, len: s.samples, categories }
+                crate::plan::PlanSubset {
+                    subset: *subset,
+                    len: s.samples,
+                    categories,
+                }
             })
             .collect();
-        crate::plan::PlanDataset { version: self.manifest.version.clone(), subsets }
+        crate::plan::PlanDataset {
+            version: self.manifest.version.clone(),
+            subsets,
+        }
     }
 
     /// Maps a subset ordinal to its shard and position.

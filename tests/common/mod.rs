@@ -74,7 +74,9 @@ impl TestServer {
             ..Default::default()
         };
         for (name, path) in datasets {
-            config.datasets.insert(name.to_string(), path.display().to_string());
+            config
+                .datasets
+                .insert(name.to_string(), path.display().to_string());
         }
         config.validate().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -89,7 +91,12 @@ impl TestServer {
             .await
             .unwrap();
         });
-        TestServer { endpoint, state, stop: Some(tx), handle: Some(handle) }
+        TestServer {
+            endpoint,
+            state,
+            stop: Some(tx),
+            handle: Some(handle),
+        }
     }
 
     /// Stops the daemon and waits for it.
@@ -100,22 +107,40 @@ impl TestServer {
 }
 
 /// A stream request over `dataset` with a simple spec.
-pub fn request(dataset: &str, seed: u64, global_batch: u32, world: u32, rank: u32, size: u32, batches: u64) -> editfeed::proto::v1::StreamRequest {
+pub fn request(
+    dataset: &str,
+    seed: u64,
+    global_batch: u32,
+    world: u32,
+    rank: u32,
+    size: u32,
+    batches: u64,
+) -> editfeed::proto::v1::StreamRequest {
     use editfeed::proto::v1 as pb;
     pb::StreamRequest {
         dataset: dataset.into(),
-        spec: Some(editfeed::convert::spec_to_wire(&editfeed::plan::StreamSpec::new(seed, global_batch))),
+        spec: Some(editfeed::convert::spec_to_wire(
+            &editfeed::plan::StreamSpec::new(seed, global_batch),
+        )),
         rank,
         world_size: world,
         cursor: String::new(),
-        output: Some(pb::OutputSpec { width: size, height: 0, format: pb::OutputFormat::Uint8Hwc as i32, buckets: vec![] }),
+        output: Some(pb::OutputSpec {
+            width: size,
+            height: 0,
+            format: pb::OutputFormat::Uint8Hwc as i32,
+            buckets: vec![],
+        }),
         augment: None,
         max_batches: batches,
     }
 }
 
 /// Every batch of a request.
-pub async fn fetch_all(endpoint: &str, req: editfeed::proto::v1::StreamRequest) -> Result<Vec<editfeed::proto::v1::Batch>, tonic::Status> {
+pub async fn fetch_all(
+    endpoint: &str,
+    req: editfeed::proto::v1::StreamRequest,
+) -> Result<Vec<editfeed::proto::v1::Batch>, tonic::Status> {
     let mut client = editfeed::client::connect(endpoint).await.unwrap();
     let mut stream = client.stream(req).await?.into_inner();
     let mut out = Vec::new();
