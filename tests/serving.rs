@@ -309,3 +309,187 @@ async fn describe_lists_datasets_and_encoded_output_passes_bytes_through() {
     }
     server.stop().await;
 }
+
+/// Writes sft samples whose source (400x300 JPEG) and edit (256x256 PNG) both carry a red
+/// disc centred at the same relative position; half the instructions name a direction.
+fn marker_dataset() -> tempfile::TempDir {
+    use editfeed::dataset::sample::{ImageFormat, Role, Sample, SampleImage, SampleMeta};
+    use editfeed::dataset::Subset;
+    use image::{ImageEncoder, Rgb, RgbImage};
+    let draw = |w: u32, h: u32, cx: f32, cy: f32| {
+        let mut img = RgbImage::from_pixel(w, h, Rgb([40, 90, 40]));
+        let r = 0.06 * w.min(h) as f32;
+        for (x, y, p) in img.enumerate_pixels_mut() {
+            let (dx, dy) = (
+                x as f32 + 0.5 - cx * w as f32,
+                y as f32 + 0.5 - cy * h as f32,
+            );
+            if dx * dx + dy * dy < r * r {
+                *p = Rgb([250, 10, 10]);
+            }
+        }
+        img
+    };
+    let encode = |img: &RgbImage, jpeg: bool| {
+        let mut out = Vec::new();
+        if jpeg {
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
+                .write_image(
+                    img.as_raw(),
+                    img.width(),
+                    img.height(),
+                    image::ExtendedColorType::Rgb8,
+                )
+                .unwrap();
+        } else {
+            image::codecs::png::PngEncoder::new(&mut out)
+                .write_image(
+                    img.as_raw(),
+                    img.width(),
+                    img.height(),
+                    image::ExtendedColorType::Rgb8,
+                )
+                .unwrap();
+        }
+        bytes::Bytes::from(out)
+    };
+    let samples: Vec<Sample> = (0..16)
+        .map(|i| {
+            let (cx, cy) = (0.3 + 0.02 * i as f32, 0.6 - 0.01 * i as f32);
+            let text = if i % 2 == 0 {
+                "move the red disc to the left"
+            } else {
+                "make the disc brighter"
+            };
+            Sample {
+                key: format!("{i:08}"),
+                meta: SampleMeta {
+                    subset: Some(Subset::Sft),
+                    text: text.into(),
+                    ..Default::default()
+                },
+                images: vec![
+                    SampleImage {
+                        role: Role::Source,
+                        format: ImageFormat::Jpeg,
+                        bytes: encode(&draw(400, 300, cx, cy), true),
+                    },
+                    SampleImage {
+                        role: Role::Edit,
+                        format: ImageFormat::Png,
+                        bytes: encode(&draw(256, 256, cx, cy), false),
+                    },
+                ],
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), &samples, ShardTarget::Samples(8));
+    dir
+}
+
+/// The centroid of red pixels in one HWC image, and how many there are.
+fn red_centroid(px: &[u8], w: usize) -> (f64, f64, usize) {
+    let (mut sx, mut sy, mut n) = (0.0, 0.0, 0usize);
+    for (i, p) in px.chunks_exact(3).enumerate() {
+        if p[0] > 180 && p[1] < 90 && p[2] < 90 {
+            sx += (i % w) as f64;
+            sy += (i / w) as f64;
+            n += 1;
+        }
+    }
+    (sx / n.max(1) as f64, sy / n.max(1) as f64, n)
+}
+
+fn with_augment(mut req: pb::StreamRequest, augment: pb::Augment) -> pb::StreamRequest {
+    req.augment = Some(augment);
+    req
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_stays_aligned_across_the_images_of_a_sample() {
+    let dir = marker_dataset();
+    let server = TestServer::start(&[("m", dir.path())], 2, 2).await;
+    let augment = pb::Augment {
+        hflip: Some(0.5),
+        flip_policy: pb::FlipPolicy::Ignore as i32,
+        ..Default::default()
+    };
+    let batches = fetch_all(
+        &server.endpoint,
+        with_augment(request("m", 11, 4, 1, 0, 64, 12), augment),
+    )
+    .await
+    .unwrap();
+    let (mut compared, mut flipped) = (0, 0);
+    for b in &batches {
+        let (src, tgt) = (&b.tensors[0], &b.tensors[1]);
+        let img = 64 * 64 * 3;
+        for i in 0..b.samples.len() {
+            let a = red_centroid(&src.data[i * img..(i + 1) * img], 64);
+            let t = red_centroid(&tgt.data[i * img..(i + 1) * img], 64);
+            // Compare only markers wholly inside the crop in both images.
+            if a.2 > 20 && t.2 > 20 && (a.2 as f64 / t.2 as f64 - 1.0).abs() < 0.5 {
+                assert!(
+                    (a.0 - t.0).abs() < 2.0 && (a.1 - t.1).abs() < 2.0,
+                    "sample {} step {}: source marker at {a:?}, target at {t:?}",
+                    b.samples[i].key,
+                    b.step
+                );
+                compared += 1;
+                flipped += b.samples[i].flipped as usize;
+            }
+        }
+    }
+    assert!(
+        compared >= 10,
+        "too few samples kept the marker: {compared}"
+    );
+    assert!(
+        flipped > 0 && flipped < compared,
+        "flips: {flipped} of {compared}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flip_policies_treat_direction_words_as_asked() {
+    let dir = marker_dataset();
+    let server = TestServer::start(&[("m", dir.path())], 2, 2).await;
+    let run = |policy: pb::FlipPolicy| {
+        let augment = pb::Augment {
+            hflip: Some(1.0),
+            flip_policy: policy as i32,
+            ..Default::default()
+        };
+        fetch_all(
+            &server.endpoint,
+            with_augment(request("m", 2, 16, 1, 0, 32, 1), augment),
+        )
+    };
+    let metas = |b: Vec<pb::Batch>| b.into_iter().flat_map(|b| b.samples).collect::<Vec<_>>();
+    for m in metas(run(pb::FlipPolicy::Skip).await.unwrap()) {
+        let directional = m.text.contains("left");
+        assert_eq!(m.flipped, !directional, "skip: {m:?}");
+    }
+    for m in metas(run(pb::FlipPolicy::Swap).await.unwrap()) {
+        assert!(m.flipped);
+        assert!(!m.text.contains("left"), "swap rewrote left: {:?}", m.text);
+        let original_directional =
+            m.key.trim_start_matches('0').parse::<u32>().unwrap_or(0) % 2 == 0;
+        assert_eq!(
+            m.text.contains("to the right"),
+            original_directional,
+            "{m:?}"
+        );
+    }
+    for m in metas(run(pb::FlipPolicy::Ignore).await.unwrap()) {
+        assert!(m.flipped);
+        assert!(
+            !m.text.contains("to the right"),
+            "ignore leaves the text: {:?}",
+            m.text
+        );
+    }
+    server.stop().await;
+}
