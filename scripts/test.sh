@@ -15,14 +15,23 @@ if ! need zstd; then
   fi
 fi
 
+# The Python side first: the trainer client package (its stubs are generated from
+# proto/ as it is built) and the test tools.
+venv=".venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+pip() { "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"; }
+pip -r tests/python/requirements.txt
+pip ./clients/python
+
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo build --locked --bins
 cargo test --locked
 
-venv=".venv"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+# deploy/: manifests against the Kubernetes schemas, the Helm chart linted and
+# rendered, the Grafana dashboard against the metric names in src/metrics.rs.
+bash scripts/validate-deploy.sh "$venv"
+
 EDITFEED_BIN="$PWD/target/debug/editfeed" "$venv/bin/python" -m pytest -q tests/python

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +18,7 @@ pub enum ConfigError {
 }
 
 /// Configuration of `editfeed serve`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
     /// Address of the Loader service. Default `127.0.0.1:50051`; use `0.0.0.0:50051` to
@@ -44,6 +44,16 @@ pub struct ServeConfig {
     pub http2_window_bytes: u32,
     /// Seconds to finish in-flight batches after SIGTERM or SIGINT.
     pub drain_seconds: u64,
+    /// Address of the Prometheus `/metrics` HTTP endpoint; empty disables it.
+    pub metrics_listen: String,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+    /// Log level or filter (tracing's EnvFilter syntax, e.g. `info` or
+    /// `editfeed=debug,info`).
+    pub log_level: String,
+    /// Seconds between attempts to load a dataset that failed to load (for example a
+    /// volume not mounted yet); the daemon reports NOT_SERVING until all are loaded.
+    pub load_retry_seconds: u64,
     /// Datasets served, by name: `name = "path or URL"`.
     pub datasets: BTreeMap<String, String>,
 }
@@ -62,6 +72,10 @@ impl Default for ServeConfig {
             max_decode_pixels: 64 << 20,
             http2_window_bytes: 16 << 20,
             drain_seconds: 30,
+            metrics_listen: "127.0.0.1:9090".into(),
+            log_format: "text".into(),
+            log_level: "info".into(),
+            load_retry_seconds: 5,
             datasets: BTreeMap::new(),
         }
     }
@@ -73,6 +87,41 @@ impl ServeConfig {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_string(),
             message: e.to_string(),
+        })
+    }
+
+    /// Parses a TOML file's text and applies `EDITFEED_<KEY>` overrides from `env`
+    /// (for example `EDITFEED_WORKERS=4`, `EDITFEED_LISTEN=0.0.0.0:50051`); values are
+    /// read as TOML values, or as strings when they do not parse as one. Only the
+    /// top-level keys of this struct are overridable; `datasets` is not.
+    pub fn from_toml_with_env(
+        path: &str,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<ServeConfig, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse {
+            path: path.to_string(),
+            message,
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        let keys = overridable_keys();
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("EDITFEED_").map(str::to_ascii_lowercase) else {
+                continue;
+            };
+            if !keys.contains(&key) {
+                continue;
+            }
+            let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value.clone()));
+            table.insert(key, parsed);
+        }
+        ServeConfig::deserialize(table).map_err(|e| {
+            parse_err(format!(
+                "{e} (after applying EDITFEED_* environment overrides)"
+            ))
         })
     }
 
@@ -101,6 +150,21 @@ impl ServeConfig {
         }
         if self.max_global_batch == 0 || self.max_image_side == 0 || self.max_batch_bytes == 0 {
             return bad("max_global_batch", "limits must be positive");
+        }
+        if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<SocketAddr>().is_err() {
+            return bad(
+                "metrics_listen",
+                &format!(
+                    "{:?} is not an address like 0.0.0.0:9090",
+                    self.metrics_listen
+                ),
+            );
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return bad(
+                "log_format",
+                &format!("{:?} is not text or json", self.log_format),
+            );
         }
         if self.http2_window_bytes < 65_535 {
             return bad(
@@ -131,6 +195,21 @@ impl ServeConfig {
             self.workers
         }
     }
+}
+
+/// The top-level keys `EDITFEED_<KEY>` may override: every scalar key of
+/// [`ServeConfig`].
+pub fn overridable_keys() -> Vec<String> {
+    let value = toml::Value::try_from(ServeConfig::default()).expect("the config serialises");
+    value
+        .as_table()
+        .map(|t| {
+            t.iter()
+                .filter(|(_, v)| !v.is_table())
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Dataset names are short identifiers: letters, digits, `-`, `_` and `.`, so that a
@@ -174,6 +253,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("worker") && e.contains("t.toml"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_apply_and_are_typed() {
+        let env = [
+            ("EDITFEED_WORKERS".to_string(), "3".to_string()),
+            ("EDITFEED_LISTEN".to_string(), "0.0.0.0:7000".to_string()),
+            ("EDITFEED_LOG_FORMAT".to_string(), "json".to_string()),
+            ("EDITFEED_BIN".to_string(), "/not/a/config/key".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+        ];
+        let c = ServeConfig::from_toml_with_env("t.toml", "workers = 1\n", env).unwrap();
+        assert_eq!(
+            (c.workers, c.listen.as_str(), c.log_format.as_str()),
+            (3, "0.0.0.0:7000", "json")
+        );
+        let bad = [("EDITFEED_WORKERS".to_string(), "many".to_string())];
+        let e = ServeConfig::from_toml_with_env("t.toml", "", bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("workers") && e.contains("environment"), "{e}");
+        assert!(overridable_keys().contains(&"drain_seconds".to_string()));
+        assert!(!overridable_keys().contains(&"datasets".to_string()));
     }
 
     #[test]

@@ -13,5 +13,6 @@ pub mod proto;
 pub mod rng;
 pub mod server;
 pub mod shard;
+pub mod store;
 pub mod units;
 pub mod wire;

@@ -18,11 +18,68 @@ pub fn sample_replaced() {
     metrics::counter!(SAMPLES_REPLACED).increment(1);
 }
 
-/// Counts one batch sent, with its subset (a bounded label: three values).
-pub fn batch_sent(subset: &'static str, bytes: u64) {
+/// Batches sent per training job (the request's `job`; bounded by [`job_label`]).
+pub const STREAM_BATCHES: &str = "editfeed_stream_batches_total";
+/// Time per batch spent in each stage (`read`, `decode_augment`, `collate`, `send`),
+/// summed over the batch's samples, in seconds.
+pub const STAGE_SECONDS: &str = "editfeed_stage_seconds";
+/// Sample jobs waiting for a worker.
+pub const POOL_QUEUED: &str = "editfeed_pool_queued_jobs";
+/// Workers running a job.
+pub const POOL_BUSY: &str = "editfeed_pool_busy_workers";
+/// Worker threads.
+pub const POOL_WORKERS: &str = "editfeed_pool_workers";
+
+/// The most distinct job labels kept; later jobs share the label `other`.
+pub const MAX_JOB_LABELS: usize = 32;
+
+/// Counts one batch sent, with its subset (three values) and job (bounded).
+pub fn batch_sent(subset: &'static str, bytes: u64, job: &str) {
     metrics::counter!(BATCHES_SENT, "subset" => subset).increment(1);
     metrics::counter!(BATCH_BYTES_SENT, "subset" => subset).increment(bytes);
+    // Not "job": Prometheus reserves that label for the scrape target.
+    metrics::counter!(STREAM_BATCHES, "training_job" => job.to_string()).increment(1);
 }
+
+/// The label a job name is counted under: the name while fewer than
+/// [`MAX_JOB_LABELS`] distinct names have been seen, `other` after; empty is `default`.
+pub fn job_label(job: &str) -> String {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    if job.is_empty() {
+        return "default".into();
+    }
+    let clean: String = job
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+        .take(64)
+        .collect();
+    let mut seen = SEEN.lock().expect("job label lock");
+    if seen.contains(&clean) {
+        return clean;
+    }
+    if seen.len() < MAX_JOB_LABELS {
+        seen.push(clean.clone());
+        return clean;
+    }
+    "other".into()
+}
+
+/// Records one batch's time in a stage.
+pub fn stage_seconds(stage: &'static str, seconds: f64) {
+    metrics::histogram!(STAGE_SECONDS, "stage" => stage).record(seconds);
+}
+
+/// Publishes the worker pool's use.
+pub fn pool_stats(stats: &crate::pipeline::pool::PoolStats) {
+    metrics::gauge!(POOL_QUEUED).set(stats.queued as f64);
+    metrics::gauge!(POOL_BUSY).set(stats.busy as f64);
+    metrics::gauge!(POOL_WORKERS).set(stats.workers as f64);
+}
+
+/// Histogram buckets (seconds) for the latency histograms.
+pub const SECONDS_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Records how long a batch took to prepare.
 pub fn batch_prepared(seconds: f64) {
@@ -32,4 +89,69 @@ pub fn batch_prepared(seconds: f64) {
 /// Adjusts the open stream gauge.
 pub fn streams_changed(delta: f64) {
     metrics::gauge!(ACTIVE_STREAMS).increment(delta);
+}
+
+/// Requests sent to object stores, retries included.
+pub const STORE_REQUESTS: &str = "editfeed_store_requests_total";
+/// Object-store requests retried after a transient failure (5xx, timeout, reset).
+pub const STORE_RETRIES: &str = "editfeed_store_retries_total";
+/// Object-store requests that failed for good, by `kind`: not_found, denied,
+/// unavailable, failed, config, io.
+pub const STORE_ERRORS: &str = "editfeed_store_errors_total";
+/// Bytes received from object stores.
+pub const STORE_READ_BYTES: &str = "editfeed_store_read_bytes_total";
+/// Reads served by the store's disk cache.
+pub const STORE_CACHE_HITS: &str = "editfeed_store_cache_hits_total";
+/// Reads the store's disk cache could not serve.
+pub const STORE_CACHE_MISSES: &str = "editfeed_store_cache_misses_total";
+/// Entries evicted from the store's disk cache to keep it under its byte limit.
+pub const STORE_CACHE_EVICTIONS: &str = "editfeed_store_cache_evictions_total";
+/// Disk cache problems by `kind`: corrupt (entry refetched), write (read went uncached).
+pub const STORE_CACHE_ERRORS: &str = "editfeed_store_cache_errors_total";
+/// Bytes held by the store's disk cache.
+pub const STORE_CACHE_BYTES: &str = "editfeed_store_cache_bytes";
+
+/// Counts one request sent to an object store.
+pub fn store_request() {
+    metrics::counter!(STORE_REQUESTS).increment(1);
+}
+
+/// Counts one retried object-store request.
+pub fn store_retry() {
+    metrics::counter!(STORE_RETRIES).increment(1);
+}
+
+/// Counts one failed object-store request (`kind` is one of a fixed few).
+pub fn store_error(kind: &'static str) {
+    metrics::counter!(STORE_ERRORS, "kind" => kind).increment(1);
+}
+
+/// Counts bytes received from an object store.
+pub fn store_read_bytes(bytes: u64) {
+    metrics::counter!(STORE_READ_BYTES).increment(bytes);
+}
+
+/// Counts one disk cache hit.
+pub fn store_cache_hit() {
+    metrics::counter!(STORE_CACHE_HITS).increment(1);
+}
+
+/// Counts one disk cache miss.
+pub fn store_cache_miss() {
+    metrics::counter!(STORE_CACHE_MISSES).increment(1);
+}
+
+/// Counts one disk cache eviction.
+pub fn store_cache_eviction() {
+    metrics::counter!(STORE_CACHE_EVICTIONS).increment(1);
+}
+
+/// Counts one disk cache problem (`kind`: corrupt or write).
+pub fn store_cache_error(kind: &'static str) {
+    metrics::counter!(STORE_CACHE_ERRORS, "kind" => kind).increment(1);
+}
+
+/// Sets the disk cache size gauge.
+pub fn store_cache_bytes(bytes: u64) {
+    metrics::gauge!(STORE_CACHE_BYTES).set(bytes as f64);
 }

@@ -119,6 +119,7 @@ impl StreamArgs {
                 ..Default::default()
             }),
             max_batches,
+            job: String::new(),
         })
     }
 }

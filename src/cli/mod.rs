@@ -21,7 +21,8 @@ use editfeed::dataset::writer::{ShardTarget, WriteOptions};
 #[derive(Debug, Parser)]
 #[command(name = "editfeed", version, about)]
 pub struct Cli {
-    /// Log filter (tracing's EnvFilter syntax); overrides EDITFEED_LOG.
+    /// Log filter (tracing's EnvFilter syntax); overrides EDITFEED_LOG_LEVEL and the
+    /// config's log_level.
     #[arg(long, global = true)]
     pub log: Option<String>,
     #[command(subcommand)]
@@ -35,6 +36,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Serve datasets to trainers over gRPC.
     Serve(serve::ServeArgs),
+    /// Check a daemon config file.
+    #[command(subcommand)]
+    Config(serve::ConfigCommand),
     /// Stream batches from a daemon like a trainer would (and hash or draw them).
     Fetch(fetch::FetchArgs),
     /// Write a deterministic synthetic dataset in Pico-Banana's shape.
@@ -50,11 +54,34 @@ pub enum Command {
     Verify(verify::VerifyArgs),
 }
 
+/// Sets up logging: `text` or `json` lines on stderr, filtered by `level` (tracing's
+/// EnvFilter syntax).
+pub fn init_logging(format: &str, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let level = cli
+        .log
+        .clone()
+        .or_else(|| std::env::var("EDITFEED_LOG_LEVEL").ok());
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_logging("text", level.as_deref().unwrap_or("info"));
+    }
     match cli.command {
         Command::Demo(a) => demo::run(a),
-        Command::Serve(a) => serve::run(a),
+        Command::Serve(a) => serve::run(a, cli.log),
+        Command::Config(c) => serve::run_config(c),
         Command::Fetch(a) => fetch::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Pack(c) => pack::run(c),

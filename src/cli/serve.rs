@@ -1,13 +1,14 @@
-//! `editfeed serve`: runs the daemon until SIGTERM or SIGINT, then drains.
+//! `editfeed serve`: runs the daemon until SIGTERM or SIGINT, then drains and exits 0.
+//! `editfeed config check FILE` validates a config file.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use editfeed::config::ServeConfig;
 use editfeed::server::{serve, ServerState};
 
-/// Arguments of `editfeed serve`; flags override the config file.
+/// Arguments of `editfeed serve`; flags override the config file and `EDITFEED_*`
+/// environment variables, which override the file.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// A TOML config file (see README for every key).
@@ -25,18 +26,43 @@ pub struct ServeArgs {
     /// Batches each stream prepares ahead of its client.
     #[arg(long)]
     pub prefetch: Option<usize>,
+    /// Prometheus endpoint address (empty string disables it).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Seconds to finish in-flight batches after SIGTERM.
+    #[arg(long)]
+    pub drain_seconds: Option<u64>,
 }
 
-/// The configuration the file and flags give.
-pub fn config_from(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
-    let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            ServeConfig::from_toml(&path.display().to_string(), &text)?
+/// `editfeed config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file (with EDITFEED_* overrides applied); names the bad key.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
+}
+
+fn read_config(path: Option<&PathBuf>) -> anyhow::Result<ServeConfig> {
+    let (name, text) = match path {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            (p.display().to_string(), text)
         }
-        None => ServeConfig::default(),
+        None => ("(defaults)".to_string(), String::new()),
     };
+    Ok(ServeConfig::from_toml_with_env(
+        &name,
+        &text,
+        std::env::vars(),
+    )?)
+}
+
+/// The configuration the file, environment and flags give.
+pub fn config_from(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
+    let mut config = read_config(args.config.as_ref())?;
     if let Some(l) = &args.listen {
         config.listen = l.clone();
     }
@@ -45,6 +71,12 @@ pub fn config_from(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     }
     if let Some(p) = args.prefetch {
         config.prefetch_batches = p;
+    }
+    if let Some(m) = &args.metrics_listen {
+        config.metrics_listen = m.clone();
+    }
+    if let Some(d) = args.drain_seconds {
+        config.drain_seconds = d;
     }
     for d in &args.datasets {
         let (name, url) = d
@@ -56,40 +88,59 @@ pub fn config_from(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     Ok(config)
 }
 
+/// Runs `editfeed config`.
+pub fn run_config(cmd: ConfigCommand) -> anyhow::Result<()> {
+    match cmd {
+        ConfigCommand::Check { file } => {
+            let config = read_config(Some(&file))?;
+            config
+                .validate()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            println!(
+                "{}: ok ({} datasets, listen {})",
+                file.display(),
+                config.datasets.len(),
+                config.listen
+            );
+            Ok(())
+        }
+    }
+}
+
 /// Runs `editfeed serve`.
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub fn run(args: ServeArgs, log_override: Option<String>) -> anyhow::Result<()> {
     let config = config_from(&args)?;
+    super::init_logging(
+        &config.log_format,
+        log_override.as_deref().unwrap_or(&config.log_level),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let drain = Duration::from_secs(config.drain_seconds);
+        if !config.metrics_listen.is_empty() {
+            let addr: std::net::SocketAddr = config.metrics_listen.parse()?;
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .with_http_listener(addr)
+                .set_buckets(&editfeed::metrics::SECONDS_BUCKETS)?
+                .install()
+                .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+            tracing::info!(%addr, "metrics on /metrics");
+        }
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-        let state = ServerState::new(config)?;
         let addr = listener.local_addr()?;
-        for d in state.registry.all() {
-            tracing::info!(dataset = %d.name, version = %d.dataset.manifest().version, "dataset loaded");
-        }
-        tracing::info!(%addr, workers = state.pool.workers(), "serving");
+        let state = ServerState::unloaded(config);
+        tracing::info!(%addr, workers = state.pool.workers(), "serving (not ready until datasets load)");
         println!("listening on {addr}");
-        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let ready = state.clone();
         tokio::spawn(async move {
-            shutdown_signal().await;
-            let _ = stop_tx.send(true);
+            ready.serving().await;
+            // Harnesses wait for this line; health reports SERVING from here on.
+            println!("ready");
         });
-        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let server = serve(listener, state, stopped(stop.clone()));
-        tokio::pin!(server);
-        tokio::select! {
-            r = &mut server => r?,
-            _ = async { stopped(stop).await; tokio::time::sleep(drain).await } => {
-                tracing::warn!(seconds = drain.as_secs(), "drain period over, closing open streams");
-            }
-        }
+        serve(listener, state, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })

@@ -1,47 +1,80 @@
-//! Opens a dataset folder: validates its manifest, maps a subset ordinal (a position in
-//! canonical order) to its shard and sample, loads sidecar indexes on first use and
-//! reads one sample with one range read.
+//! Opens a dataset from its store (a local folder or a bucket prefix): validates its
+//! manifest, maps a subset ordinal (a position in canonical order) to its shard and
+//! sample, loads sidecar indexes on first use and reads one sample with one range read,
+//! several samples of a shard with coalesced range reads, or a whole shard as a stream.
+//! Sits after the store: store -> SHARD READER -> plan -> prefetch -> decode/augment.
+//!
+//! For object stores, [`ReadAhead`] fetches a stream's samples in plan order on the
+//! store's I/O runtime, ahead of the worker threads that decode them, so store latency
+//! is hidden behind concurrency instead of stalling a worker per read.
 
-use std::collections::HashMap;
-use std::fs::File;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+
+use bytes::Bytes;
 
 use super::manifest::{Manifest, ManifestError, ShardManifest, MANIFEST_FILE};
 use super::sample::Sample;
 use super::Subset;
 use crate::shard::{decode_frame, stream_samples, RawSample, ShardError, ShardIndex};
+use crate::store::{
+    AsLocation, Location as StoreLocation, ReadAheadLimits, Store, StoreConfig, StoreError,
+    UrlError,
+};
 
 /// Why a dataset could not be opened or read.
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
-    /// The manifest is missing or unreadable.
+    /// The manifest is missing or unreadable (local folders).
     #[error("{path}: {source}")]
     Io {
+        /// The manifest's path.
         path: PathBuf,
+        /// What failed.
         #[source]
         source: std::io::Error,
     },
     /// The manifest is invalid.
     #[error("{path}: {source}")]
     Manifest {
+        /// The manifest's path or URL.
         path: PathBuf,
+        /// What is wrong with it.
         #[source]
         source: ManifestError,
     },
     /// A shard or index is unusable.
     #[error(transparent)]
     Shard(#[from] ShardError),
+    /// The object store failed (the message names the object's URL).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The location does not parse.
+    #[error(transparent)]
+    Location(#[from] UrlError),
     /// The subset is not in the dataset.
     #[error("the dataset has no {0} subset")]
     NoSubset(Subset),
     /// The ordinal is past the subset's end.
-    #[error("subset {subset} has {len} samples; ordinal {ordinal} is out of range")]
+    #[error("subset {subset}: has {len} samples; ordinal {ordinal} is out of range")]
     OutOfRange {
+        /// The subset.
         subset: Subset,
+        /// The ordinal asked for.
         ordinal: u64,
+        /// Samples in the subset.
         len: u64,
     },
+}
+
+impl DatasetError {
+    /// Whether the store failed rather than a sample: the stream should end with this
+    /// error instead of replacing samples (a replacement would change the stream's
+    /// bytes, and would hit the same store).
+    pub fn is_store_failure(&self) -> bool {
+        matches!(self, DatasetError::Store(_))
+    }
 }
 
 /// Where one sample lives.
@@ -53,30 +86,67 @@ pub struct Location {
     pub local: u64,
 }
 
-/// An open dataset on local disk.
+/// An open dataset, local or in an object store.
 pub struct Dataset {
     root: PathBuf,
+    store: Store,
     manifest: Manifest,
     /// Per subset, the first ordinal of each shard (prefix sums of sample counts).
     starts: HashMap<Subset, Vec<u64>>,
     indexes: Mutex<HashMap<(Subset, usize), Arc<ShardIndex>>>,
 }
 
+impl std::fmt::Debug for Dataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataset")
+            .field("location", &self.store.location().to_string())
+            .field("version", &self.manifest.version)
+            .finish()
+    }
+}
+
 impl Dataset {
-    /// Opens and validates `root/manifest.json`.
-    pub fn open(root: &Path) -> Result<Dataset, DatasetError> {
-        let path = root.join(MANIFEST_FILE);
-        let bytes = std::fs::read(&path).map_err(|source| DatasetError::Io {
-            path: path.clone(),
-            source,
+    /// Opens and validates the manifest of a folder or URL, with the store configured
+    /// from the environment (see [`StoreConfig::with_env`]).
+    pub fn open(location: impl AsLocation) -> Result<Dataset, DatasetError> {
+        Dataset::open_with(location, &StoreConfig::from_env())
+    }
+
+    /// Opens and validates the manifest of a folder or URL with a store configuration.
+    pub fn open_with(
+        location: impl AsLocation,
+        config: &StoreConfig,
+    ) -> Result<Dataset, DatasetError> {
+        let location = location.as_location()?;
+        let store = Store::open(&location, config)?;
+        Dataset::open_store(store)
+    }
+
+    /// Opens the dataset of an already-open store (e.g. one over a custom
+    /// `object_store` client).
+    pub fn open_store(store: Store) -> Result<Dataset, DatasetError> {
+        let path = PathBuf::from(store.url_of(MANIFEST_FILE));
+        let bytes = store.read_revalidated(MANIFEST_FILE).map_err(|e| match e {
+            StoreError::Io { source, .. } => DatasetError::Io {
+                path: path.clone(),
+                source,
+            },
+            other => DatasetError::Store(other),
         })?;
         let manifest =
             Manifest::parse(&bytes).map_err(|source| DatasetError::Manifest { path, source })?;
-        Ok(Dataset::from_manifest(root, manifest))
+        Ok(Dataset::with_store(store, manifest))
     }
 
-    /// A dataset from an already-parsed manifest.
+    /// A local dataset from an already-parsed manifest.
     pub fn from_manifest(root: &Path, manifest: Manifest) -> Dataset {
+        let location = StoreLocation::Local(root.to_path_buf());
+        let store = Store::open(&location, &StoreConfig::default())
+            .expect("a local store with the default config always opens");
+        Dataset::with_store(store, manifest)
+    }
+
+    fn with_store(store: Store, manifest: Manifest) -> Dataset {
         let starts = manifest
             .subsets
             .iter()
@@ -94,8 +164,13 @@ impl Dataset {
                 (*k, v)
             })
             .collect();
+        let root = match store.location() {
+            StoreLocation::Local(p) => p.clone(),
+            StoreLocation::Remote(u) => PathBuf::from(u.to_string()),
+        };
         Dataset {
-            root: root.to_path_buf(),
+            root,
+            store,
             manifest,
             starts,
             indexes: Mutex::new(HashMap::new()),
@@ -107,9 +182,14 @@ impl Dataset {
         &self.manifest
     }
 
-    /// The dataset folder.
+    /// The dataset folder; for an object store, its URL as a path (for messages).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The store the dataset is read from.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Samples in a subset (0 when absent).
@@ -185,15 +265,31 @@ impl Dataset {
         })
     }
 
-    /// The index of one shard, read and checked on first use.
-    pub fn index(&self, subset: Subset, shard: usize) -> Result<Arc<ShardIndex>, DatasetError> {
-        if let Some(ix) = self
-            .indexes
+    /// A store failure while reading `name`: a local I/O error stays a shard error (a
+    /// bad sample, replaced by the next); a remote one is a store error.
+    fn store_err(name: &str, e: StoreError) -> DatasetError {
+        match e {
+            StoreError::Io { source, .. } => ShardError::Io {
+                shard: name.to_string(),
+                source,
+            }
+            .into(),
+            other => DatasetError::Store(other),
+        }
+    }
+
+    fn cached_index(&self, subset: Subset, shard: usize) -> Option<Arc<ShardIndex>> {
+        self.indexes
             .lock()
             .expect("index cache lock")
             .get(&(subset, shard))
-        {
-            return Ok(ix.clone());
+            .cloned()
+    }
+
+    /// The index of one shard, read and checked on first use.
+    pub fn index(&self, subset: Subset, shard: usize) -> Result<Arc<ShardIndex>, DatasetError> {
+        if let Some(ix) = self.cached_index(subset, shard) {
+            return Ok(ix);
         }
         let entry = &self.shards(subset)?[shard];
         let name = entry.path.clone();
@@ -205,10 +301,12 @@ impl Dataset {
             }
             .into());
         };
-        let bytes = std::fs::read(self.root.join(index_path)).map_err(|source| ShardError::Io {
-            shard: index_path.clone(),
-            source,
-        })?;
+        // The index's checksum pins its content, so a cached copy is never stale.
+        let tag = entry.index_sha256.as_deref().unwrap_or(&entry.sha256);
+        let bytes = self
+            .store
+            .read_versioned(index_path, tag)
+            .map_err(|e| Self::store_err(index_path, e))?;
         let index = ShardIndex::parse(&bytes).map_err(|source| ShardError::Index {
             shard: name.clone(),
             source,
@@ -243,22 +341,36 @@ impl Dataset {
             .clone())
     }
 
-    /// Reads one sample's members with one range read.
-    pub fn read_raw(&self, subset: Subset, ordinal: u64) -> Result<RawSample, DatasetError> {
+    /// Where a sample's frame is: its shard's name, the byte range and the shard's
+    /// checksum (the cache tag).
+    fn frame(
+        &self,
+        subset: Subset,
+        ordinal: u64,
+    ) -> Result<(String, std::ops::Range<u64>, String), DatasetError> {
+        let loc = self.locate(subset, ordinal)?;
+        let index = self.index(subset, loc.shard)?;
+        let shard = &self.shards(subset)?[loc.shard];
+        Ok((
+            shard.path.clone(),
+            index.entries[loc.local as usize].range(),
+            shard.sha256.clone(),
+        ))
+    }
+
+    /// Decodes a sample's frame (read by [`read_raw`](Self::read_raw), a coalesced read
+    /// or read-ahead) and checks it holds the indexed key.
+    pub fn decode_raw(
+        &self,
+        subset: Subset,
+        ordinal: u64,
+        frame: &[u8],
+    ) -> Result<RawSample, DatasetError> {
         let loc = self.locate(subset, ordinal)?;
         let index = self.index(subset, loc.shard)?;
         let entry = &index.entries[loc.local as usize];
         let shard = &self.shards(subset)?[loc.shard].path;
-        let frame = read_range(
-            &self.root.join(shard),
-            entry.offset,
-            entry.frame_len as usize,
-        )
-        .map_err(|source| ShardError::Io {
-            shard: shard.clone(),
-            source,
-        })?;
-        let raw = decode_frame(shard, entry.offset, &frame, entry.raw_len)?;
+        let raw = decode_frame(shard, entry.offset, frame, entry.raw_len)?;
         if raw.key != entry.key {
             return Err(ShardError::Corrupt {
                 shard: shard.clone(),
@@ -273,9 +385,69 @@ impl Dataset {
         Ok(raw)
     }
 
+    /// Reads one sample's members with one range read.
+    pub fn read_raw(&self, subset: Subset, ordinal: u64) -> Result<RawSample, DatasetError> {
+        let (shard, range, tag) = self.frame(subset, ordinal)?;
+        let frame = self
+            .store
+            .read_range(&shard, range, Some(&tag))
+            .map_err(|e| Self::store_err(&shard, e))?;
+        self.decode_raw(subset, ordinal, &frame)
+    }
+
+    /// Reads several samples of a subset, in the order given. Samples are grouped by
+    /// shard and frames that lie next to each other are fetched with one range read,
+    /// so a run of consecutive ordinals costs one request per shard.
+    pub fn read_raw_many(
+        &self,
+        subset: Subset,
+        ordinals: &[u64],
+    ) -> Result<Vec<RawSample>, DatasetError> {
+        let mut by_shard: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for (i, &o) in ordinals.iter().enumerate() {
+            by_shard
+                .entry(self.locate(subset, o)?.shard)
+                .or_default()
+                .push(i);
+        }
+        let mut out: Vec<Option<RawSample>> = vec![None; ordinals.len()];
+        for (shard, members) in by_shard {
+            let index = self.index(subset, shard)?;
+            let entry = &self.shards(subset)?[shard];
+            let ranges: Vec<_> = members
+                .iter()
+                .map(|&i| {
+                    let local = self.locate(subset, ordinals[i]).map(|l| l.local)?;
+                    Ok(index.entries[local as usize].range())
+                })
+                .collect::<Result<_, DatasetError>>()?;
+            let frames = self
+                .store
+                .read_ranges(&entry.path, &ranges, Some(&entry.sha256))
+                .map_err(|e| Self::store_err(&entry.path, e))?;
+            for (&i, frame) in members.iter().zip(frames) {
+                out[i] = Some(self.decode_raw(subset, ordinals[i], &frame)?);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|s| s.expect("every ordinal read"))
+            .collect())
+    }
+
     /// Reads one sample and applies the schema.
     pub fn read_sample(&self, subset: Subset, ordinal: u64) -> Result<Sample, DatasetError> {
         let raw = self.read_raw(subset, ordinal)?;
+        self.to_sample(subset, ordinal, raw)
+    }
+
+    /// Applies the schema to a sample read from `subset` at `ordinal`.
+    pub fn to_sample(
+        &self,
+        subset: Subset,
+        ordinal: u64,
+        raw: RawSample,
+    ) -> Result<Sample, DatasetError> {
         let shard = self.shards(subset)?[self.locate(subset, ordinal)?.shard]
             .path
             .clone();
@@ -291,33 +463,309 @@ impl Dataset {
         on_sample: impl FnMut(RawSample) -> Result<(), ShardError>,
     ) -> Result<(), DatasetError> {
         let name = self.shards(subset)?[shard].path.clone();
-        let file = File::open(self.root.join(&name)).map_err(|source| ShardError::Io {
-            shard: name.clone(),
-            source,
-        })?;
-        stream_samples(
-            &name,
-            std::io::BufReader::with_capacity(1 << 20, file),
-            on_sample,
-        )?;
+        let reader = self
+            .store
+            .reader(&name)
+            .map_err(|e| Self::store_err(&name, e))?;
+        stream_samples(&name, reader, on_sample)?;
         Ok(())
+    }
+
+    /// A whole file of the dataset (a shard or index named by the manifest).
+    pub fn read_object(&self, name: &str) -> Result<Bytes, DatasetError> {
+        self.store.read(name).map_err(|e| Self::store_err(name, e))
+    }
+
+    /// Starts reading ahead for one stream, in plan order, when the dataset is in an
+    /// object store (`None` for local folders). `plan(step)` gives the samples of a step
+    /// of this stream; `keep_steps` is how many steps behind the latest one read a
+    /// worker may still be (the stream's prefetch depth plus one): older read-ahead is
+    /// dropped as stale.
+    pub fn read_ahead(
+        self: &Arc<Self>,
+        start_step: u64,
+        end_step: Option<u64>,
+        keep_steps: u64,
+        plan: impl Fn(u64) -> Option<Vec<(Subset, u64)>> + Send + 'static,
+    ) -> Option<Arc<ReadAhead>> {
+        let limits = self.store.read_ahead_limits()?;
+        let handle = self.store.io_handle()?;
+        let shared = Arc::new(RaShared {
+            state: Mutex::new(RaState::default()),
+            filled: Condvar::new(),
+            room: tokio::sync::Notify::new(),
+            limits,
+            keep_steps: keep_steps.max(1),
+        });
+        let driver = handle.spawn(drive(
+            Arc::downgrade(self),
+            shared.clone(),
+            start_step,
+            end_step,
+            plan,
+        ));
+        Some(Arc::new(ReadAhead { shared, driver }))
+    }
+}
+
+/// Reads one stream's samples ahead of its workers; see [`Dataset::read_ahead`].
+/// Dropping it (when the stream ends) cancels what is still in flight.
+pub struct ReadAhead {
+    shared: Arc<RaShared>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+struct RaShared {
+    state: Mutex<RaState>,
+    /// Wakes workers waiting for a read in flight.
+    filled: Condvar,
+    /// Wakes the driver when read-ahead room frees up.
+    room: tokio::sync::Notify,
+    limits: ReadAheadLimits,
+    keep_steps: u64,
+}
+
+#[derive(Default)]
+struct RaState {
+    entries: VecDeque<RaEntry>,
+    bytes: u64,
+    /// The latest step a worker took a read-ahead sample of.
+    consumer_step: u64,
+    next_id: u64,
+}
+
+struct RaEntry {
+    id: u64,
+    step: u64,
+    subset: Subset,
+    ordinal: u64,
+    bytes: u64,
+    result: Option<Result<Bytes, StoreError>>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+impl RaShared {
+    fn complete(&self, id: u64, result: Result<Bytes, StoreError>) {
+        let mut st = self.state.lock().expect("read-ahead lock");
+        if let Some(e) = st.entries.iter_mut().find(|e| e.id == id) {
+            if e.result.is_none() {
+                e.result = Some(result);
+            }
+        }
+        drop(st);
+        self.filled.notify_all();
+    }
+
+    fn has_room(&self, st: &RaState) -> bool {
+        st.entries.len() < self.limits.samples && st.bytes < self.limits.bytes
+    }
+}
+
+/// Marks a read-ahead entry failed if its task ends without a result (cancelled or
+/// panicked), so no worker waits for it forever.
+struct Completion {
+    shared: Arc<RaShared>,
+    id: u64,
+    url: String,
+    done: bool,
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.complete(
+                self.id,
+                Err(StoreError::Failed {
+                    url: std::mem::take(&mut self.url),
+                    message: "the read-ahead of this sample was cancelled".into(),
+                }),
+            );
+        }
+    }
+}
+
+impl ReadAhead {
+    /// The frame of a sample if it was read ahead (waiting for it if it is in flight);
+    /// `None` when it was not, and the caller reads it itself.
+    pub fn take(&self, subset: Subset, ordinal: u64) -> Option<Result<Bytes, DatasetError>> {
+        let sh = &self.shared;
+        let mut st = sh.state.lock().expect("read-ahead lock");
+        let first = st
+            .entries
+            .iter()
+            .find(|e| e.subset == subset && e.ordinal == ordinal)?;
+        let (id, step) = (first.id, first.step);
+        let entry = loop {
+            let pos = st.entries.iter().position(|e| e.id == id)?;
+            if st.entries[pos].result.is_some() {
+                break st.entries.remove(pos).expect("position is valid");
+            }
+            st = sh.filled.wait(st).expect("read-ahead lock");
+        };
+        st.bytes -= entry.bytes;
+        st.consumer_step = st.consumer_step.max(step);
+        // Entries of steps the workers have moved well past will never be taken (their
+        // sample was read directly before the read-ahead got to it): drop them.
+        while st
+            .entries
+            .front()
+            .is_some_and(|e| e.step + sh.keep_steps < step)
+        {
+            let stale = st.entries.pop_front().expect("front exists");
+            st.bytes -= stale.bytes;
+            if let Some(t) = stale.task {
+                t.abort();
+            }
+        }
+        drop(st);
+        sh.room.notify_one();
+        Some(
+            entry
+                .result
+                .expect("checked above")
+                .map_err(DatasetError::Store),
+        )
+    }
+
+    /// Samples read ahead now (fetched or in flight).
+    pub fn len(&self) -> usize {
+        self.shared
+            .state
+            .lock()
+            .expect("read-ahead lock")
+            .entries
+            .len()
+    }
+
+    /// Whether nothing is read ahead now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.driver.abort();
+        let st = self.shared.state.lock().expect("read-ahead lock");
+        for e in &st.entries {
+            if let Some(t) = &e.task {
+                t.abort();
+            }
+        }
+    }
+}
+
+/// The read-ahead driver: walks the stream's plan from `step` and starts one range
+/// read per sample while the limits allow, then waits for workers to take some.
+async fn drive(
+    dataset: std::sync::Weak<Dataset>,
+    shared: Arc<RaShared>,
+    mut step: u64,
+    end: Option<u64>,
+    plan: impl Fn(u64) -> Option<Vec<(Subset, u64)>> + Send + 'static,
+) {
+    loop {
+        loop {
+            let room = shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let st = shared.state.lock().expect("read-ahead lock");
+                // Never read steps the workers are already past.
+                step = step.max(st.consumer_step);
+                if shared.has_room(&st) {
+                    break;
+                }
+            }
+            room.await;
+        }
+        if end.is_some_and(|e| step >= e) {
+            return;
+        }
+        let Some(samples) = plan(step) else { return };
+        for (subset, ordinal) in samples {
+            let Some(ds) = dataset.upgrade() else { return };
+            // Loading a shard's index on first use reads the store and blocks: off the
+            // runtime's threads. A sample that cannot be located is left to the worker,
+            // which reads it itself and reports the error with the sample's context.
+            let located = match ds.frame_if_indexed(subset, ordinal) {
+                Some(f) => Ok(f),
+                None => {
+                    let d = ds.clone();
+                    tokio::task::spawn_blocking(move || d.frame(subset, ordinal))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(DatasetError::Store(StoreError::Failed {
+                                url: String::new(),
+                                message: e.to_string(),
+                            }))
+                        })
+                }
+            };
+            let Ok((shard, range, tag)) = located else {
+                continue;
+            };
+            let len = range.end - range.start;
+            let url = ds.store.url_of(&shard);
+            let Some(fetch) = ds.store.range_task(&shard, range, Some(&tag)) else {
+                return;
+            };
+            drop(ds);
+            let id = {
+                let mut st = shared.state.lock().expect("read-ahead lock");
+                let id = st.next_id;
+                st.next_id += 1;
+                st.entries.push_back(RaEntry {
+                    id,
+                    step,
+                    subset,
+                    ordinal,
+                    bytes: len,
+                    result: None,
+                    task: None,
+                });
+                st.bytes += len;
+                id
+            };
+            let mut done = Completion {
+                shared: shared.clone(),
+                id,
+                url,
+                done: false,
+            };
+            let task = tokio::spawn(async move {
+                let result = fetch.await;
+                done.done = true;
+                done.shared.complete(done.id, result);
+            });
+            let mut st = shared.state.lock().expect("read-ahead lock");
+            if let Some(e) = st.entries.iter_mut().find(|e| e.id == id) {
+                e.task = Some(task.abort_handle());
+            }
+        }
+        step += 1;
+    }
+}
+
+impl Dataset {
+    /// [`frame`](Self::frame) when the shard's index is already loaded (no I/O).
+    fn frame_if_indexed(
+        &self,
+        subset: Subset,
+        ordinal: u64,
+    ) -> Option<(String, std::ops::Range<u64>, String)> {
+        let loc = self.locate(subset, ordinal).ok()?;
+        let index = self.cached_index(subset, loc.shard)?;
+        let shard = &self.shards(subset).ok()?[loc.shard];
+        Some((
+            shard.path.clone(),
+            index.entries[loc.local as usize].range(),
+            shard.sha256.clone(),
+        ))
     }
 }
 
 /// Reads `len` bytes at `offset` of a file (one positioned read).
 pub fn read_range(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let file = File::open(path)?;
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, offset).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            std::io::Error::new(
-                e.kind(),
-                format!("shard is shorter than offset {offset} + {len}"),
-            )
-        } else {
-            e
-        }
-    })?;
-    Ok(buf)
+    crate::store::pread(&std::fs::File::open(path)?, offset, len)
 }

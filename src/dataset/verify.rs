@@ -123,7 +123,7 @@ fn verify_shard(
 ) -> ShardResult {
     let mut r = ShardResult::default();
     let name = &entry.path;
-    let data = match std::fs::read(ds.root().join(name)) {
+    let data = match ds.read_object(name) {
         Ok(d) => d,
         Err(e) => {
             r.problems.push(format!("shard {name}: cannot read: {e}"));
@@ -190,7 +190,7 @@ fn verify_shard(
         }
     };
     if let (Some(path), Some(sum)) = (&entry.index, &entry.index_sha256) {
-        if let Ok(bytes) = std::fs::read(ds.root().join(path)) {
+        if let Ok(bytes) = ds.read_object(path) {
             if &hex(&Sha256::digest(&bytes)) != sum {
                 r.problems
                     .push(format!("index {path}: sha256 differs from the manifest"));

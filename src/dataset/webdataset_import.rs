@@ -31,7 +31,7 @@ use super::edit_types::category_of;
 use super::manifest::Manifest;
 use super::sample::{check_key, ImageFormat, Role, Sample, SampleImage, SampleMeta};
 use super::transcode::probe;
-use super::writer::{write_atomic, DatasetWriter, WriteError};
+use super::writer::{DatasetWriter, WriteError};
 use super::{Category, Subset};
 use crate::shard::{stream_samples, RawSample, ShardError};
 
@@ -634,7 +634,9 @@ pub fn import_webdataset(
         .report
         .clone()
         .unwrap_or_else(|| writer.root().join(DEFAULT_REPORT_FILE));
-    write_atomic(&report_path, &report.to_json()).map_err(WebDatasetError::Report)?;
+    writer
+        .write_side_file(&report_path, &report.to_json())
+        .map_err(WebDatasetError::Report)?;
     if report.written() == 0 {
         return Err(WebDatasetError::NothingImported {
             skipped: report.skipped.len(),

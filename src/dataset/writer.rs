@@ -1,16 +1,19 @@
-//! Writes a dataset folder: samples of any subset in canonical order in, shards with
-//! sidecar indexes out, rolled over at a target size, and `manifest.json` last.
+//! Writes a dataset to a folder or straight to an object store: samples of any subset
+//! in canonical order in, shards with sidecar indexes out, rolled over at a target
+//! size, and `manifest.json` last. The packing end of the flow: packer -> WRITER ->
+//! store; readers then go store -> shard reader -> plan -> ...
 //!
-//! Crash safety: a shard is written under a `.partial` name and renamed when complete;
-//! the manifest is written to a temporary file, synced and renamed, only after every
-//! shard is in place. An existing manifest is removed before anything is overwritten,
-//! so an interrupted pack never leaves a manifest pointing at half-written shards.
+//! Crash safety: a local shard is written under a `.partial` name and renamed when
+//! complete; a remote shard is a multipart upload that only appears when completed (or
+//! one request for a small shard). The manifest is written last (locally through a
+//! synced temporary file and a rename), only after every shard and index is in place.
+//! An existing manifest is removed before anything is overwritten, so an interrupted
+//! pack never leaves a manifest pointing at half-written shards.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::manifest::{
@@ -21,6 +24,7 @@ use super::sample::{Role, Sample};
 use super::{Category, Subset};
 use crate::shard::writer::hex;
 use crate::shard::ShardWriter;
+use crate::store::{AsLocation, Location, ObjectWriter, Store, StoreConfig, StoreError, UrlError};
 
 /// When to close a shard and start the next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +69,12 @@ pub enum WriteError {
     /// The output folder already holds a dataset.
     #[error("{0} already holds a dataset (manifest.json); pass --overwrite to replace it")]
     Exists(PathBuf),
+    /// The store failed (the message names the object's path or URL).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The output location does not parse.
+    #[error(transparent)]
+    Location(#[from] UrlError),
     /// Two samples of one subset share a key.
     #[error("subset {subset}: duplicate sample key {key:?}")]
     DuplicateKey { subset: Subset, key: String },
@@ -81,7 +91,7 @@ pub enum WriteError {
 
 struct OpenShard {
     name: String,
-    writer: ShardWriter<BufWriter<File>>,
+    writer: ShardWriter<ObjectWriter>,
     categories: String,
 }
 
@@ -94,24 +104,49 @@ struct SubsetState {
     max_turns: u32,
 }
 
-/// Writes one dataset folder.
+/// Writes one dataset, to a folder or a bucket prefix.
 pub struct DatasetWriter {
     root: PathBuf,
+    store: Store,
     opts: WriteOptions,
     subsets: BTreeMap<Subset, SubsetState>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
-    move |source| WriteError::Io {
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        // A remote upload fails inside `Write`: unwrap its store error (which names
+        // the object) instead of naming the object twice.
+        if source.get_ref().is_some_and(|e| e.is::<StoreError>()) {
+            if let Ok(e) = source
+                .into_inner()
+                .expect("checked")
+                .downcast::<StoreError>()
+            {
+                return WriteError::Store(*e);
+            }
+            unreachable!("checked the type above");
+        }
+        WriteError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
 impl DatasetWriter {
-    /// Prepares `root` for writing: creates it, refuses an existing dataset unless
+    /// Prepares a folder or URL for writing, with the store configured from the
+    /// environment: creates the folder, refuses an existing dataset unless
     /// `overwrite`, in which case the old manifest is removed first.
-    pub fn create(root: &Path, opts: WriteOptions) -> Result<DatasetWriter, WriteError> {
+    pub fn create(out: impl AsLocation, opts: WriteOptions) -> Result<DatasetWriter, WriteError> {
+        DatasetWriter::create_with(out, opts, &StoreConfig::from_env())
+    }
+
+    /// [`create`](Self::create) with a store configuration.
+    pub fn create_with(
+        out: impl AsLocation,
+        opts: WriteOptions,
+        config: &StoreConfig,
+    ) -> Result<DatasetWriter, WriteError> {
         match opts.target {
             ShardTarget::Samples(0) | ShardTarget::Bytes(0) => {
                 return Err(WriteError::Options(
@@ -126,25 +161,67 @@ impl DatasetWriter {
                 opts.level
             )));
         }
-        std::fs::create_dir_all(root).map_err(io_err(root))?;
-        let manifest = root.join(MANIFEST_FILE);
-        if manifest.exists() {
+        let location = out.as_location()?;
+        let store = Store::open(&location, config)?;
+        DatasetWriter::with_store(store, opts)
+    }
+
+    /// Prepares an already-open store for writing (see [`create`](Self::create)).
+    pub fn with_store(store: Store, opts: WriteOptions) -> Result<DatasetWriter, WriteError> {
+        let root = match store.location() {
+            Location::Local(p) => p.clone(),
+            Location::Remote(u) => PathBuf::from(u.to_string()),
+        };
+        store.create_root()?;
+        if store.exists(MANIFEST_FILE)? {
             if !opts.overwrite {
-                return Err(WriteError::Exists(root.to_path_buf()));
+                return Err(WriteError::Exists(root));
             }
-            std::fs::remove_file(&manifest).map_err(io_err(&manifest))?;
-            sync_dir(root)?;
+            store.delete(MANIFEST_FILE)?;
         }
         Ok(DatasetWriter {
-            root: root.to_path_buf(),
+            root,
+            store,
             opts,
             subsets: BTreeMap::new(),
         })
     }
 
-    /// The folder being written.
+    /// The folder being written; for an object store, its URL as a path.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The store being written to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Writes a side file (e.g. an import report) at `path`: through the store when
+    /// `path` is inside the dataset's location (or any other bucket URL), else as a
+    /// local file written atomically.
+    pub fn write_side_file(&self, path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+        let inside = path
+            .strip_prefix(&self.root)
+            .ok()
+            .and_then(|p| p.to_str())
+            .filter(|p| !p.is_empty());
+        if let (true, Some(name)) = (self.store.is_remote(), inside) {
+            self.store.put(name, Bytes::copy_from_slice(bytes))?;
+            return Ok(());
+        }
+        if let Location::Remote(u) = path.as_location()? {
+            // Another bucket or prefix: a store rooted at the file's parent.
+            let (parent, name) = u.prefix.rsplit_once('/').unwrap_or(("", &u.prefix));
+            let parent = crate::store::RemoteUrl {
+                prefix: parent.to_string(),
+                ..u.clone()
+            };
+            let store = Store::open(&Location::Remote(parent), &StoreConfig::from_env())?;
+            store.put(name, Bytes::copy_from_slice(bytes))?;
+            return Ok(());
+        }
+        write_atomic(path, bytes)
     }
 
     /// Appends a sample to its subset (after checking it against the schema).
@@ -177,10 +254,9 @@ impl DatasetWriter {
         }
         if state.open.is_none() {
             let name = format!("{}-{:06}.tar.zst", subset.name(), state.shards.len());
-            let partial = self.root.join(format!("{name}.partial"));
-            let file = File::create(&partial).map_err(io_err(&partial))?;
-            let writer = ShardWriter::new(BufWriter::with_capacity(1 << 20, file), self.opts.level)
-                .map_err(io_err(&partial))?;
+            let out = self.store.writer(&name)?;
+            let url = PathBuf::from(out.url());
+            let writer = ShardWriter::new(out, self.opts.level).map_err(io_err(&url))?;
             state.open = Some(OpenShard {
                 name,
                 writer,
@@ -198,7 +274,7 @@ impl DatasetWriter {
             .count() as u32;
         state.max_turns = state.max_turns.max(turns);
         let open = state.open.as_mut().expect("opened above");
-        let path = self.root.join(&open.name);
+        let path = PathBuf::from(self.store.url_of(&open.name));
         let frame = open.writer.add(key, members).map_err(io_err(&path))?;
         open.categories.push(category_char(category));
         let digest = open.writer_last_digest();
@@ -208,7 +284,7 @@ impl DatasetWriter {
             ShardTarget::Bytes(n) => open.writer.bytes_written() >= n,
         };
         if full {
-            close_shard(&self.root, state)?;
+            close_shard(&self.store, state)?;
         }
         Ok(frame)
     }
@@ -225,7 +301,7 @@ impl DatasetWriter {
     pub fn finish(mut self) -> Result<Manifest, WriteError> {
         let mut subsets = BTreeMap::new();
         for (subset, mut state) in std::mem::take(&mut self.subsets) {
-            close_shard(&self.root, &mut state)?;
+            close_shard(&self.store, &mut state)?;
             let samples = state.content.samples();
             if samples == 0 {
                 continue;
@@ -260,7 +336,9 @@ impl DatasetWriter {
         manifest
             .validate()
             .map_err(|e| WriteError::Options(e.to_string()))?;
-        write_atomic(&self.root.join(MANIFEST_FILE), &manifest.to_json())?;
+        // Last: the manifest makes the dataset exist.
+        self.store
+            .put(MANIFEST_FILE, Bytes::from(manifest.to_json()))?;
         Ok(manifest)
     }
 }
@@ -271,53 +349,34 @@ impl OpenShard {
     }
 }
 
-fn close_shard(root: &Path, state: &mut SubsetState) -> Result<(), WriteError> {
+fn close_shard(store: &Store, state: &mut SubsetState) -> Result<(), WriteError> {
     let Some(open) = state.open.take() else {
         return Ok(());
     };
-    let path = root.join(&open.name);
-    let partial = root.join(format!("{}.partial", open.name));
-    let (buf, done) = open.writer.finish().map_err(io_err(&partial))?;
-    let file = buf.into_inner().map_err(|e| WriteError::Io {
-        path: partial.clone(),
-        source: e.into_error(),
-    })?;
-    file.sync_all().map_err(io_err(&partial))?;
-    drop(file);
+    let url = PathBuf::from(store.url_of(&open.name));
+    let (out, done) = open.writer.finish().map_err(io_err(&url))?;
+    // A shard, then its index: both are in place before the manifest names them.
+    out.finish()?;
     let index_name = format!("{}.idx", open.name);
     let index_bytes = done.index.encode();
-    write_atomic(&root.join(&index_name), &index_bytes)?;
-    std::fs::rename(&partial, &path).map_err(io_err(&path))?;
+    let index_sha256 = hex(&Sha256::digest(&index_bytes));
+    store.put(&index_name, Bytes::from(index_bytes))?;
     state.shards.push(ShardManifest {
         path: open.name,
         index: Some(index_name),
         samples: done.index.entries.len() as u64,
         bytes: done.bytes,
         sha256: done.sha256,
-        index_sha256: Some(hex(&Sha256::digest(&index_bytes))),
+        index_sha256: Some(index_sha256),
         categories: open.categories,
     });
     Ok(())
 }
 
-/// Writes a file through a temporary name, syncs it and renames it into place.
+/// Writes a local file through a temporary name, syncs it and renames it into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(bytes).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir)?;
-    }
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) -> Result<(), WriteError> {
-    // Directory fsync makes the rename durable; not every platform allows opening one.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::store::write_atomic(path, bytes).map_err(|(p, source)| WriteError::Io {
+        path: PathBuf::from(p),
+        source,
+    })
 }

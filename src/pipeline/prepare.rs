@@ -4,15 +4,21 @@
 //!
 //! A sample that cannot be read or decoded is replaced by a deterministic rule so batch
 //! shapes hold: the next ordinal of the same subset in canonical order (wrapping), tried
-//! up to [`MAX_REPLACEMENTS`] times; the batch metadata names the replaced key.
+//! up to [`MAX_REPLACEMENTS`] times; the batch metadata names the replaced key. A
+//! failing object store is not a bad sample: it ends the stream with the store's error
+//! (replacing samples would change the stream's bytes and hit the same store).
+//!
+//! For datasets in object stores, the stream's [`ReadAhead`] has usually fetched the
+//! sample's frame already; the worker then only decodes it.
 
 use bytes::Bytes;
 
 use super::augment::{self, AugmentSpec, SampleRng, Texts};
 use super::timing::{self, Stage};
+use crate::dataset::reader::ReadAhead;
 use crate::dataset::sample::{Role, Sample, SampleImage};
 use crate::dataset::{Dataset, DatasetError, Subset};
-use crate::plan::SampleRef;
+use crate::plan::{Plan, SampleRef};
 use crate::rng::{Purpose, Rng};
 
 /// How many following samples are tried before a batch fails.
@@ -38,9 +44,51 @@ pub struct PrepareCtx {
     pub augment: AugmentSpec,
     /// Pixels or encoded bytes.
     pub kind: OutputKind,
+    /// Samples of this stream fetched ahead in plan order (object stores only).
+    pub read_ahead: Option<std::sync::Arc<ReadAhead>>,
 }
 
 impl PrepareCtx {
+    /// Starts reading the stream's samples ahead of the workers when its dataset is in
+    /// an object store: from `start_step` to `end_step` of this rank's plan, keeping
+    /// what [`StoreConfig`](crate::store::StoreConfig)'s `read_ahead_*` allow in flight.
+    /// Local datasets need none (a positioned read costs microseconds).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_read_ahead(
+        &mut self,
+        plan: &std::sync::Arc<Plan>,
+        rank: u32,
+        world_size: u32,
+        start_step: u64,
+        end_step: Option<u64>,
+        prefetch_batches: usize,
+    ) {
+        let plan = plan.clone();
+        self.read_ahead = self.dataset.read_ahead(
+            start_step,
+            end_step,
+            prefetch_batches as u64 + 1,
+            move |step| {
+                plan.rank_batch(step, rank, world_size)
+                    .ok()
+                    .map(|b| b.samples.iter().map(|s| (s.subset, s.ordinal)).collect())
+            },
+        );
+    }
+
+    /// Reads one sample: from the read-ahead when it holds it, else from the store.
+    fn read_sample(&self, subset: Subset, ordinal: u64) -> Result<Sample, DatasetError> {
+        if let Some(frame) = self
+            .read_ahead
+            .as_ref()
+            .and_then(|r| r.take(subset, ordinal))
+        {
+            let raw = self.dataset.decode_raw(subset, ordinal, &frame?)?;
+            return self.dataset.to_sample(subset, ordinal, raw);
+        }
+        self.dataset.read_sample(subset, ordinal)
+    }
+
     /// Image slots per sample of a subset's batches: 2 for single-turn, 3 for
     /// preference, and for multi-turn the source plus the dataset's longest chain (so
     /// every rank and step has one shape); 0 when the dataset does not say.
@@ -90,6 +138,10 @@ pub struct Prepared {
     pub pixels: Vec<u8>,
     /// Encoded: the images' bytes in slot order. Pixels: empty.
     pub encoded: Vec<Bytes>,
+    /// Seconds spent reading the sample (range read, frame decode, schema).
+    pub read_seconds: f64,
+    /// Seconds spent decoding and augmenting its images.
+    pub augment_seconds: f64,
 }
 
 /// Why a sample could not be prepared.
@@ -162,6 +214,10 @@ pub fn prepare(
                 }
                 return Ok(p);
             }
+            Err(PrepareError::Read(e)) if e.is_store_failure() => {
+                tracing::warn!(subset = %sref.subset, ordinal, error = %e, "store failed, ending the stream");
+                return Err(PrepareError::Read(e));
+            }
             Err(e) => {
                 tracing::warn!(subset = %sref.subset, ordinal, error = %e, "sample skipped, using the next one");
                 crate::metrics::sample_replaced();
@@ -182,8 +238,9 @@ fn prepare_one(
     target: (u32, u32),
 ) -> Result<Prepared, PrepareError> {
     let started = std::time::Instant::now();
-    let sample = ctx.dataset.read_sample(sref.subset, sref.ordinal)?;
+    let sample = ctx.read_sample(sref.subset, sref.ordinal)?;
     timing::record(Stage::Read, started);
+    let read_seconds = started.elapsed().as_secs_f64();
     let images = select_images(&sample, ctx.seed, sref);
     let texts = Texts {
         text: sample.meta.text.clone(),
@@ -206,6 +263,8 @@ fn prepare_one(
         slots: images.len(),
         pixels: Vec::new(),
         encoded: Vec::new(),
+        read_seconds,
+        augment_seconds: 0.0,
     };
     match ctx.kind {
         OutputKind::Encoded => prepared.encoded = images.iter().map(|i| i.bytes.clone()).collect(),
@@ -243,6 +302,7 @@ fn prepare_one(
                 source,
             })?;
             timing::record(Stage::Augment, started);
+            prepared.augment_seconds = started.elapsed().as_secs_f64();
             prepared.texts = out.texts;
             prepared.flipped = out.flipped;
         }

@@ -52,6 +52,9 @@ pub enum StreamError {
     /// A worker died while preparing a batch.
     #[error("step {step}: a worker failed while preparing the batch")]
     WorkerLost { step: u64 },
+    /// The daemon is shutting down and its drain period is over.
+    #[error("the daemon is shutting down; resume from the last cursor on another daemon")]
+    ShuttingDown,
 }
 
 /// The output size of a global step: the fixed size, or a bucket drawn from the seed and
@@ -75,8 +78,17 @@ pub async fn produce(
     params: StreamParams,
     queue: StreamQueue,
     tx: mpsc::Sender<Result<Batch, StreamError>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    job: String,
 ) {
     let params = Arc::new(params);
+    // Resolves when the daemon's drain period is over.
+    let stopped = |stop: &tokio::sync::watch::Receiver<bool>| {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
     let mut inflight: VecDeque<Inflight> = VecDeque::new();
     let mut next = Some(params.start_step);
     loop {
@@ -88,6 +100,10 @@ pub async fn produce(
             let submitted = tokio::select! {
                 r = submit_batch(&params, &queue, step) => r,
                 _ = tx.closed() => return,
+                _ = stopped(&stop) => {
+                    let _ = tx.send(Err(StreamError::ShuttingDown)).await;
+                    return;
+                }
             };
             match submitted {
                 Ok(rx) => {
@@ -108,6 +124,10 @@ pub async fn produce(
                 let result = tokio::select! {
                     r = rx => r,
                     _ = tx.closed() => return,
+                    _ = stopped(&stop) => {
+                        let _ = tx.send(Err(StreamError::ShuttingDown)).await;
+                        return;
+                    }
                 };
                 match result {
                     Ok(Ok(batch)) => Ok(batch),
@@ -121,13 +141,14 @@ pub async fn produce(
             let bytes: u64 = b.tensors.iter().map(|t| t.data.len() as u64).sum();
             let subset =
                 crate::dataset::Subset::from_name(&b.subset).map_or("unknown", |s| s.name());
-            crate::metrics::batch_sent(subset, bytes);
+            crate::metrics::batch_sent(subset, bytes, &job);
         }
         let sending = Instant::now();
         if tx.send(item).await.is_err() || stop {
             return;
         }
         super::timing::record(super::timing::Stage::Send, sending);
+        crate::metrics::stage_seconds("send", sending.elapsed().as_secs_f64());
     }
 }
 
@@ -163,9 +184,14 @@ impl BatchState {
             .into_iter()
             .flatten()
             .collect();
+        let read: f64 = samples.iter().map(|s| s.read_seconds).sum();
+        let augment: f64 = samples.iter().map(|s| s.augment_seconds).sum();
         let collating = Instant::now();
         let batch = collate(&self.header, samples);
         super::timing::record(super::timing::Stage::Collate, collating);
+        crate::metrics::stage_seconds("read", read);
+        crate::metrics::stage_seconds("decode_augment", augment);
+        crate::metrics::stage_seconds("collate", collating.elapsed().as_secs_f64());
         crate::metrics::batch_prepared(self.started.elapsed().as_secs_f64());
         let _ = done.send(Ok(batch));
     }

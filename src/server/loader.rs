@@ -52,6 +52,19 @@ impl Loader for LoaderService {
     ) -> Result<Response<BatchStream>, Status> {
         let req = request.into_inner();
         let state = &self.state;
+        match state.phase() {
+            super::Phase::Serving => {}
+            super::Phase::Loading => {
+                return Err(Status::unavailable(
+                    "the daemon is still loading its datasets",
+                ))
+            }
+            super::Phase::Draining => {
+                return Err(Status::unavailable(
+                    "the daemon is shutting down; use another daemon",
+                ))
+            }
+        }
         let dataset =
             state
                 .registry
@@ -73,6 +86,7 @@ impl Loader for LoaderService {
         }
         // Plan construction is O(subset size); keep it off the runtime's threads.
         let config = state.config.clone();
+        let req_job = req.job.clone();
         let validated = tokio::task::spawn_blocking(move || validate(&req, dataset, &config))
             .await
             .map_err(|e| Status::internal(format!("request validation failed: {e}")))??;
@@ -84,7 +98,14 @@ impl Loader for LoaderService {
             start_step = validated.params.start_step,
             "stream started"
         );
-        tokio::spawn(produce(validated.params, queue, tx));
+        let job = crate::metrics::job_label(&req_job);
+        tokio::spawn(produce(
+            validated.params,
+            queue,
+            tx,
+            state.stop_signal(),
+            job,
+        ));
         let stream = ReceiverStream::new(rx).map(move |item| {
             let _keep = &slot;
             item.map_err(Status::from)

@@ -1,6 +1,12 @@
-//! The gRPC server: the Loader service over a shared worker pool and dataset registry.
-//! It takes an already-bound listener and a shutdown future, so tests bind
-//! `127.0.0.1:0` and run it in-process.
+//! The gRPC server: the Loader service over a shared worker pool and dataset registry,
+//! with `grpc.health.v1` health and server reflection. It takes an already-bound
+//! listener and a shutdown future, so tests bind `127.0.0.1:0` and run it in-process.
+//!
+//! Lifecycle: NOT_SERVING while datasets load (a dataset that fails to load is retried,
+//! e.g. until its volume is mounted), SERVING once all are loaded, NOT_SERVING again as
+//! soon as shutdown begins. While draining, new streams are refused with UNAVAILABLE;
+//! open streams go on until they finish or the drain period ends, when they are closed
+//! with UNAVAILABLE so trainers resume elsewhere from their last cursor.
 
 pub mod loader;
 pub mod registry;
@@ -8,15 +14,29 @@ pub mod request;
 pub mod status;
 
 use std::future::Future;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
 
 use crate::config::ServeConfig;
 use crate::pipeline::pool::WorkerPool;
 use crate::proto::v1::loader_server::LoaderServer;
-use registry::Registry;
+use registry::{Registry, ServedDataset};
+
+/// Where the daemon is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Datasets are loading: NOT_SERVING.
+    Loading,
+    /// Serving streams: SERVING.
+    Serving,
+    /// Shutting down: NOT_SERVING, no new streams.
+    Draining,
+}
 
 /// State shared by every request.
 pub struct ServerState {
@@ -28,19 +48,80 @@ pub struct ServerState {
     pub pool: Arc<WorkerPool>,
     /// Streams open now.
     pub streams: AtomicUsize,
+    phase: watch::Sender<Phase>,
+    /// Set when open streams must end (the drain period is over).
+    stop_streams: watch::Sender<bool>,
 }
 
 impl ServerState {
-    /// Opens the configured datasets and starts the worker pool.
-    pub fn new(config: ServeConfig) -> Result<Arc<ServerState>, registry::RegistryError> {
-        let registry = Registry::open_all(&config.datasets)?;
+    /// State whose datasets are loaded by [`serve`] in the background.
+    pub fn unloaded(config: ServeConfig) -> Arc<ServerState> {
         let pool = WorkerPool::new(config.worker_threads());
-        Ok(Arc::new(ServerState {
+        Arc::new(ServerState {
             config,
-            registry,
+            registry: Registry::default(),
             pool,
             streams: AtomicUsize::new(0),
-        }))
+            phase: watch::channel(Phase::Loading).0,
+            stop_streams: watch::channel(false).0,
+        })
+    }
+
+    /// Opens the configured datasets now and starts the worker pool.
+    pub fn new(config: ServeConfig) -> Result<Arc<ServerState>, registry::RegistryError> {
+        let state = ServerState::unloaded(config);
+        if let Some(e) = state.load_missing().into_iter().next() {
+            return Err(e);
+        }
+        Ok(state)
+    }
+
+    /// Loads every configured dataset not loaded yet; returns the failures. When none
+    /// is missing any more, the daemon is SERVING.
+    pub fn load_missing(&self) -> Vec<registry::RegistryError> {
+        let mut errors = Vec::new();
+        for (name, location) in &self.config.datasets {
+            if self.registry.get(name).is_some() {
+                continue;
+            }
+            match ServedDataset::open(name, location) {
+                Ok(ds) => {
+                    tracing::info!(dataset = %name, version = %ds.dataset.manifest().version, "dataset loaded");
+                    self.registry.insert(ds);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            self.phase.send_if_modified(|p| {
+                let changed = *p == Phase::Loading;
+                if changed {
+                    *p = Phase::Serving;
+                }
+                changed
+            });
+        }
+        errors
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    /// Waits until the daemon is SERVING (returns at once if it is).
+    pub async fn serving(&self) {
+        let mut rx = self.phase.subscribe();
+        let _ = rx.wait_for(|p| *p == Phase::Serving).await;
+    }
+
+    /// A receiver that turns true when open streams must end.
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop_streams.subscribe()
+    }
+
+    fn open_streams(&self) -> usize {
+        self.streams.load(Ordering::Acquire)
     }
 }
 
@@ -50,26 +131,116 @@ pub enum ServeError {
     /// The transport failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be set up.
+    #[error("grpc reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Serves the Loader service on `listener` until `shutdown` completes, then stops
-/// accepting and lets open streams finish.
+/// Serves until `shutdown` completes, then drains (see the module docs) and returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ServerState>,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let limit = (state.config.max_batch_bytes as usize).saturating_add(1 << 20);
     let loader = LoaderServer::new(loader::LoaderService::new(state.clone()))
         .max_encoding_message_size(limit)
         .max_decoding_message_size(1 << 20);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    // Health follows the phase.
+    let mut phases = state.phase.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let status = match *phases.borrow_and_update() {
+                Phase::Serving => ServingStatus::Serving,
+                Phase::Loading | Phase::Draining => ServingStatus::NotServing,
+            };
+            health.set_service_status("", status).await;
+            health
+                .set_service_status("editfeed.v1.Loader", status)
+                .await;
+            if phases.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    if state.phase() == Phase::Loading {
+        tokio::spawn(load_until_done(state.clone()));
+    }
+    tokio::spawn(report_pool(state.clone()));
+
     let window = state.config.http2_window_bytes;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let drain_state = state.clone();
     tonic::transport::Server::builder()
         .initial_stream_window_size(window)
         .initial_connection_window_size(window)
+        .add_service(health_service)
+        .add_service(reflection)
         .add_service(loader)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            drain(&drain_state).await;
+        })
         .await?;
     Ok(())
+}
+
+async fn load_until_done(state: Arc<ServerState>) {
+    let retry = Duration::from_secs(state.config.load_retry_seconds.max(1));
+    loop {
+        let s = state.clone();
+        let errors = tokio::task::spawn_blocking(move || s.load_missing())
+            .await
+            .unwrap_or_default();
+        if errors.is_empty() || state.phase() == Phase::Draining {
+            return;
+        }
+        for e in errors {
+            tracing::error!(error = %e, retry_seconds = retry.as_secs(), "dataset not loaded; retrying");
+        }
+        tokio::time::sleep(retry).await;
+    }
+}
+
+async fn report_pool(state: Arc<ServerState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        crate::metrics::pool_stats(&state.pool.stats());
+        if Arc::strong_count(&state) == 1 {
+            return;
+        }
+    }
+}
+
+/// Refuses new streams, lets open ones finish within the drain period, then ends them.
+async fn drain(state: &ServerState) {
+    let _ = state.phase.send(Phase::Draining);
+    let drain = Duration::from_secs(state.config.drain_seconds);
+    tracing::info!(
+        open_streams = state.open_streams(),
+        drain_seconds = drain.as_secs(),
+        "draining"
+    );
+    let deadline = Instant::now() + drain;
+    while state.open_streams() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if state.open_streams() > 0 {
+        tracing::warn!(
+            open_streams = state.open_streams(),
+            "drain period over; closing open streams"
+        );
+        let _ = state.stop_streams.send(true);
+        let closing = Instant::now() + Duration::from_secs(2);
+        while state.open_streams() > 0 && Instant::now() < closing {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }

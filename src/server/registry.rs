@@ -1,15 +1,17 @@
 //! The datasets a daemon serves, by registered name. Streams can only name a registered
 //! dataset, never a path or URL. Each entry holds the open dataset and what the planner
-//! needs, computed once when the dataset is registered.
+//! needs, computed once when the dataset is registered. A location is a folder, a
+//! `file://` URL or an object-store URL (`s3://`, `gs://`, `az://`), opened through the
+//! store layer with a [`StoreConfig`].
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use crate::config::check_dataset_name;
 use crate::dataset::{Dataset, DatasetError};
 use crate::plan::PlanDataset;
 use crate::proto::v1::{DatasetInfo, SubsetInfo};
+use crate::store::StoreConfig;
 
 /// One served dataset.
 pub struct ServedDataset {
@@ -24,14 +26,25 @@ pub struct ServedDataset {
 }
 
 impl ServedDataset {
-    /// Opens the dataset at `location` (a folder path or `file://` URL).
+    /// Opens the dataset at `location` (a folder, `file://`, `s3://`, `gs://` or
+    /// `az://` URL) with the store configured from the environment.
     pub fn open(name: &str, location: &str) -> Result<ServedDataset, RegistryError> {
+        ServedDataset::open_with(name, location, &StoreConfig::from_env())
+    }
+
+    /// Opens the dataset at `location` with a store configuration (the daemon's
+    /// `[store]`).
+    pub fn open_with(
+        name: &str,
+        location: &str,
+        store: &StoreConfig,
+    ) -> Result<ServedDataset, RegistryError> {
         check_dataset_name(name).map_err(RegistryError::BadName)?;
-        let path = location.strip_prefix("file://").unwrap_or(location);
-        let dataset = Dataset::open(Path::new(path)).map_err(|source| RegistryError::Open {
-            name: name.to_string(),
-            source,
-        })?;
+        let dataset =
+            Dataset::open_with(location, store).map_err(|source| RegistryError::Open {
+                name: name.to_string(),
+                source,
+            })?;
         let plan_input = dataset.plan_input();
         Ok(ServedDataset {
             name: name.into(),
@@ -85,9 +98,17 @@ pub struct Registry {
 impl Registry {
     /// Opens every `name -> location` pair; the first failure is returned.
     pub fn open_all(datasets: &BTreeMap<String, String>) -> Result<Registry, RegistryError> {
+        Registry::open_all_with(datasets, &StoreConfig::from_env())
+    }
+
+    /// [`open_all`](Self::open_all) with a store configuration.
+    pub fn open_all_with(
+        datasets: &BTreeMap<String, String>,
+        store: &StoreConfig,
+    ) -> Result<Registry, RegistryError> {
         let reg = Registry::default();
         for (name, location) in datasets {
-            reg.insert(ServedDataset::open(name, location)?);
+            reg.insert(ServedDataset::open_with(name, location, store)?);
         }
         Ok(reg)
     }

@@ -210,14 +210,25 @@ pub fn validate(
         (Some(e), n) => Some(e.min(start_step.saturating_add(n))),
         (None, n) => Some(start_step.saturating_add(n)),
     };
+    let plan = Arc::new(plan);
+    let mut ctx = PrepareCtx {
+        dataset: dataset.dataset.clone(),
+        seed: spec.seed,
+        augment,
+        kind,
+        read_ahead: None,
+    };
+    ctx.start_read_ahead(
+        &plan,
+        req.rank,
+        req.world_size,
+        start_step,
+        end_step,
+        config.prefetch_batches,
+    );
     let params = StreamParams {
-        ctx: PrepareCtx {
-            dataset: dataset.dataset.clone(),
-            seed: spec.seed,
-            augment,
-            kind,
-        },
-        plan: Arc::new(plan),
+        ctx,
+        plan,
         rank: req.rank,
         world_size: req.world_size,
         start_step,

@@ -48,10 +48,18 @@ impl From<StreamError> for Status {
         let msg = e.to_string();
         match e {
             StreamError::Prepare(PrepareError::Exhausted { .. }) => Status::data_loss(msg),
+            // The object store is unreachable or refuses our credentials: another
+            // daemon may do better, so the client should fail over.
+            StreamError::Prepare(PrepareError::Read(crate::dataset::DatasetError::Store(s)))
+                if s.is_unavailable() =>
+            {
+                Status::unavailable(msg)
+            }
             StreamError::Prepare(_) => Status::data_loss(msg),
             StreamError::Plan(PlanError::EndOfStream { .. }) => Status::out_of_range(msg),
             StreamError::Plan(_) => Status::invalid_argument(msg),
             StreamError::WorkerLost { .. } => Status::internal(msg),
+            StreamError::ShuttingDown => Status::unavailable(msg),
         }
     }
 }

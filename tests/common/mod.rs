@@ -67,16 +67,31 @@ impl TestServer {
     /// Starts a daemon serving `datasets` (name, folder) with `workers` threads and a
     /// prefetch depth.
     pub async fn start(datasets: &[(&str, &Path)], workers: usize, prefetch: usize) -> TestServer {
+        let locations: Vec<(&str, String)> = datasets
+            .iter()
+            .map(|(name, path)| (*name, path.display().to_string()))
+            .collect();
+        let refs: Vec<(&str, &str)> = locations.iter().map(|(n, l)| (*n, l.as_str())).collect();
+        TestServer::start_locations(&refs, workers, prefetch).await
+    }
+
+    /// Starts a daemon serving `datasets` (name, location: a folder or a URL such as
+    /// `s3://bucket/prefix?endpoint=...`) with `workers` threads and a prefetch depth.
+    pub async fn start_locations(
+        datasets: &[(&str, &str)],
+        workers: usize,
+        prefetch: usize,
+    ) -> TestServer {
         let mut config = editfeed::config::ServeConfig {
             listen: "127.0.0.1:0".into(),
             workers,
             prefetch_batches: prefetch,
             ..Default::default()
         };
-        for (name, path) in datasets {
+        for (name, location) in datasets {
             config
                 .datasets
-                .insert(name.to_string(), path.display().to_string());
+                .insert(name.to_string(), location.to_string());
         }
         config.validate().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -133,6 +148,7 @@ pub fn request(
         }),
         augment: None,
         max_batches: batches,
+        job: String::new(),
     }
 }
 

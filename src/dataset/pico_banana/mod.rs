@@ -37,7 +37,7 @@ use self::images::{load_image, LoadError};
 use self::rows::{parse_row, Row};
 use super::manifest::Manifest;
 use super::sample::{Role, Sample, SampleImage, SampleMeta};
-use super::writer::{write_atomic, DatasetWriter, WriteError};
+use super::writer::{DatasetWriter, WriteError};
 use super::Subset;
 
 /// The metadata files, in import order, with the subset each feeds.
@@ -356,7 +356,9 @@ pub fn import(
         .report
         .clone()
         .unwrap_or_else(|| writer.root().join(DEFAULT_REPORT_FILE));
-    write_atomic(&report_path, &report.to_json()).map_err(ImportError::Report)?;
+    writer
+        .write_side_file(&report_path, &report.to_json())
+        .map_err(ImportError::Report)?;
     if report.total_written() == 0 {
         return Err(ImportError::NothingImported {
             skipped: report.skipped.len(),

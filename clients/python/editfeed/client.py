@@ -1,0 +1,537 @@
+"""The gRPC client of the editfeed Loader service: streams with failover across daemons,
+Describe, and ``Feed``, a resumable iterable of batches (the torch-free core of
+``editfeed.torch.EditFeedDataset``).
+
+Failover: a stream that loses its daemon (UNAVAILABLE, or CANCELLED/UNKNOWN/INTERNAL
+caused by a dead connection such as "Socket closed" or "Connection reset", or
+RESOURCE_EXHAUSTED when a daemon is at its stream limit) is reopened on the next
+endpoint, round robin, at the cursor of the last batch received, so the batches go on
+with identical bytes. Attempts are bounded (``max_attempts`` consecutive failures
+without a batch in between) with an exponential backoff. Errors that are the request's
+fault (INVALID_ARGUMENT, NOT_FOUND, OUT_OF_RANGE, DATA_LOSS, ...) are not retried: they
+raise ``EditFeedError`` with the server's code and message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import grpc
+
+from ._pb import dataset_pb2, loader_pb2, loader_pb2_grpc
+from .batch import Batch
+from .errors import EditFeedError
+from .spec import Cursor, SpecLike, augment_message, load_spec, output_message
+
+DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    # Batches are tens to hundreds of MB: accept messages of any size (the daemon
+    # refuses requests whose batches would exceed its max_batch_bytes up front).
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", 64 << 20),
+    # Generous HTTP/2 flow-control windows (BDP probing stays on and may grow them)
+    # and the largest frames HTTP/2 allows, so big batches arrive in few frames.
+    ("grpc.http2.lookahead_bytes", 64 << 20),
+    ("grpc.http2.max_frame_size", (1 << 24) - 1),
+    # Notice a silent dead peer (a host that vanished without a TCP reset).
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    # Retries and failover are this client's job, with cursors.
+    ("grpc.enable_retries", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+    # One subchannel per channel, so a dead daemon's state is not shared.
+    ("grpc.use_local_subchannel_pool", 1),
+)
+"""The gRPC channel options every endpoint gets (``channel_options`` adds to them)."""
+
+_DEAD_PEER = re.compile(
+    r"socket closed|connection reset|broken pipe|connection refused|connection aborted|"
+    r"end of tcp stream|goaway|stream removed|rst_stream|failed to connect|transport closed|"
+    r"transport is closing|keepalive|unexpected eof|connection closed|network is unreachable|"
+    r"no route to host|fd shutdown|endpoint closing",
+    re.IGNORECASE,
+)
+
+
+def is_retryable(code: grpc.StatusCode, details: str) -> bool:
+    """Whether a failed call should move to the next endpoint.
+
+    UNAVAILABLE always; RESOURCE_EXHAUSTED when a daemon is full (not a message over
+    this client's size limit); CANCELLED, UNKNOWN, INTERNAL and DEADLINE_EXCEEDED only
+    when the details show a lost connection. Everything else is the request's fault.
+    """
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return True
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return "larger than max" not in details
+    if code in (
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    ):
+        return bool(_DEAD_PEER.search(details))
+    return False
+
+
+def normalize_endpoint(endpoint: str) -> tuple[str, bool]:
+    """``(target, secure)`` for ``host:port``, ``http://host:port`` or
+    ``https://host:port`` (TLS with the system roots)."""
+    text = endpoint.strip()
+    secure = False
+    if text.startswith("https://"):
+        text, secure = text[len("https://") :], True
+    elif text.startswith("http://"):
+        text = text[len("http://") :]
+    text = text.rstrip("/")
+    if not text:
+        raise ValueError(f"endpoint {endpoint!r} names no host")
+    return text, secure
+
+
+def make_request(
+    dataset: str,
+    spec: SpecLike,
+    rank: int = 0,
+    world_size: int = 1,
+    cursor: str | None = None,
+    size: int = 256,
+    height: int | None = None,
+    encoded: bool = False,
+    augment: Mapping[str, Any] | Any | None = None,
+    max_batches: int = 0,
+    *,
+    seed: int | None = None,
+    global_batch: int | None = None,
+    buckets: Sequence[tuple[int, int]] | None = None,
+) -> loader_pb2.StreamRequest:
+    """The ``StreamRequest`` that ``Client.stream`` sends (see there for arguments).
+
+    Raises ValueError or TypeError for malformed arguments, and
+    EditFeedError(INVALID_ARGUMENT) for a cursor that is not an editfeed cursor.
+    """
+    if not isinstance(dataset, str) or not dataset:
+        raise ValueError("dataset: expected the registered name of a dataset")
+    if cursor:
+        Cursor.parse(cursor)
+    if int(max_batches) < 0:
+        raise ValueError(f"max_batches: {max_batches} must be 0 (no limit) or positive")
+    return loader_pb2.StreamRequest(
+        dataset=dataset,
+        spec=load_spec(spec, seed=seed, global_batch=global_batch),
+        rank=int(rank),
+        world_size=int(world_size),
+        cursor=cursor or "",
+        output=output_message(size=size, height=height, encoded=encoded, buckets=buckets),
+        augment=augment_message(augment),
+        max_batches=int(max_batches),
+    )
+
+
+class Client:
+    """A client of one or more editfeed daemons serving the same datasets.
+
+    ``endpoints`` is a list of ``host:port`` / ``http://host:port`` strings, or one
+    string (several separated by commas).
+    Channels are opened lazily and shared by every stream of the client; the client is
+    thread-safe. Use it as a context manager, or call ``close()``.
+
+    ``max_attempts`` bounds consecutive failed attempts without a batch in between
+    (default ``max(3, 2 * len(endpoints))``); ``backoff`` is the first pause between
+    attempts in seconds, doubling up to ``max_backoff``.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        *,
+        max_attempts: int | None = None,
+        backoff: float = 0.1,
+        max_backoff: float = 2.0,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        if isinstance(endpoints, str):
+            endpoints = [e for e in endpoints.split(",") if e.strip()]
+        self.endpoints: list[str] = [str(e).strip() for e in endpoints]
+        if not self.endpoints:
+            raise ValueError("endpoints: at least one endpoint is required")
+        self._targets = {e: normalize_endpoint(e) for e in self.endpoints}
+        self.max_attempts = int(max_attempts) if max_attempts else max(3, 2 * len(self.endpoints))
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be positive")
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self._options = list(DEFAULT_CHANNEL_OPTIONS) + list(channel_options)
+        self._channels: dict[str, grpc.Channel] = {}
+        self._stubs: dict[str, loader_pb2_grpc.LoaderStub] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Client({self.endpoints!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Channels cannot cross processes; a copy reopens them lazily.
+        state = self.__dict__.copy()
+        state.update(_channels={}, _stubs={}, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Closes every channel (open streams end with CANCELLED)."""
+        with self._lock:
+            channels = list(self._channels.values())
+            self._channels.clear()
+            self._stubs.clear()
+        for channel in channels:
+            channel.close()
+
+    def stub(self, endpoint: str) -> loader_pb2_grpc.LoaderStub:
+        """The Loader stub of one endpoint, opening its channel on first use."""
+        with self._lock:
+            stub = self._stubs.get(endpoint)
+            if stub is None:
+                target, secure = self._targets.get(endpoint) or normalize_endpoint(endpoint)
+                if secure:
+                    channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=self._options)
+                else:
+                    channel = grpc.insecure_channel(target, options=self._options)
+                self._channels[endpoint] = channel
+                stub = self._stubs[endpoint] = loader_pb2_grpc.LoaderStub(channel)
+            return stub
+
+    def describe(self, timeout: float = 10.0) -> dataset_pb2.DescribeResponse:
+        """The datasets served (names, versions, subsets with counts), from the first
+        endpoint that answers."""
+        failures: dict[str, str] = {}
+        for endpoint in self.endpoints:
+            try:
+                return self.stub(endpoint).Describe(dataset_pb2.DescribeRequest(), timeout=timeout)
+            except grpc.RpcError as e:
+                code, details = e.code(), e.details() or ""
+                if not is_retryable(code, details):
+                    raise EditFeedError(code.name, details, endpoint) from None
+                failures[endpoint] = f"{code.name}: {details}"
+        raise EditFeedError("UNAVAILABLE", "no endpoint answered Describe: " + _list_failures(self.endpoints, failures))
+
+    def stream(
+        self,
+        dataset: str,
+        spec: SpecLike,
+        rank: int = 0,
+        world_size: int = 1,
+        cursor: str | None = None,
+        size: int = 256,
+        height: int | None = None,
+        encoded: bool = False,
+        augment: Mapping[str, Any] | Any | None = None,
+        max_batches: int = 0,
+        *,
+        seed: int | None = None,
+        global_batch: int | None = None,
+        buckets: Sequence[tuple[int, int]] | None = None,
+    ) -> BatchStream:
+        """Streams the batches of one rank; returns an iterator of ``Batch``.
+
+        Args:
+            dataset: a dataset name the daemons serve.
+            spec: a dict mirroring ``StreamSpec`` (see ``editfeed.spec``), a
+                ``StreamSpec`` message, or the path of a curriculum TOML file; ``seed``
+                and ``global_batch`` fill in what the spec lacks.
+            rank, world_size: this trainer's rank out of world_size; the world size
+                must divide the global batch.
+            cursor: resume after the batch that carried this cursor (None = step 0).
+            size, height: output width, and height (default square).
+            encoded: send the stored image bytes instead of pixels.
+            augment: a dict (see ``editfeed.spec.augment_message``) or an ``Augment``.
+            max_batches: stop after this many batches (0 = until the curriculum ends).
+            buckets: aspect-ratio buckets as (width, height) pairs.
+
+        Nothing is sent until the first ``next()``; server refusals (a foreign
+        cursor, an unknown dataset, ...) raise ``EditFeedError`` from it, before any
+        batch.
+        """
+        request = make_request(
+            dataset,
+            spec,
+            rank=rank,
+            world_size=world_size,
+            cursor=cursor,
+            size=size,
+            height=height,
+            encoded=encoded,
+            augment=augment,
+            max_batches=max_batches,
+            seed=seed,
+            global_batch=global_batch,
+            buckets=buckets,
+        )
+        return BatchStream(self, request)
+
+    def stream_request(self, request: loader_pb2.StreamRequest) -> BatchStream:
+        """Streams a prepared ``StreamRequest`` (see ``make_request``)."""
+        return BatchStream(self, request)
+
+
+def _list_failures(endpoints: Sequence[str], failures: Mapping[str, str]) -> str:
+    return "; ".join(f"{e}: {failures.get(e, 'not tried')}" for e in endpoints)
+
+
+class BatchStream(Iterator[Batch]):
+    """The batches of one stream, across failovers.
+
+    Attributes:
+        cursor: the cursor to resume after the last batch returned (the request's
+            cursor before the first).
+        received: the number of batches returned.
+        endpoint: the endpoint currently streaming (or last tried).
+        failovers: (endpoint, reason) of every failed attempt that was retried.
+    """
+
+    def __init__(self, client: Client, request: loader_pb2.StreamRequest) -> None:
+        self._client = client
+        self._request = request
+        self._max = request.max_batches
+        self.cursor: str | None = request.cursor or None
+        self.received = 0
+        self.endpoint = client.endpoints[0]
+        self.failovers: list[tuple[str, str]] = []
+        self._index = 0
+        self._call: Any = None
+        self._done = False
+        self._failures = 0
+        self._errors: dict[str, str] = {}
+        self._last_step: int | None = None
+        self._dataset_version: str | None = None
+        self._resumed = False
+
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def __enter__(self) -> BatchStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        call = getattr(self, "_call", None)
+        if call is not None:
+            try:
+                call.cancel()
+            except Exception:  # noqa: BLE001 - interpreter shutdown may have torn grpc down
+                pass
+
+    def close(self) -> None:
+        """Stops the stream; the daemon drops its queued work for it."""
+        self._done = True
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+
+    def _open(self) -> None:
+        request = loader_pb2.StreamRequest()
+        request.CopyFrom(self._request)
+        request.cursor = self.cursor or ""
+        if self._max:
+            request.max_batches = self._max - self.received
+        self.endpoint = self._client.endpoints[self._index]
+        self._call = self._client.stub(self.endpoint).Stream(request, wait_for_ready=False)
+
+    def __next__(self) -> Batch:
+        while True:
+            if self._done:
+                raise StopIteration
+            if self._max and self.received >= self._max:
+                self.close()
+                raise StopIteration
+            if self._call is None:
+                self._open()
+            try:
+                message = next(self._call)
+            except StopIteration:
+                self._call = None
+                self._done = True
+                raise
+            except grpc.RpcError as e:
+                self._failed(e)
+                continue
+            return self._accept(message)
+
+    def _accept(self, message: Any) -> Batch:
+        if self._resumed and self._last_step is not None and message.step != self._last_step + 1:
+            self.close()
+            raise EditFeedError(
+                "DATA_LOSS",
+                f"after failing over, the stream resumed at step {message.step} instead of {self._last_step + 1}",
+                self.endpoint,
+            )
+        if self._dataset_version is not None and message.dataset_version != self._dataset_version:
+            self.close()
+            raise EditFeedError(
+                "DATA_LOSS",
+                f"dataset version changed mid-stream from {self._dataset_version} to {message.dataset_version}",
+                self.endpoint,
+            )
+        batch = Batch.from_message(message, self.endpoint)
+        self._dataset_version = message.dataset_version
+        self._last_step = message.step
+        self._resumed = False
+        self._failures = 0
+        self._errors.clear()
+        self.received += 1
+        self.cursor = message.cursor
+        return batch
+
+    def _failed(self, error: grpc.RpcError) -> None:
+        code: grpc.StatusCode = error.code()
+        details = error.details() or ""
+        self._call = None
+        if not is_retryable(code, details):
+            self._done = True
+            raise EditFeedError(code.name, details, self.endpoint) from None
+        reason = f"{code.name}: {details}"
+        self._errors[self.endpoint] = reason
+        self._failures += 1
+        if self._failures >= self._client.max_attempts:
+            self._done = True
+            where = f"resuming at cursor {self.cursor}" if self.cursor else "starting the stream"
+            codes = {r.split(":", 1)[0] for r in self._errors.values()}
+            raise EditFeedError(
+                codes.pop() if len(codes) == 1 else "UNAVAILABLE",
+                f"no endpoint could serve the stream after {self._failures} attempts ({where}): "
+                + _list_failures(self._client.endpoints, self._errors),
+            ) from None
+        self.failovers.append((self.endpoint, reason))
+        self._index = (self._index + 1) % len(self._client.endpoints)
+        self._resumed = True
+        delay = min(self._client.max_backoff, self._client.backoff * 2 ** (self._failures - 1))
+        time.sleep(delay)
+
+
+def env_rank_world_size(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """``rank`` and ``world_size``, defaulting to ``$RANK`` and ``$WORLD_SIZE`` as
+    torchrun sets them (0 and 1 when unset)."""
+    try:
+        r = int(os.environ.get("RANK", "0")) if rank is None else int(rank)
+        w = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else int(world_size)
+    except ValueError as e:
+        raise ValueError(f"RANK and WORLD_SIZE must be integers: {e}") from e
+    return r, w
+
+
+class Feed:
+    """A resumable iterable of ``Batch``: every iteration continues the stream from
+    the cursor after the last batch yielded, and ``state_dict()`` /
+    ``load_state_dict()`` checkpoint and restore that position.
+
+    The arguments are those of ``Client.stream``; ``endpoints`` may also be a
+    ``Client``. ``rank`` and ``world_size`` default to ``$RANK`` and ``$WORLD_SIZE``.
+    ``max_batches`` limits each iteration (0 = until the curriculum ends). The request
+    is checked when the feed is made; channels open on the first iteration.
+
+    Cursors do not depend on the rank, so a checkpoint taken on one rank resumes every
+    rank (the world size may differ, as long as it divides the global batch).
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str] | Client,
+        dataset: str,
+        spec: SpecLike,
+        *,
+        seed: int | None = None,
+        global_batch: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        cursor: str | None = None,
+        size: int = 256,
+        height: int | None = None,
+        encoded: bool = False,
+        augment: Mapping[str, Any] | Any | None = None,
+        buckets: Sequence[tuple[int, int]] | None = None,
+        max_batches: int = 0,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.rank, self.world_size = env_rank_world_size(rank, world_size)
+        self.dataset = dataset
+        self._request = make_request(
+            dataset,
+            spec,
+            rank=self.rank,
+            world_size=self.world_size,
+            cursor=cursor,
+            size=size,
+            height=height,
+            encoded=encoded,
+            augment=augment,
+            max_batches=max_batches,
+            seed=seed,
+            global_batch=global_batch,
+            buckets=buckets,
+        )
+        if isinstance(endpoints, Client):
+            self.client = endpoints
+        else:
+            self.client = Client(endpoints, **dict(client_options or {}))
+        self._cursor: str | None = cursor or None
+        self._step: int | None = None
+        self._batches = 0
+
+    @property
+    def cursor(self) -> str | None:
+        """The cursor after the last batch yielded (where the next iteration starts)."""
+        return self._cursor
+
+    def batches(self) -> Iterator[Batch]:
+        """Streams from the current position, updating it before each batch is yielded."""
+        request = loader_pb2.StreamRequest()
+        request.CopyFrom(self._request)
+        request.cursor = self._cursor or ""
+        stream = self.client.stream_request(request)
+        try:
+            for batch in stream:
+                self._cursor = batch.cursor
+                self._step = batch.step
+                self._batches += 1
+                yield batch
+        finally:
+            stream.close()
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.batches()
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"cursor": <cursor after the last batch yielded or None>, "step": <its
+        step or None>, "batches": <batches yielded by this object>, "dataset": name}``."""
+        return {"cursor": self._cursor, "step": self._step, "batches": self._batches, "dataset": self.dataset}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Makes the next iteration resume after the batch whose cursor ``state``
+        holds (a ``state_dict()`` of this or another process)."""
+        if not isinstance(state, Mapping) or "cursor" not in state:
+            raise ValueError("load_state_dict: expected a dict with a 'cursor' key, as state_dict() returns")
+        if state.get("dataset") not in (None, self.dataset):
+            raise ValueError(
+                f"load_state_dict: the state is for dataset {state['dataset']!r}, this feed streams {self.dataset!r}"
+            )
+        cursor = state["cursor"] or None
+        if cursor:
+            Cursor.parse(cursor)
+        self._cursor = cursor
+        self._step = state.get("step")
+        self._batches = int(state.get("batches") or 0)
