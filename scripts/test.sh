@@ -15,6 +15,24 @@ if ! need zstd; then
   fi
 fi
 
+# promtool (from Debian's prometheus package, extracted rather than installed so no
+# service starts) checks the /metrics output in tests/ops.rs.
+if [ -z "${PROMTOOL:-}" ]; then
+  if need promtool; then
+    PROMTOOL=$(command -v promtool)
+  elif need apt-get; then
+    tools="$PWD/target/tools"
+    if [ ! -x "$tools/usr/bin/promtool" ]; then
+      mkdir -p "$tools"
+      (cd "$tools" && { apt-get download prometheus >/dev/null 2>&1 ||
+        { apt-get update -qq >/dev/null && apt-get download prometheus >/dev/null; }; } &&
+        dpkg -x prometheus_*.deb . && rm -f prometheus_*.deb)
+    fi
+    PROMTOOL="$tools/usr/bin/promtool"
+  fi
+fi
+export PROMTOOL
+
 # The Python side first: the trainer client package (its stubs are generated from
 # proto/ as it is built) and the test tools.
 venv=".venv"

@@ -44,7 +44,8 @@ pub struct ServeConfig {
     pub http2_window_bytes: u32,
     /// Seconds to finish in-flight batches after SIGTERM or SIGINT.
     pub drain_seconds: u64,
-    /// Address of the Prometheus `/metrics` HTTP endpoint; empty disables it.
+    /// Address of the Prometheus `/metrics` HTTP endpoint, e.g. `0.0.0.0:9090`; empty
+    /// (the default) disables it, so several daemons can share a machine.
     pub metrics_listen: String,
     /// Log format: `text` or `json`.
     pub log_format: String,
@@ -72,7 +73,7 @@ impl Default for ServeConfig {
             max_decode_pixels: 64 << 20,
             http2_window_bytes: 16 << 20,
             drain_seconds: 30,
-            metrics_listen: "127.0.0.1:9090".into(),
+            metrics_listen: String::new(),
             log_format: "text".into(),
             log_level: "info".into(),
             load_retry_seconds: 5,

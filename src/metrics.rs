@@ -155,3 +155,135 @@ pub fn store_cache_error(kind: &'static str) {
 pub fn store_cache_bytes(bytes: u64) {
     metrics::gauge!(STORE_CACHE_BYTES).set(bytes as f64);
 }
+
+/// What kind of metric a name is, for its description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A monotonically increasing count.
+    Counter,
+    /// A value that goes up and down.
+    Gauge,
+    /// A distribution of observations.
+    Histogram,
+}
+
+/// Every metric with its kind and help text (the `# HELP` line on `/metrics`).
+pub const HELP: &[(&str, Kind, &str)] = &[
+    (
+        SAMPLES_REPLACED,
+        Kind::Counter,
+        "Samples replaced by the next one because they could not be read or decoded",
+    ),
+    (
+        BATCHES_SENT,
+        Kind::Counter,
+        "Batches sent to trainers, by subset",
+    ),
+    (
+        BATCH_BYTES_SENT,
+        Kind::Counter,
+        "Bytes of batch tensors sent to trainers, by subset",
+    ),
+    (ACTIVE_STREAMS, Kind::Gauge, "Trainer streams open now"),
+    (
+        BATCH_PREPARE_SECONDS,
+        Kind::Histogram,
+        "Seconds from submitting a batch's samples to its collation",
+    ),
+    (
+        STREAM_BATCHES,
+        Kind::Counter,
+        "Batches sent, by training job (at most 32 job labels, then other)",
+    ),
+    (
+        STAGE_SECONDS,
+        Kind::Histogram,
+        "Seconds per batch spent in each stage: read, decode_augment, collate, send",
+    ),
+    (POOL_QUEUED, Kind::Gauge, "Sample jobs waiting for a worker"),
+    (POOL_BUSY, Kind::Gauge, "Workers running a job"),
+    (POOL_WORKERS, Kind::Gauge, "Worker threads in the pool"),
+    (
+        STORE_REQUESTS,
+        Kind::Counter,
+        "Requests sent to object stores, retries included",
+    ),
+    (
+        STORE_RETRIES,
+        Kind::Counter,
+        "Object-store requests retried after a transient failure",
+    ),
+    (
+        STORE_ERRORS,
+        Kind::Counter,
+        "Object-store requests that failed for good, by kind",
+    ),
+    (
+        STORE_READ_BYTES,
+        Kind::Counter,
+        "Bytes received from object stores",
+    ),
+    (
+        STORE_CACHE_HITS,
+        Kind::Counter,
+        "Reads served by the disk cache",
+    ),
+    (
+        STORE_CACHE_MISSES,
+        Kind::Counter,
+        "Reads the disk cache could not serve",
+    ),
+    (
+        STORE_CACHE_EVICTIONS,
+        Kind::Counter,
+        "Entries evicted from the disk cache",
+    ),
+    (
+        STORE_CACHE_ERRORS,
+        Kind::Counter,
+        "Disk cache operations that failed (the read went to the store)",
+    ),
+    (
+        STORE_CACHE_BYTES,
+        Kind::Gauge,
+        "Bytes held in the disk cache",
+    ),
+];
+
+/// Registers the help text of every metric with the installed recorder.
+pub fn describe() {
+    for &(name, kind, help) in HELP {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, metrics::Unit::Seconds, help),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_name_has_help() {
+        let source = include_str!("metrics.rs");
+        for line in source.lines() {
+            let Some(rest) = line.strip_prefix("pub const ") else {
+                continue;
+            };
+            let Some((_, value)) = rest.split_once("= \"") else {
+                continue;
+            };
+            let name = value.trim_end_matches("\";");
+            assert!(
+                name.starts_with("editfeed_"),
+                "{name} lacks the editfeed_ prefix"
+            );
+            assert!(
+                HELP.iter().any(|(n, _, _)| *n == name),
+                "{name} has no help text"
+            );
+        }
+    }
+}

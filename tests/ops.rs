@@ -261,6 +261,37 @@ async fn metrics_are_served_in_prometheus_format() {
     }
     sigterm(&child);
     wait_exit(&mut child, Duration::from_secs(20));
+    // promtool's lint of the exposition format; scripts/test.sh always provides it.
+    match std::env::var("PROMTOOL") {
+        Ok(promtool) if !promtool.is_empty() => {
+            let text = body
+                .split_once("\r\n\r\n")
+                .map_or(body.as_str(), |(_, b)| b)
+                .to_string();
+            let mut check = std::process::Command::new(&promtool)
+                .args(["check", "metrics"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("PROMTOOL runs");
+            use std::io::Write;
+            check
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = check.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool check metrics: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        _ => eprintln!("PROMTOOL not set: /metrics not linted (scripts/test.sh sets it)"),
+    }
 }
 
 #[test]

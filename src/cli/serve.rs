@@ -125,6 +125,7 @@ pub fn run(args: ServeArgs, log_override: Option<String>) -> anyhow::Result<()> 
                 .set_buckets(&editfeed::metrics::SECONDS_BUCKETS)?
                 .install()
                 .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+            editfeed::metrics::describe();
             tracing::info!(%addr, "metrics on /metrics");
         }
         let listener = tokio::net::TcpListener::bind(&config.listen)
