@@ -46,6 +46,11 @@ def start_daemon(binary: str, data: Path, workers: int) -> tuple[subprocess.Pope
     if not line.startswith("listening on "):
         proc.kill()
         raise SystemExit(f"editfeed serve did not start: {line!r}")
+    # It listens before its datasets are loaded and says "ready" once it serves them.
+    ready = proc.stdout.readline()
+    if ready.strip() != "ready":
+        proc.kill()
+        raise SystemExit(f"editfeed serve did not become ready: {ready!r}")
     return proc, "http://" + line.split()[-1]
 
 

@@ -17,7 +17,6 @@ struct Queue {
     id: u64,
     jobs: VecDeque<Job>,
     capacity: usize,
-    closed: bool,
 }
 
 #[derive(Default)]
@@ -93,7 +92,6 @@ impl WorkerPool {
             id,
             jobs: VecDeque::new(),
             capacity: capacity.max(1),
-            closed: false,
         });
         StreamQueue {
             pool: self.clone(),
@@ -210,8 +208,7 @@ impl Drop for StreamQueue {
     fn drop(&mut self) {
         let mut st = self.pool.shared.state.lock().expect("pool lock");
         if let Some(pos) = st.queues.iter().position(|q| q.id == self.id) {
-            let mut q = st.queues.remove(pos).expect("position is valid");
-            q.closed = true;
+            let q = st.queues.remove(pos).expect("position is valid");
             drop(st);
             drop(q); // drops the waiting jobs outside the lock
         }

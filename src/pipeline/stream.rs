@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::collate::{collate, BatchHeader};
 use super::pool::StreamQueue;
-use super::prepare::{prepare, OutputKind, PrepareCtx, PrepareError, Prepared};
+use super::prepare::{prepare, PrepareCtx, PrepareError, Prepared};
 use crate::plan::{Plan, PlanError};
 use crate::proto::v1::Batch;
 use crate::rng::{Purpose, Rng};
@@ -248,13 +248,4 @@ async fn submit_batch(
             .await;
     }
     Ok(rx)
-}
-
-/// Whether output is pixels or encoded bytes (re-exported for the server).
-pub fn kind_of(encoded: bool) -> OutputKind {
-    if encoded {
-        OutputKind::Encoded
-    } else {
-        OutputKind::Pixels
-    }
 }

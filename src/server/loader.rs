@@ -87,25 +87,19 @@ impl Loader for LoaderService {
         // Plan construction is O(subset size); keep it off the runtime's threads.
         let config = state.config.clone();
         let req_job = req.job.clone();
-        let validated = tokio::task::spawn_blocking(move || validate(&req, dataset, &config))
+        let params = tokio::task::spawn_blocking(move || validate(&req, dataset, &config))
             .await
             .map_err(|e| Status::internal(format!("request validation failed: {e}")))??;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let queue = state.pool.open_queue(state.config.queue_samples);
         tracing::info!(
-            rank = validated.params.rank,
-            world_size = validated.params.world_size,
-            start_step = validated.params.start_step,
+            rank = params.rank,
+            world_size = params.world_size,
+            start_step = params.start_step,
             "stream started"
         );
         let job = crate::metrics::job_label(&req_job);
-        tokio::spawn(produce(
-            validated.params,
-            queue,
-            tx,
-            state.stop_signal(),
-            job,
-        ));
+        tokio::spawn(produce(params, queue, tx, state.stop_signal(), job));
         let stream = ReceiverStream::new(rx).map(move |item| {
             let _keep = &slot;
             item.map_err(Status::from)

@@ -7,7 +7,6 @@ use super::registry::ServedDataset;
 use super::status::RequestError;
 use crate::config::ServeConfig;
 use crate::convert::spec_from_wire;
-use crate::dataset::Subset;
 use crate::pipeline::augment::{AugmentSpec, FlipPolicy, Jitter};
 use crate::pipeline::collate::estimate_bytes;
 use crate::pipeline::prepare::{OutputKind, PrepareCtx};
@@ -88,18 +87,13 @@ fn output_fingerprint(
     format!("{aug:?}|{size:?}|{buckets:?}|{kind:?}").into_bytes()
 }
 
-/// A validated request, ready to produce.
-pub struct Validated {
-    /// The producer's parameters.
-    pub params: StreamParams,
-}
-
-/// Validates a request against the registry entry and the limits.
+/// Validates a request against the registry entry and the limits; returns what the
+/// stream's producer needs.
 pub fn validate(
     req: &pb::StreamRequest,
     dataset: Arc<ServedDataset>,
     config: &ServeConfig,
-) -> Result<Validated, RequestError> {
+) -> Result<StreamParams, RequestError> {
     let wire_spec = req
         .spec
         .as_ref()
@@ -237,14 +231,5 @@ pub fn validate(
         buckets,
         prefetch_batches: config.prefetch_batches,
     };
-    Ok(Validated { params })
-}
-
-/// Subsets a dataset holds, for messages.
-pub fn subset_names(subsets: &[Subset]) -> String {
-    subsets
-        .iter()
-        .map(|s| s.name())
-        .collect::<Vec<_>>()
-        .join(", ")
+    Ok(params)
 }
