@@ -493,3 +493,51 @@ async fn flip_policies_treat_direction_words_as_asked() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aspect_buckets_give_one_shape_per_step_on_every_rank() {
+    let dir = dataset(20, 9);
+    let server = TestServer::start(&[("d", dir.path())], 2, 2).await;
+    let with_buckets = |world, rank| {
+        let mut req = request("d", 4, 4, world, rank, 32, 8);
+        req.output.as_mut().unwrap().buckets = vec![
+            pb::Size {
+                width: 48,
+                height: 32,
+            },
+            pb::Size {
+                width: 32,
+                height: 48,
+            },
+        ];
+        req
+    };
+    let whole = fetch_all(&server.endpoint, with_buckets(1, 0))
+        .await
+        .unwrap();
+    let halves = [
+        fetch_all(&server.endpoint, with_buckets(2, 0))
+            .await
+            .unwrap(),
+        fetch_all(&server.endpoint, with_buckets(2, 1))
+            .await
+            .unwrap(),
+    ];
+    let mut shapes = std::collections::BTreeSet::new();
+    for (s, b) in whole.iter().enumerate() {
+        let hw = |b: &pb::Batch| {
+            let shape = &b.tensors[0].shape;
+            (shape[shape.len() - 3], shape[shape.len() - 2])
+        };
+        assert!(
+            [(32, 48), (48, 32)].contains(&hw(b)),
+            "{:?}",
+            b.tensors[0].shape
+        );
+        assert_eq!(hw(&halves[0][s]), hw(b), "rank 0 of 2, step {s}");
+        assert_eq!(hw(&halves[1][s]), hw(b), "rank 1 of 2, step {s}");
+        shapes.insert(hw(b));
+    }
+    assert_eq!(shapes.len(), 2, "both buckets are drawn over 8 steps");
+    server.stop().await;
+}
