@@ -42,6 +42,8 @@ fi
 pip() { "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"; }
 pip -r tests/python/requirements.txt
 pip ./clients/python
+# A real S3-compatible server for tests/s3.rs (moto's server, on loopback).
+pip "moto[server]"
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
