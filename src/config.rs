@@ -57,6 +57,10 @@ pub struct ServeConfig {
     pub load_retry_seconds: u64,
     /// Datasets served, by name: `name = "path or URL"`.
     pub datasets: BTreeMap<String, String>,
+    /// Object-store access for datasets at `s3://`, `gs://` or `az://` URLs (the
+    /// `[store]` table; see README). Credentials also come from the environment.
+    #[serde(skip_serializing)]
+    pub store: crate::store::StoreConfig,
 }
 
 impl Default for ServeConfig {
@@ -78,6 +82,7 @@ impl Default for ServeConfig {
             log_level: "info".into(),
             load_retry_seconds: 5,
             datasets: BTreeMap::new(),
+            store: crate::store::StoreConfig::default(),
         }
     }
 }
@@ -173,6 +178,10 @@ impl ServeConfig {
                 "must be at least 65535 (the HTTP/2 minimum)",
             );
         }
+        self.store.validate().map_err(|e| ConfigError::Invalid {
+            field: "store",
+            why: e.to_string(),
+        })?;
         for (name, url) in &self.datasets {
             check_dataset_name(name).map_err(|why| ConfigError::Invalid {
                 field: "datasets",

@@ -49,6 +49,8 @@ pub struct ServerState {
     /// Streams open now.
     pub streams: AtomicUsize,
     phase: watch::Sender<Phase>,
+    /// `[store]` with the environment's overrides applied.
+    store: crate::store::StoreConfig,
     /// Set when open streams must end (the drain period is over).
     stop_streams: watch::Sender<bool>,
 }
@@ -57,7 +59,9 @@ impl ServerState {
     /// State whose datasets are loaded by [`serve`] in the background.
     pub fn unloaded(config: ServeConfig) -> Arc<ServerState> {
         let pool = WorkerPool::new(config.worker_threads());
+        let store = config.store.clone().with_env();
         Arc::new(ServerState {
+            store,
             config,
             registry: Registry::default(),
             pool,
@@ -84,7 +88,7 @@ impl ServerState {
             if self.registry.get(name).is_some() {
                 continue;
             }
-            match ServedDataset::open(name, location) {
+            match ServedDataset::open_with(name, location, &self.store) {
                 Ok(ds) => {
                     tracing::info!(dataset = %name, version = %ds.dataset.manifest().version, "dataset loaded");
                     self.registry.insert(ds);
