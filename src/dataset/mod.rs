@@ -6,6 +6,7 @@ pub mod manifest;
 pub mod pico_banana;
 pub mod reader;
 pub mod sample;
+pub mod skip_summary;
 pub mod subset;
 pub mod synth;
 pub mod transcode;

@@ -30,6 +30,7 @@ use serde::Serialize;
 use super::edit_types::category_of;
 use super::manifest::Manifest;
 use super::sample::{check_key, ImageFormat, Role, Sample, SampleImage, SampleMeta};
+use super::skip_summary::{write_skips, Skip};
 use super::transcode::probe;
 use super::writer::{DatasetWriter, WriteError};
 use super::{Category, Subset};
@@ -223,27 +224,16 @@ impl WebDatasetReport {
                 let _ = writeln!(s, "  {field}: {n}");
             }
         }
-        let _ = writeln!(s, "samples skipped: {}", self.skipped.len());
-        for (reason, n) in self.skipped_by_reason() {
-            let _ = writeln!(s, "  {reason}: {n}");
-        }
-        if !self.skipped.is_empty() {
-            let shown = first.min(self.skipped.len());
-            let _ = writeln!(s, "first {shown} skipped samples:");
-            for row in self.skipped.iter().take(shown) {
-                let _ = writeln!(
-                    s,
-                    "  {} {}: {}: {}",
-                    row.shard,
-                    row.key,
-                    row.reason.name(),
-                    row.reason
-                );
-            }
-        }
-        if let Some(p) = report_path {
-            let _ = writeln!(s, "full report: {}", p.display());
-        }
+        let skips: Vec<Skip> = self
+            .skipped
+            .iter()
+            .map(|row| Skip {
+                at: format!("{} {}", row.shard, row.key),
+                reason: row.reason.name(),
+                detail: row.reason.to_string(),
+            })
+            .collect();
+        write_skips(&mut s, "samples", &skips, first, report_path);
         s
     }
 }

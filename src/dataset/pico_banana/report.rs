@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::sources::SourceWay;
+use crate::dataset::skip_summary::{write_skips, Skip};
 use crate::dataset::Subset;
 
 /// Why one row was not imported. Each variant has a stable short name ([`Self::name`])
@@ -276,27 +277,16 @@ impl ImportReport {
                 let _ = writeln!(s, "  {}: {n}", way.name());
             }
         }
-        let _ = writeln!(s, "rows skipped: {}", self.skipped.len());
-        for (reason, n) in self.skipped_by_reason() {
-            let _ = writeln!(s, "  {reason}: {n}");
-        }
-        if !self.skipped.is_empty() {
-            let shown = first.min(self.skipped.len());
-            let _ = writeln!(s, "first {shown} skipped rows:");
-            for row in self.skipped.iter().take(shown) {
-                let _ = writeln!(
-                    s,
-                    "  {}:{}: {}: {}",
-                    row.file,
-                    row.line,
-                    row.reason.name(),
-                    row.reason
-                );
-            }
-        }
-        if let Some(p) = report_path {
-            let _ = writeln!(s, "full report: {}", p.display());
-        }
+        let skips: Vec<Skip> = self
+            .skipped
+            .iter()
+            .map(|row| Skip {
+                at: format!("{}:{}", row.file, row.line),
+                reason: row.reason.name(),
+                detail: row.reason.to_string(),
+            })
+            .collect();
+        write_skips(&mut s, "rows", &skips, first, report_path);
         s
     }
 }
