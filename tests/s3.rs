@@ -375,14 +375,19 @@ fn large_shards_are_packed_to_s3_in_parts_and_verify() {
         .filter(|l| l.starts_with("PUT ") && l.contains(&shard.path) && l.contains("partNumber="))
         .count();
     assert_eq!(parts, 3, "{log:#?}");
-    let last = log.iter().rposition(|l| l.starts_with("PUT ") || l.starts_with("POST "));
+    let last = log
+        .iter()
+        .rposition(|l| l.starts_with("PUT ") || l.starts_with("POST "));
     assert!(
         log[last.unwrap()].contains("manifest.json"),
         "the manifest is written last: {log:#?}"
     );
     let ds = Dataset::open_with(url.as_str(), &cfg).unwrap();
     for (i, b) in blobs.iter().enumerate() {
-        assert_eq!(&ds.read_raw(Subset::Sft, i as u64).unwrap().members[0].1[..], &b[..]);
+        assert_eq!(
+            &ds.read_raw(Subset::Sft, i as u64).unwrap().members[0].1[..],
+            &b[..]
+        );
     }
     let report = verify(
         &ds,

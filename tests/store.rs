@@ -264,6 +264,76 @@ fn the_cache_serves_repeat_reads_and_survives_a_restart() {
 }
 
 #[test]
+fn read_ahead_follows_the_plan_within_its_limits() {
+    let mem = Arc::new(InMemory::new());
+    write_to(
+        mem_store(&mem, "ds", &config()),
+        &all_samples(&small_synth(20, 12)),
+        ShardTarget::Samples(4),
+    );
+    let cfg = StoreConfig {
+        read_ahead_samples: 4,
+        ..config()
+    };
+    let ds = Arc::new(Dataset::open_store(mem_store(&mem, "ds", &cfg)).unwrap());
+    assert!(ds.len(Subset::Sft) >= 10);
+    // One sample per step: step s reads sft ordinal s; steps 0..10.
+    let ra = ds
+        .read_ahead(0, Some(10), 1, |step| Some(vec![(Subset::Sft, step)]))
+        .expect("a remote dataset reads ahead");
+    let filled = |n: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ra.len() != n && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        ra.len()
+    };
+    assert_eq!(filled(4), 4, "read-ahead stops at its sample limit");
+    let frame = ra.take(Subset::Sft, 0).unwrap().unwrap();
+    assert_eq!(
+        ds.decode_raw(Subset::Sft, 0, &frame).unwrap(),
+        ds.read_raw(Subset::Sft, 0).unwrap()
+    );
+    assert_eq!(filled(4), 4, "taking one makes room for the next step");
+    assert!(
+        ra.take(Subset::Sft, 11).is_none(),
+        "not planned, not read ahead"
+    );
+    // A worker at step 3 means steps before 2 (3 - keep_steps) will never be taken.
+    assert!(ra.take(Subset::Sft, 3).is_some());
+    assert!(
+        ra.take(Subset::Sft, 1).is_none(),
+        "step 1 was dropped as stale"
+    );
+    assert!(ra.take(Subset::Sft, 2).is_some());
+    for o in 4..10 {
+        // Taking makes room, so the driver reaches every step up to the end.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let frame = loop {
+            if let Some(f) = ra.take(Subset::Sft, o) {
+                break f.unwrap();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "step {o} never read ahead"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        ds.decode_raw(Subset::Sft, o, &frame).unwrap();
+    }
+    assert_eq!(filled(0), 0, "nothing past the stream's end");
+    // Local datasets do not read ahead.
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(
+        dir.path(),
+        &all_samples(&small_synth(3, 1)),
+        ShardTarget::Samples(3),
+    );
+    let local = Arc::new(Dataset::open(dir.path()).unwrap());
+    assert!(local.read_ahead(0, None, 1, |_| None).is_none());
+}
+
+#[test]
 fn a_corrupt_cache_entry_is_detected_and_fetched_again() {
     let samples = all_samples(&small_synth(6, 6));
     let mem = Arc::new(InMemory::new());

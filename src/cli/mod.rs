@@ -94,7 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// Where and how a command writes a dataset.
 #[derive(Debug, Args)]
 pub struct WriteArgs {
-    /// The dataset folder to write.
+    /// The dataset folder, or object-store URL (s3://bucket/prefix, gs://, az://), to write.
     #[arg(long)]
     pub out: PathBuf,
     /// Close a shard after this many samples (instead of --shard-bytes).

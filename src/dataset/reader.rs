@@ -57,7 +57,7 @@ pub enum DatasetError {
     #[error("the dataset has no {0} subset")]
     NoSubset(Subset),
     /// The ordinal is past the subset's end.
-    #[error("subset {subset}: has {len} samples; ordinal {ordinal} is out of range")]
+    #[error("subset {subset} has {len} samples; ordinal {ordinal} is out of range")]
     OutOfRange {
         /// The subset.
         subset: Subset,
@@ -467,8 +467,16 @@ impl Dataset {
             .store
             .reader(&name)
             .map_err(|e| Self::store_err(&name, e))?;
-        stream_samples(&name, reader, on_sample)?;
-        Ok(())
+        let failed = std::rc::Rc::new(std::cell::RefCell::new(None));
+        let watched = StoreErrorTap {
+            inner: reader,
+            failed: failed.clone(),
+        };
+        match stream_samples(&name, watched, on_sample) {
+            Ok(()) => Ok(()),
+            // The store broke mid-stream: say so, not that the shard is corrupt.
+            Err(e) => Err(failed.take().map_or(e.into(), DatasetError::Store)),
+        }
     }
 
     /// A whole file of the dataset (a shard or index named by the manifest).
@@ -664,6 +672,9 @@ async fn drive(
     end: Option<u64>,
     plan: impl Fn(u64) -> Option<Vec<(Subset, u64)>> + Send + 'static,
 ) {
+    // Shards whose index failed to load: not asked for again by the read-ahead (the
+    // workers still try, and report the error with the sample's context).
+    let mut broken: std::collections::HashSet<(Subset, usize)> = Default::default();
     loop {
         loop {
             let room = shared.room.notified();
@@ -683,26 +694,44 @@ async fn drive(
             return;
         }
         let Some(samples) = plan(step) else { return };
+        // The indexes this step needs that are not loaded yet, loaded concurrently (one
+        // request each, on first use) on blocking threads, since loading blocks.
+        {
+            let Some(ds) = dataset.upgrade() else { return };
+            let mut missing: Vec<(Subset, usize)> = samples
+                .iter()
+                .filter_map(|&(subset, ordinal)| {
+                    let shard = ds.locate(subset, ordinal).ok()?.shard;
+                    (ds.cached_index(subset, shard).is_none() && !broken.contains(&(subset, shard)))
+                        .then_some((subset, shard))
+                })
+                .collect();
+            missing.sort();
+            missing.dedup();
+            let loads: Vec<_> = missing
+                .iter()
+                .map(|&(subset, shard)| {
+                    let d = ds.clone();
+                    tokio::task::spawn_blocking(move || {
+                        // A failure shows again, with context, when the sample is read.
+                        let _ = d.index(subset, shard);
+                    })
+                })
+                .collect();
+            for l in loads {
+                let _ = l.await;
+            }
+            broken.extend(
+                missing
+                    .into_iter()
+                    .filter(|&(subset, shard)| ds.cached_index(subset, shard).is_none()),
+            );
+        }
         for (subset, ordinal) in samples {
             let Some(ds) = dataset.upgrade() else { return };
-            // Loading a shard's index on first use reads the store and blocks: off the
-            // runtime's threads. A sample that cannot be located is left to the worker,
-            // which reads it itself and reports the error with the sample's context.
-            let located = match ds.frame_if_indexed(subset, ordinal) {
-                Some(f) => Ok(f),
-                None => {
-                    let d = ds.clone();
-                    tokio::task::spawn_blocking(move || d.frame(subset, ordinal))
-                        .await
-                        .unwrap_or_else(|e| {
-                            Err(DatasetError::Store(StoreError::Failed {
-                                url: String::new(),
-                                message: e.to_string(),
-                            }))
-                        })
-                }
-            };
-            let Ok((shard, range, tag)) = located else {
+            // A sample whose index did not load is left to the worker, which reads it
+            // itself and reports the error with the sample's context.
+            let Some((shard, range, tag)) = ds.frame_if_indexed(subset, ordinal) else {
                 continue;
             };
             let len = range.end - range.start;
@@ -762,6 +791,30 @@ impl Dataset {
             index.entries[loc.local as usize].range(),
             shard.sha256.clone(),
         ))
+    }
+}
+
+/// Passes reads through, keeping a store error that ends the stream so that it can be
+/// reported as such (the tar reader only sees an I/O error).
+struct StoreErrorTap<R> {
+    inner: R,
+    failed: std::rc::Rc<std::cell::RefCell<Option<StoreError>>>,
+}
+
+impl<R: std::io::Read> std::io::Read for StoreErrorTap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            if !e.get_ref().is_some_and(|x| x.is::<StoreError>()) {
+                return e;
+            }
+            let se = e
+                .into_inner()
+                .and_then(|x| x.downcast::<StoreError>().ok())
+                .expect("checked the type above");
+            let msg = se.to_string();
+            *self.failed.borrow_mut() = Some(*se);
+            std::io::Error::other(msg)
+        })
     }
 }
 

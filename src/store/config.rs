@@ -57,8 +57,9 @@ pub struct StoreConfig {
     /// store; 0 turns read-ahead off. Hides store latency: with latency L and a worker
     /// pool preparing R samples per second, about L x R reads must be in flight.
     pub read_ahead_samples: usize,
-    /// Bytes of read-ahead each stream may hold (fetched or in flight). Accepts sizes
-    /// like `256MiB`.
+    /// Bytes of read-ahead each stream may hold (fetched or in flight); the daemon's
+    /// read-ahead memory is at most this times its open streams. Accepts sizes like
+    /// `128MiB`.
     #[serde(deserialize_with = "de_bytes")]
     pub read_ahead_bytes: u64,
     /// When several samples of one shard are read together, frames separated by at most
@@ -100,7 +101,7 @@ impl Default for StoreConfig {
             connect_timeout_ms: 5_000,
             request_timeout_ms: 60_000,
             read_ahead_samples: 64,
-            read_ahead_bytes: 256 << 20,
+            read_ahead_bytes: 128 << 20,
             coalesce_gap_bytes: 0,
             upload_part_bytes: 16 << 20,
             upload_concurrency: 4,
