@@ -192,6 +192,12 @@ impl Dataset {
         &self.store
     }
 
+    /// Bytes read from the store since the dataset was opened (manifest, indexes and
+    /// samples; disk-cache hits excluded).
+    pub fn bytes_read(&self) -> u64 {
+        self.store.stats().bytes_read
+    }
+
     /// Samples in a subset (0 when absent).
     pub fn len(&self, subset: Subset) -> u64 {
         self.manifest.subsets.get(&subset).map_or(0, |s| s.samples)
