@@ -101,7 +101,9 @@ pub async fn produce(
                 r = submit_batch(&params, &queue, step) => r,
                 _ = tx.closed() => return,
                 _ = stopped(&stop) => {
-                    let _ = tx.send(Err(StreamError::ShuttingDown)).await;
+                    // Never waits: a client that stopped reading must not hold the
+                    // daemon's shutdown.
+                    let _ = tx.try_send(Err(StreamError::ShuttingDown));
                     return;
                 }
             };
@@ -125,7 +127,7 @@ pub async fn produce(
                     r = rx => r,
                     _ = tx.closed() => return,
                     _ = stopped(&stop) => {
-                        let _ = tx.send(Err(StreamError::ShuttingDown)).await;
+                        let _ = tx.try_send(Err(StreamError::ShuttingDown));
                         return;
                     }
                 };
@@ -136,7 +138,7 @@ pub async fn produce(
                 }
             }
         };
-        let stop = item.is_err();
+        let last = item.is_err();
         if let Ok(b) = &item {
             let bytes: u64 = b.tensors.iter().map(|t| t.data.len() as u64).sum();
             let subset =
@@ -144,7 +146,14 @@ pub async fn produce(
             crate::metrics::batch_sent(subset, bytes, &job);
         }
         let sending = Instant::now();
-        if tx.send(item).await.is_err() || stop {
+        let sent = tokio::select! {
+            r = tx.send(item) => r.is_ok(),
+            _ = stopped(&stop) => {
+                let _ = tx.try_send(Err(StreamError::ShuttingDown));
+                false
+            }
+        };
+        if !sent || last {
             return;
         }
         super::timing::record(super::timing::Stage::Send, sending);

@@ -181,7 +181,8 @@ pub async fn serve(
     let window = state.config.http2_window_bytes;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let drain_state = state.clone();
-    tonic::transport::Server::builder()
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
         .initial_stream_window_size(window)
         .initial_connection_window_size(window)
         .add_service(health_service)
@@ -190,10 +191,26 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             drain(&drain_state).await;
-        })
-        .await?;
+            let _ = drained_tx.send(());
+        });
+    tokio::pin!(server);
+    // After the drain, connections get a short grace period to close; a client that
+    // stopped reading cannot take its last frames, so it would hold the shutdown
+    // forever: past the grace period its connection is abandoned.
+    tokio::select! {
+        biased;
+        r = &mut server => r?,
+        Ok(()) = drained_rx => {
+            if tokio::time::timeout(CLOSE_GRACE, &mut server).await.is_err() {
+                tracing::warn!("connections still open after the drain; closing them");
+            }
+        }
+    }
     Ok(())
 }
+
+/// How long connections may take to close once the drain is over.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 async fn load_until_done(state: Arc<ServerState>) {
     let retry = Duration::from_secs(state.config.load_retry_seconds.max(1));
