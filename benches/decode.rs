@@ -219,11 +219,8 @@ fn main() {
     bench("png 1024x1024 fast compression, image (png)", pp, || {
         black_box(decode::decode_path(&hf, &png_fast, DecodePath::Full).unwrap());
     });
-    bench("qoi 1024x1024, qoi from the slice", pp, || {
+    bench("qoi 1024x1024, image (qoi)", pp, || {
         black_box(decode::decode_path(&hq, &qoi, DecodePath::Full).unwrap());
-    });
-    bench("qoi 1024x1024, image's reader (io::Read)", pp, || {
-        black_box(image::load_from_memory_with_format(&qoi, image::ImageFormat::Qoi).unwrap());
     });
     bench("webp lossless 1024x1024, image (image-webp)", pp, || {
         black_box(decode::decode_path(&hw, &webp, DecodePath::Full).unwrap());

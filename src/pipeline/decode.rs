@@ -538,7 +538,11 @@ fn decode_image(header: &Header, bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), De
             d.set_limits(limits).map_err(failed)?;
             DynamicImage::from_decoder(d)
         }
-        ImageFormat::Qoi => return decode_qoi(header, bytes),
+        ImageFormat::Qoi => {
+            let mut d = image::codecs::qoi::QoiDecoder::new(cursor).map_err(failed)?;
+            d.set_limits(limits).map_err(failed)?;
+            DynamicImage::from_decoder(d)
+        }
     }
     .map_err(failed)?;
     let rgb = img.into_rgb8();
@@ -553,32 +557,6 @@ fn decode_image(header: &Header, bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), De
         });
     }
     Ok((w, h, rgb.into_raw()))
-}
-
-/// QOI decode with the `qoi` crate, from the slice straight to RGB (alpha dropped).
-fn decode_qoi(header: &Header, bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), DecodeError> {
-    let format = ImageFormat::Qoi;
-    let failed = |e: qoi::Error| DecodeError::Decoder {
-        format,
-        decoder: "qoi",
-        message: e.to_string(),
-    };
-    let mut d = qoi::Decoder::new(bytes)
-        .map_err(failed)?
-        .with_channels(qoi::Channels::Rgb);
-    let (w, h) = (d.header().width, d.header().height);
-    if (w, h) != (header.width, header.height) {
-        return Err(DecodeError::SizeMismatch {
-            format,
-            width: header.width,
-            height: header.height,
-            got_width: w,
-            got_height: h,
-        });
-    }
-    // The size passed check_limits, so this allocation is bounded.
-    let pixels = d.decode_to_vec().map_err(failed)?;
-    Ok((w, h, pixels))
 }
 
 /// JPEG decode through `jpeg-decoder` at `1/reduction` scale.
