@@ -199,7 +199,13 @@ def main() -> None:
     p.add_argument("--kinds", default=",".join(KINDS))
     p.add_argument("--quick", action="store_true", help="one round, half the batches, no 16-stream memory run")
     p.add_argument("--json", type=Path, help="also write every measurement here")
+    p.add_argument("--report", type=Path, help="only print the tables of a run saved with --json")
     args = p.parse_args()
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        saved["memory"] = {int(k): v for k, v in saved["memory"].items()}
+        print_tables(saved["results"], saved["kinds"], saved["sizes"], saved["cores"], saved["start"], saved["memory"], saved["samples"], saved["rounds"])
+        return
     if args.quick:
         args.rounds = 1
         for k in BATCHES:
@@ -258,14 +264,20 @@ def main() -> None:
         if not args.quick:
             mem[16] = memory(bc, args.bin, pub, curs["sft"], 16, 12)
 
-    print_tables(results, kinds, sizes, cores, start, mem, args)
+    print_tables(results, kinds, sizes, cores, start, mem, args.samples, args.rounds)
     if args.json:
-        args.json.write_text(json.dumps({"results": results, "start": start, "memory": mem}, indent=1))
+        saved = {"results": results, "start": start, "memory": mem, "kinds": kinds, "sizes": sizes, "cores": cores, "samples": args.samples, "rounds": args.rounds}
+        args.json.write_text(json.dumps(saved, indent=1))
 
 
-def print_tables(results, kinds, sizes, cores, start, mem, args) -> None:
+def print_tables(results, kinds, sizes, cores, start, mem, samples, rounds) -> None:
     m = {k: median(v) for k, v in results.items()}
-    print(f"\n{args.samples} synthetic samples, global batch 8, {cores} cores, {args.rounds} rounds; medians in samples/s\n")
+
+    def ratio(a: str, b: str) -> float:
+        """The median over rounds of a / b, each pair measured minutes apart at most."""
+        return median([x / y for x, y in zip(results[a], results[b])])
+
+    print(f"\n{samples} synthetic samples, global batch 8, {cores} cores, {rounds} rounds; medians in samples/s; ratios are medians of per-round ratios\n")
     print("| kind | px | floor 1 core | floor all cores | fetch | Python client | Python reference | client / reference | client / floor | fetch qoi | client qoi | qoi client / reference | qoi client / qoi floor |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for kind in kinds:
@@ -273,9 +285,9 @@ def print_tables(results, kinds, sizes, cores, start, mem, args) -> None:
             k = f"{kind}/{size}"
             print(
                 f"| {kind} | {size} | {m[f'floor1/{k}']:.1f} | {m[f'floorN/{k}']:.1f} | {m[f'fetch/{k}']:.1f} | {m[f'python/{k}']:.1f} | "
-                f"{m[f'reference/{k}']:.1f} | **{m[f'python/{k}'] / m[f'reference/{k}']:.2f}x** | {m[f'python/{k}'] / m[f'floorN/{k}']:.0%} | "
-                f"{m[f'fetch-qoi/{k}']:.1f} | {m[f'python-qoi/{k}']:.1f} | **{m[f'python-qoi/{k}'] / m[f'reference/{k}']:.2f}x** | "
-                f"{m[f'python-qoi/{k}'] / m[f'floorN-qoi/{k}']:.0%} |"
+                f"{m[f'reference/{k}']:.1f} | **{ratio(f'python/{k}', f'reference/{k}'):.2f}x** | {ratio(f'python/{k}', f'floorN/{k}'):.0%} | "
+                f"{m[f'fetch-qoi/{k}']:.1f} | {m[f'python-qoi/{k}']:.1f} | **{ratio(f'python-qoi/{k}', f'reference/{k}'):.2f}x** | "
+                f"{ratio(f'python-qoi/{k}', f'floorN-qoi/{k}'):.0%} |"
             )
     print(f"\ntransport (fetch --encoded, sft, global batch 32): {m['transport/MBps']:.0f} MB/s ({m['transport/samples']:.0f} samples/s)")
     print(
