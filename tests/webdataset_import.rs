@@ -91,6 +91,15 @@ fn writer(out: &Path) -> DatasetWriter {
     DatasetWriter::create(out, opts).unwrap()
 }
 
+/// The paths of a written dataset's single-turn shards, in order.
+fn sft_shards(root: &Path, manifest: &editfeed::dataset::Manifest) -> Vec<PathBuf> {
+    manifest.subsets[&Subset::Sft]
+        .shards
+        .iter()
+        .map(|s| root.join(&s.path))
+        .collect()
+}
+
 fn options(shards: &[PathBuf], subset: Subset) -> WebDatasetOptions {
     WebDatasetOptions {
         shards: shards.to_vec(),
@@ -277,11 +286,7 @@ fn editfeed_shards_reimport_with_the_same_content_hash() {
         w.add(&sample).unwrap();
     }
     let original = w.finish().unwrap();
-    let shards: Vec<PathBuf> = original.subsets[&Subset::Sft]
-        .shards
-        .iter()
-        .map(|s| first.join(&s.path))
-        .collect();
+    let shards = sft_shards(&first, &original);
     assert_eq!(shards.len(), 3, "multi-frame shards, several of them");
     let second = dir.path().join("second");
     let opts = WebDatasetOptions {
@@ -402,11 +407,7 @@ fn qoi_transcode_serves_the_same_pixels() {
         w.add(&synth_sample(&opts, Subset::Sft, i)).unwrap();
     }
     let original = w.finish().unwrap();
-    let shards: Vec<PathBuf> = original.subsets[&Subset::Sft]
-        .shards
-        .iter()
-        .map(|s| first.join(&s.path))
-        .collect();
+    let shards = sft_shards(&first, &original);
     let second = dir.path().join("qoi");
     let mut o = options(&shards, Subset::Sft);
     o.transcode_edits = Some(TranscodeTarget::Qoi);
