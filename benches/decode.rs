@@ -1,6 +1,7 @@
 //! Benchmark of the DECODE + AUGMENT stage: decoding a photo-like 1024x768 JPEG (q90) by
 //! each available path (image's zune-jpeg, jpeg-decoder at full, 1/2 and 1/4 scale), a
-//! 1024x1024 PNG and a lossless WebP, resizing 1024x768 to 256 and 512 with three
+//! 1024x1024 PNG (default and fast compression), the same pixels as QOI (the lossless
+//! pack option) and a lossless WebP, resizing 1024x768 to 256 and 512 with three
 //! kernels, and the whole `process` of a single-turn pair (JPEG source + PNG edit) at
 //! 256x256 and 512x512 with the default spec and with `jpeg_dct_scaling` on. Also a
 //! 3072x2304 JPEG, where a reduced decode has the most to save.
@@ -21,7 +22,8 @@ use editfeed::pipeline::decode::{self, DecodeLimits, DecodePath, Header};
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::codecs::jpeg::JpegEncoder;
-use image::codecs::png::PngEncoder;
+use image::codecs::png::{CompressionType, PngEncoder};
+use image::codecs::qoi::QoiEncoder;
 use image::codecs::webp::WebPEncoder;
 use image::{ExtendedColorType, ImageEncoder, RgbImage};
 
@@ -75,6 +77,9 @@ fn encode(img: &RgbImage, format: ImageFormat) -> Bytes {
             .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
             .unwrap(),
         ImageFormat::Webp => WebPEncoder::new_lossless(&mut buf)
+            .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
+            .unwrap(),
+        ImageFormat::Qoi => QoiEncoder::new(&mut buf)
             .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
             .unwrap(),
     }
@@ -139,6 +144,26 @@ fn main() {
     let jpeg = encode(&src, ImageFormat::Jpeg);
     let png = encode(&edit, ImageFormat::Png);
     let webp = encode(&edit, ImageFormat::Webp);
+    let qoi = encode(&edit, ImageFormat::Qoi);
+    // `editfeed synth` writes its PNGs with fast compression.
+    let mut png_fast = Vec::new();
+    PngEncoder::new_with_quality(
+        &mut png_fast,
+        CompressionType::Fast,
+        image::codecs::png::FilterType::Adaptive,
+    )
+    .write_image(
+        edit.as_raw(),
+        edit.width(),
+        edit.height(),
+        ExtendedColorType::Rgb8,
+    )
+    .unwrap();
+    println!(
+        "fixtures: qoi 1024x1024 {} KiB, png (fast compression) 1024x1024 {} KiB",
+        qoi.len() / 1024,
+        png_fast.len() / 1024
+    );
     println!(
         "fixtures: jpeg 1024x768 q90 {} KiB, png 1024x1024 {} KiB, webp lossless 1024x1024 {} KiB",
         jpeg.len() / 1024,
@@ -148,6 +173,8 @@ fn main() {
     let hj = header(&jpeg, ImageFormat::Jpeg);
     let hp = header(&png, ImageFormat::Png);
     let hw = header(&webp, ImageFormat::Webp);
+    let hq = header(&qoi, ImageFormat::Qoi);
+    let hf = header(&png_fast, ImageFormat::Png);
     let (pj, pp) = (hj.pixels(), hp.pixels());
 
     println!("\n-- decode (wall time per image, single caller thread)");
@@ -188,6 +215,12 @@ fn main() {
     }
     bench("png 1024x1024, image (png)", pp, || {
         black_box(decode::decode_path(&hp, &png, DecodePath::Full).unwrap());
+    });
+    bench("png 1024x1024 fast compression, image (png)", pp, || {
+        black_box(decode::decode_path(&hf, &png_fast, DecodePath::Full).unwrap());
+    });
+    bench("qoi 1024x1024, image (qoi)", pp, || {
+        black_box(decode::decode_path(&hq, &qoi, DecodePath::Full).unwrap());
     });
     bench("webp lossless 1024x1024, image (image-webp)", pp, || {
         black_box(decode::decode_path(&hw, &webp, DecodePath::Full).unwrap());

@@ -120,6 +120,9 @@ fn encode(img: &RgbImage, format: ImageFormat) -> Bytes {
         ImageFormat::Webp => WebPEncoder::new_lossless(&mut buf)
             .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
             .unwrap(),
+        ImageFormat::Qoi => image::codecs::qoi::QoiEncoder::new(&mut buf)
+            .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
+            .unwrap(),
     }
     Bytes::from(buf)
 }

@@ -91,11 +91,21 @@ fn writer(out: &Path) -> DatasetWriter {
     DatasetWriter::create(out, opts).unwrap()
 }
 
+/// The paths of a written dataset's single-turn shards, in order.
+fn sft_shards(root: &Path, manifest: &editfeed::dataset::Manifest) -> Vec<PathBuf> {
+    manifest.subsets[&Subset::Sft]
+        .shards
+        .iter()
+        .map(|s| root.join(&s.path))
+        .collect()
+}
+
 fn options(shards: &[PathBuf], subset: Subset) -> WebDatasetOptions {
     WebDatasetOptions {
         shards: shards.to_vec(),
         subset,
         report: None,
+        transcode_edits: None,
     }
 }
 
@@ -276,17 +286,14 @@ fn editfeed_shards_reimport_with_the_same_content_hash() {
         w.add(&sample).unwrap();
     }
     let original = w.finish().unwrap();
-    let shards: Vec<PathBuf> = original.subsets[&Subset::Sft]
-        .shards
-        .iter()
-        .map(|s| first.join(&s.path))
-        .collect();
+    let shards = sft_shards(&first, &original);
     assert_eq!(shards.len(), 3, "multi-frame shards, several of them");
     let second = dir.path().join("second");
     let opts = WebDatasetOptions {
         shards,
         subset: Subset::Sft,
         report: Some(dir.path().join("r.json")),
+        transcode_edits: None,
     };
     let done = import_webdataset(&opts, writer(&second), &|_| {}).unwrap();
     assert_eq!(done.manifest.version, original.version);
@@ -378,4 +385,72 @@ fn the_pack_command_imports_webdataset_shards() {
         .output()
         .unwrap();
     assert!(!usage.status.success());
+}
+
+/// Packing with `--transcode-edits qoi` is lossless: the sources keep their bytes, every
+/// edit becomes QOI, and the augmented pixels the daemon would serve are identical.
+#[test]
+fn qoi_transcode_serves_the_same_pixels() {
+    use editfeed::dataset::sample::ImageFormat;
+    use editfeed::dataset::synth::{synth_sample, SynthOptions};
+    use editfeed::dataset::transcode::TranscodeTarget;
+    use editfeed::pipeline::augment::{process, AugmentSpec, SampleRng, Texts};
+
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("png");
+    let mut w = writer(&first);
+    let opts = SynthOptions {
+        scale: 0.2,
+        ..Default::default()
+    };
+    for i in 0..4 {
+        w.add(&synth_sample(&opts, Subset::Sft, i)).unwrap();
+    }
+    let original = w.finish().unwrap();
+    let shards = sft_shards(&first, &original);
+    let second = dir.path().join("qoi");
+    let mut o = options(&shards, Subset::Sft);
+    o.transcode_edits = Some(TranscodeTarget::Qoi);
+    let done = import_webdataset(&o, writer(&second), &|_| {}).unwrap();
+    assert_eq!(done.manifest.total_samples(), 4);
+    let (png, qoi) = (
+        Dataset::open(&first).unwrap(),
+        Dataset::open(&second).unwrap(),
+    );
+    for i in 0..4 {
+        let (a, b) = (
+            png.read_sample(Subset::Sft, i).unwrap(),
+            qoi.read_sample(Subset::Sft, i).unwrap(),
+        );
+        assert_eq!(a.key, b.key);
+        assert_eq!(a.meta, b.meta);
+        assert_eq!(a.image(Role::Source), b.image(Role::Source));
+        let (ea, eb) = (a.image(Role::Edit).unwrap(), b.image(Role::Edit).unwrap());
+        assert_eq!((ea.format, eb.format), (ImageFormat::Png, ImageFormat::Qoi));
+        assert_ne!(ea.bytes, eb.bytes);
+        let pixels = |s: &Sample| {
+            let images: Vec<_> = s.images.iter().collect();
+            let mut out = vec![0u8; images.len() * 64 * 48 * 3];
+            let rng = SampleRng {
+                seed: 7,
+                subset: Subset::Sft,
+                epoch: 0,
+                ordinal: i,
+            };
+            let spec = AugmentSpec::default();
+            process(
+                &images,
+                &Texts::from_meta(&s.meta),
+                &spec,
+                rng,
+                (64, 48),
+                &mut out,
+            )
+            .unwrap();
+            out
+        };
+        let (pa, pb) = (pixels(&a), pixels(&b));
+        assert!(pa.iter().any(|&v| v != pa[0]));
+        assert!(pa == pb, "sample {i}: the qoi pack serves other pixels");
+    }
 }

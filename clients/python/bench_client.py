@@ -33,10 +33,15 @@ import editfeed  # noqa: E402
 SFT_ONLY = "[[curriculum]]\nweights = { sft = 1.0 }\n"
 
 
-def start_daemon(binary: str, data: Path, workers: int) -> tuple[subprocess.Popen, str]:
-    """Starts `editfeed serve` on a free loopback port; returns it and its endpoint."""
+def start_daemon(binary: str, data: Path | dict[str, Path], workers: int) -> tuple[subprocess.Popen, str]:
+    """Starts `editfeed serve` on a free loopback port; returns it and its endpoint.
+
+    ``data`` is one dataset folder (served as ``bench``) or datasets by name.
+    """
+    datasets = data if isinstance(data, dict) else {"bench": data}
+    flags = [arg for name, path in datasets.items() for arg in ("--dataset", f"{name}={path}")]
     proc = subprocess.Popen(
-        [binary, "serve", "--listen", "127.0.0.1:0", "--dataset", f"bench={data}", "--workers", str(workers)],
+        [binary, "serve", "--listen", "127.0.0.1:0", *flags, "--workers", str(workers)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

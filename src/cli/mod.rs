@@ -1,6 +1,7 @@
 //! The command-line interface: one module per subcommand. `main.rs` parses and
 //! dispatches; each command is a thin layer over the library.
 
+pub mod bench;
 pub mod contact_sheet;
 pub mod demo;
 pub mod fetch;
@@ -52,6 +53,10 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Check a dataset: checksums, every frame and image decodes, indexes agree.
     Verify(verify::VerifyArgs),
+    /// In-process benchmark parts (the decode-and-resize floor, a large manifest);
+    /// `bench/run` runs the whole comparison.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Sets up logging: `text` or `json` lines on stderr, filtered by `level` (tracing's
@@ -88,6 +93,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(a) => plan::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Bench(c) => bench::run(c),
     }
 }
 

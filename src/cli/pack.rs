@@ -49,8 +49,8 @@ pub struct PicoBananaArgs {
     /// The folder of `<ImageID>.jpg` files for --source-map.
     #[arg(long, requires = "source_map")]
     pub source_images: Option<PathBuf>,
-    /// Re-encode edited images: jpeg:QUALITY, png or webp (lossless). Default: stored
-    /// exactly as published.
+    /// Re-encode edited images: jpeg:QUALITY, png, webp (lossless) or qoi (lossless,
+    /// decodes several times faster than PNG). Default: stored exactly as published.
     #[arg(long, value_name = "FORMAT")]
     pub transcode_edits: Option<TranscodeTarget>,
     /// Shrink every image of a sample so its longer side is at most PX (keeps the
@@ -80,6 +80,10 @@ pub struct WebDatasetArgs {
     /// <out>/import-report.json).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Re-encode every image but the source: jpeg:QUALITY, png, webp (lossless) or qoi
+    /// (lossless, decodes several times faster than PNG). Default: bytes kept as stored.
+    #[arg(long, value_name = "FORMAT")]
+    pub transcode_edits: Option<TranscodeTarget>,
     #[command(flatten)]
     pub write: WriteArgs,
 }
@@ -150,6 +154,7 @@ fn webdataset(a: WebDatasetArgs) -> anyhow::Result<()> {
         shards: a.shards,
         subset: a.subset,
         report: a.report,
+        transcode_edits: a.transcode_edits,
     };
     let writer = DatasetWriter::create(&a.write.out, a.write.options())
         .with_context(|| format!("cannot write a dataset in {}", a.write.out.display()))?;

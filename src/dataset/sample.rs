@@ -26,6 +26,9 @@ pub enum ImageFormat {
     Png,
     /// WebP (`.webp`).
     Webp,
+    /// QOI, the "Quite OK Image" format (`.qoi`): lossless, and several times faster to
+    /// decode than PNG; written only when a pack transcodes to it.
+    Qoi,
 }
 
 impl ImageFormat {
@@ -35,6 +38,7 @@ impl ImageFormat {
             ImageFormat::Jpeg => "jpg",
             ImageFormat::Png => "png",
             ImageFormat::Webp => "webp",
+            ImageFormat::Qoi => "qoi",
         }
     }
 
@@ -44,6 +48,7 @@ impl ImageFormat {
             "jpg" | "jpeg" => Some(ImageFormat::Jpeg),
             "png" => Some(ImageFormat::Png),
             "webp" => Some(ImageFormat::Webp),
+            "qoi" => Some(ImageFormat::Qoi),
             _ => None,
         }
     }
@@ -56,6 +61,8 @@ impl ImageFormat {
             Some(ImageFormat::Png)
         } else if bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
             Some(ImageFormat::Webp)
+        } else if bytes.starts_with(b"qoif") {
+            Some(ImageFormat::Qoi)
         } else {
             None
         }

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use bytes::Bytes;
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
+use image::codecs::qoi::QoiEncoder;
 use image::codecs::webp::WebPEncoder;
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageReader};
@@ -40,6 +41,9 @@ pub enum TranscodeTarget {
     Png,
     /// Lossless WebP (the only WebP encoding available without native libraries).
     WebpLossless,
+    /// Lossless QOI: larger than PNG, but several times faster to decode, so the
+    /// daemon's workers spend far less time per edit (`BENCHMARKS.md`).
+    Qoi,
 }
 
 impl TranscodeTarget {
@@ -49,6 +53,7 @@ impl TranscodeTarget {
             TranscodeTarget::Jpeg { .. } => ImageFormat::Jpeg,
             TranscodeTarget::Png => ImageFormat::Png,
             TranscodeTarget::WebpLossless => ImageFormat::Webp,
+            TranscodeTarget::Qoi => ImageFormat::Qoi,
         }
     }
 }
@@ -56,8 +61,8 @@ impl TranscodeTarget {
 impl FromStr for TranscodeTarget {
     type Err = String;
 
-    /// Parses `jpeg:QUALITY` (or `jpg:QUALITY`, or `jpeg` for quality 90), `png` and
-    /// `webp` (lossless).
+    /// Parses `jpeg:QUALITY` (or `jpg:QUALITY`, or `jpeg` for quality 90), `png`,
+    /// `webp` (lossless) and `qoi`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (name, arg) = match s.split_once(':') {
             Some((n, a)) => (n, Some(a)),
@@ -74,12 +79,13 @@ impl FromStr for TranscodeTarget {
                 _ => Err(format!("bad jpeg quality {q:?}: expected 1..=100")),
             },
             ("png", None) => Ok(TranscodeTarget::Png),
+            ("qoi", None) => Ok(TranscodeTarget::Qoi),
             ("webp", None) | ("webp", Some("lossless")) => Ok(TranscodeTarget::WebpLossless),
-            (n @ ("png" | "webp"), Some(a)) => {
+            (n @ ("png" | "webp" | "qoi"), Some(a)) => {
                 Err(format!("{n} is lossless and takes no option (got {a:?})"))
             }
             _ => Err(format!(
-                "unknown image target {s:?}: expected jpeg:QUALITY, png or webp"
+                "unknown image target {s:?}: expected jpeg:QUALITY, png, webp or qoi"
             )),
         }
     }
@@ -91,6 +97,7 @@ impl std::fmt::Display for TranscodeTarget {
             TranscodeTarget::Jpeg { quality } => write!(f, "jpeg:{quality}"),
             TranscodeTarget::Png => f.write_str("png"),
             TranscodeTarget::WebpLossless => f.write_str("webp"),
+            TranscodeTarget::Qoi => f.write_str("qoi"),
         }
     }
 }
@@ -98,8 +105,8 @@ impl std::fmt::Display for TranscodeTarget {
 /// Why an image could not be probed or transcoded.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TranscodeError {
-    /// The bytes are not JPEG, PNG or WebP.
-    #[error("not a jpeg, png or webp image")]
+    /// The bytes are not JPEG, PNG, WebP or QOI.
+    #[error("not a jpeg, png, webp or qoi image")]
     Unrecognised,
     /// The header or pixel data does not decode.
     #[error("{} does not decode: {why}", format.ext())]
@@ -146,6 +153,7 @@ fn reader(bytes: &[u8], format: ImageFormat) -> ImageReader<Cursor<&[u8]>> {
         ImageFormat::Jpeg => image::ImageFormat::Jpeg,
         ImageFormat::Png => image::ImageFormat::Png,
         ImageFormat::Webp => image::ImageFormat::WebP,
+        ImageFormat::Qoi => image::ImageFormat::Qoi,
     });
     r
 }
@@ -218,6 +226,7 @@ pub fn transcode(
         },
         ImageFormat::Png => TranscodeTarget::Png,
         ImageFormat::Webp => TranscodeTarget::WebpLossless,
+        ImageFormat::Qoi => TranscodeTarget::Qoi,
     });
     let decode_err = |e: image::ImageError| TranscodeError::Decode {
         format: info.format,
@@ -270,6 +279,16 @@ pub fn encode(img: &DynamicImage, target: TranscodeTarget) -> Result<Vec<u8>, Tr
             }
             .map_err(enc_err)?;
         }
+        TranscodeTarget::Qoi => {
+            let enc = QoiEncoder::new(&mut out);
+            // QOI holds 8-bit RGB or RGBA.
+            if img.color().has_alpha() {
+                DynamicImage::ImageRgba8(img.to_rgba8()).write_with_encoder(enc)
+            } else {
+                DynamicImage::ImageRgb8(img.to_rgb8()).write_with_encoder(enc)
+            }
+            .map_err(enc_err)?;
+        }
     }
     Ok(out)
 }
@@ -301,6 +320,8 @@ mod tests {
         );
         assert_eq!("png".parse(), Ok(TranscodeTarget::Png));
         assert_eq!("webp".parse(), Ok(TranscodeTarget::WebpLossless));
+        assert_eq!("qoi".parse(), Ok(TranscodeTarget::Qoi));
+        assert!("qoi:1".parse::<TranscodeTarget>().is_err());
         assert!("jpeg:0".parse::<TranscodeTarget>().is_err());
         assert!("jpeg:101".parse::<TranscodeTarget>().is_err());
         assert!("png:9".parse::<TranscodeTarget>().is_err());
@@ -336,6 +357,7 @@ mod tests {
         for (target, max, want) in [
             (Some(TranscodeTarget::Jpeg { quality: 80 }), None, (64, 40)),
             (Some(TranscodeTarget::WebpLossless), Some(32), (32, 20)),
+            (Some(TranscodeTarget::Qoi), None, (64, 40)),
             (Some(TranscodeTarget::Png), Some(16), (16, 10)),
             (None, Some(32), (32, 20)),
         ] {
@@ -351,6 +373,49 @@ mod tests {
         assert_eq!(format, ImageFormat::Jpeg);
         let info = probe(&out).unwrap();
         assert_eq!((info.width, info.height), (18, 24));
+    }
+
+    /// QOI is a lossless pack option: the pipeline must decode exactly the PNG's pixels
+    /// from it, so that packing with `--transcode-edits qoi` leaves every batch unchanged.
+    #[test]
+    fn qoi_decodes_to_exactly_the_pixels_of_the_png() {
+        use crate::dataset::synth::{synth_sample, SynthOptions};
+        use crate::dataset::Subset;
+        use crate::pipeline::decode::{decode, DecodeLimits};
+        let opts = SynthOptions {
+            scale: 0.25,
+            ..Default::default()
+        };
+        let sample = synth_sample(&opts, Subset::Sft, 3);
+        let photo = sample.image(crate::dataset::sample::Role::Edit).unwrap();
+        assert_eq!(photo.format, ImageFormat::Png);
+        let rgba = png(67, 41);
+        for png_bytes in [&photo.bytes, &rgba] {
+            let (format, qoi) = transcode(
+                png_bytes,
+                Some(TranscodeTarget::Qoi),
+                None,
+                DEFAULT_PIXEL_LIMIT,
+            )
+            .unwrap();
+            assert_eq!(format, ImageFormat::Qoi);
+            assert!(qoi.starts_with(b"qoif"));
+            assert_ne!(&qoi, png_bytes);
+            // Through the pipeline's decoder (RGB8)...
+            let limits = DecodeLimits::default();
+            let from_png = decode(ImageFormat::Png, png_bytes, None, &limits).unwrap();
+            let from_qoi = decode(ImageFormat::Qoi, &qoi, None, &limits).unwrap();
+            assert_eq!(
+                (from_qoi.width, from_qoi.height),
+                (from_png.width, from_png.height)
+            );
+            assert!(from_png.pixels.iter().any(|&v| v != from_png.pixels[0]));
+            assert!(from_qoi.pixels == from_png.pixels, "decoded pixels differ");
+            // ...and every channel, alpha included.
+            let a = image::load_from_memory(png_bytes).unwrap().into_rgba8();
+            let b = image::load_from_memory(&qoi).unwrap().into_rgba8();
+            assert!(a == b, "rgba pixels differ");
+        }
     }
 
     #[test]

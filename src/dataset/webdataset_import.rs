@@ -17,6 +17,10 @@
 //!
 //! A sample that cannot be mapped is skipped and reported with its shard and key, like
 //! the Pico-Banana importer's rows; a corrupt input shard stops the import.
+//!
+//! With [`WebDatasetOptions::transcode_edits`], every image but the source is re-encoded
+//! (for example to QOI, lossless and much faster to decode than PNG) and the sample is
+//! written anew from its schema.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
@@ -31,7 +35,7 @@ use super::edit_types::category_of;
 use super::manifest::Manifest;
 use super::sample::{check_key, ImageFormat, Role, Sample, SampleImage, SampleMeta};
 use super::skip_summary::{write_skips, Skip};
-use super::transcode::probe;
+use super::transcode::{probe, transcode, TranscodeTarget, DEFAULT_PIXEL_LIMIT};
 use super::writer::{DatasetWriter, WriteError};
 use super::{Category, Subset};
 use crate::shard::{stream_samples, RawSample, ShardError};
@@ -51,6 +55,8 @@ pub struct WebDatasetOptions {
     pub subset: Subset,
     /// Where to write the JSON report; `<output>/import-report.json` when `None`.
     pub report: Option<PathBuf>,
+    /// Re-encode every image but the source to this format; `None` keeps the bytes.
+    pub transcode_edits: Option<TranscodeTarget>,
 }
 
 /// Why one input sample was not imported. [`Self::name`] is a stable short name.
@@ -352,6 +358,37 @@ pub fn prepare(subset: Subset, raw: RawSample) -> Result<Prepared, WdsSkipReason
     })
 }
 
+/// Re-encodes the images of a prepared sample other than its source to `target`; the
+/// sample is then written from its schema (`Mapped`), since its members change.
+fn transcode_edits(
+    key: &str,
+    prepared: Prepared,
+    target: TranscodeTarget,
+) -> Result<Prepared, WdsSkipReason> {
+    let (mut sample, dropped) = match prepared {
+        Prepared::Kept { category, members } => {
+            let mut sample =
+                Sample::from_members(key, members).map_err(|e| WdsSkipReason::Unmappable {
+                    fields: String::new(),
+                    why: e.to_string(),
+                })?;
+            sample.meta.category = sample.meta.category.or(category);
+            (sample, Vec::new())
+        }
+        Prepared::Mapped { sample, dropped } => (sample, dropped),
+    };
+    for img in sample.images.iter_mut().filter(|i| i.role != Role::Source) {
+        let (format, bytes) = transcode(&img.bytes, Some(target), None, DEFAULT_PIXEL_LIMIT)
+            .map_err(|e| WdsSkipReason::UndecodableImage {
+                field: format!("{}.{}", img.role.field(), img.format.ext()),
+                why: e.to_string(),
+            })?;
+        img.format = format;
+        img.bytes = bytes;
+    }
+    Ok(Prepared::Mapped { sample, dropped })
+}
+
 /// The role a foreign image field name stands for.
 fn image_role(name: &str) -> Option<Role> {
     match name.to_ascii_lowercase().as_str() {
@@ -564,7 +601,10 @@ pub fn import_webdataset(
             let prepared = if keys.contains(&key) {
                 Err(WdsSkipReason::DuplicateKey)
             } else {
-                prepare(opts.subset, raw)
+                prepare(opts.subset, raw).and_then(|p| match opts.transcode_edits {
+                    Some(target) => transcode_edits(&key, p, target),
+                    None => Ok(p),
+                })
             };
             let written = match prepared {
                 Ok(Prepared::Kept { category, members }) => {

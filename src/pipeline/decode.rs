@@ -1,4 +1,4 @@
-//! Image decoding: JPEG, PNG and WebP bytes to packed RGB8, with a pixel cap checked
+//! Image decoding: JPEG, PNG, WebP and QOI bytes to packed RGB8, with a pixel cap checked
 //! against the header before anything is allocated, and JPEG decoding at a reduced DCT
 //! scale when the caller needs a much smaller image.
 //!
@@ -9,7 +9,8 @@
 //! How an image is decoded:
 //!
 //! 1. [`probe`] reads the declared width and height from the header with a small parser
-//!    of our own (PNG `IHDR`, JPEG `SOFn`, WebP `VP8 `/`VP8L`/`VP8X`); the format is
+//!    of our own (PNG `IHDR`, JPEG `SOFn`, WebP `VP8 `/`VP8L`/`VP8X`, the QOI header);
+//!    the format is
 //!    sniffed from the magic bytes and the declared format is only a fallback, because
 //!    real datasets hold `.png` members that are JPEGs. An image whose declared pixel
 //!    count exceeds [`DecodeLimits::max_pixels`] is refused here, before any decoder
@@ -215,6 +216,7 @@ fn name(format: ImageFormat) -> &'static str {
         ImageFormat::Jpeg => "jpeg",
         ImageFormat::Png => "png",
         ImageFormat::Webp => "webp",
+        ImageFormat::Qoi => "qoi",
     }
 }
 
@@ -254,6 +256,7 @@ pub fn probe(declared: ImageFormat, bytes: &[u8]) -> Result<Header, DecodeError>
         ImageFormat::Png => probe_png(bytes)?,
         ImageFormat::Jpeg => probe_jpeg(bytes)?,
         ImageFormat::Webp => probe_webp(bytes)?,
+        ImageFormat::Qoi => probe_qoi(bytes)?,
     };
     if header.width == 0 || header.height == 0 {
         return Err(bad(
@@ -369,6 +372,22 @@ fn probe_webp(b: &[u8]) -> Result<Header, DecodeError> {
                 format!("unknown first chunk {:?}", String::from_utf8_lossy(other)),
             ))
         }
+    };
+    Ok(Header {
+        format: f,
+        width,
+        height,
+        jpeg: None,
+    })
+}
+
+fn probe_qoi(b: &[u8]) -> Result<Header, DecodeError> {
+    let f = ImageFormat::Qoi;
+    if !b.starts_with(b"qoif") {
+        return Err(bad(f, "no qoif magic"));
+    }
+    let (Some(width), Some(height)) = (be32(b, 4), be32(b, 8)) else {
+        return Err(bad(f, "truncated header"));
     };
     Ok(Header {
         format: f,
@@ -516,6 +535,11 @@ fn decode_image(header: &Header, bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), De
         }
         ImageFormat::Webp => {
             let mut d = image::codecs::webp::WebPDecoder::new(cursor).map_err(failed)?;
+            d.set_limits(limits).map_err(failed)?;
+            DynamicImage::from_decoder(d)
+        }
+        ImageFormat::Qoi => {
+            let mut d = image::codecs::qoi::QoiDecoder::new(cursor).map_err(failed)?;
             d.set_limits(limits).map_err(failed)?;
             DynamicImage::from_decoder(d)
         }
@@ -724,6 +748,14 @@ mod tests {
         webp.extend_from_slice(&((199u32) | (99u32 << 14)).to_le_bytes());
         let h = probe(ImageFormat::Webp, &webp).unwrap();
         assert_eq!((h.width, h.height), (200, 100));
+        // QOI: magic, then big-endian width and height.
+        let mut qoi = b"qoif".to_vec();
+        qoi.extend_from_slice(&1184u32.to_be_bytes());
+        qoi.extend_from_slice(&864u32.to_be_bytes());
+        qoi.extend_from_slice(&[3, 0]);
+        let h = probe(ImageFormat::Png, &qoi).unwrap();
+        assert_eq!((h.format, h.width, h.height), (ImageFormat::Qoi, 1184, 864));
+        assert!(probe(ImageFormat::Qoi, &qoi[..9]).is_err());
         assert!(probe(ImageFormat::Png, b"GIF89a").is_err());
     }
 

@@ -167,8 +167,9 @@ pub enum PrepareError {
     },
 }
 
-/// The images a subset's batch holds per sample, in slot order.
-fn select_images<'a>(sample: &'a Sample, seed: u64, sref: &SampleRef) -> Vec<&'a SampleImage> {
+/// The images a subset's batch holds per sample, in slot order (for preference, the
+/// chosen image and one rejected image drawn with [`Purpose::Rejected`]).
+pub fn select_images<'a>(sample: &'a Sample, seed: u64, sref: &SampleRef) -> Vec<&'a SampleImage> {
     let src = sample.image(Role::Source);
     let mut out: Vec<&SampleImage> = src.into_iter().collect();
     match sample.subset() {

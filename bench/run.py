@@ -1,0 +1,302 @@
+"""editfeed against the Python reference pipeline, side by side in one run.
+
+Run through ``bench/run`` (which builds the release binary and the virtual environment
+first). Everything is measured on the same machine in one run, in interleaved rounds,
+and reported as medians and ratios:
+
+- the datasets: ``editfeed synth`` at Pico-Banana's sizes (JPEG sources of about
+  1024x768, PNG edits of about 1 MP, photo-like content), and the same samples packed
+  with ``pack webdataset --transcode-edits qoi`` (lossless, pixel-identical);
+- the floor: ``editfeed bench floor``, decode + crop + resize alone, in process, on one
+  thread and on all cores;
+- through one daemon (``editfeed serve``, one worker per core): end to end into
+  ``editfeed fetch``, end to end into the Python client (``editfeed.Client``, numpy
+  arrays built for every batch), and transport alone (``fetch --encoded``);
+- the Python reference (``bench/python_reference.py``): webdataset + Pillow + numpy, one
+  worker process per core;
+- single-turn, preference and multi-turn at 256 and 512 px;
+- the daemon's peak RSS with 1 and with 16 concurrent streams;
+- the time to the first batch on a 400K-sample manifest, at step 0 and resumed at step
+  10^6.
+
+Throughputs are steady-state rates: the clock starts at the first batch of each run, so
+process start-up and the pipeline's warm-up are not counted for anyone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+import editfeed  # noqa: E402  (the installed client package, with its generated stubs)
+
+
+def load_bench_client():
+    """clients/python/bench_client.py, for its daemon start-up."""
+    spec = importlib.util.spec_from_file_location("bench_client", ROOT / "clients/python/bench_client.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+KINDS = ("sft", "preference", "multi_turn")
+# Timed batches (after the first) per run, by kind: the slower kinds get fewer.
+BATCHES = {"sft": 16, "preference": 10, "multi_turn": 6}
+SLOTS = {"sft": 2, "preference": 3}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], check=True, capture_output=True, text=True, **kw)
+
+
+def curriculum(tmp: Path, kind: str) -> Path:
+    path = tmp / f"{kind}.toml"
+    path.write_text(f"[[curriculum]]\nweights = {{ {kind} = 1.0 }}\n")
+    return path
+
+
+def make_datasets(binary: str, data: Path, samples: int) -> dict[str, Path]:
+    """The published-format dataset and its QOI packs, made once per sample count."""
+    pub = data / f"published-{samples}"
+    if not (pub / "manifest.json").is_file():
+        log(f"writing {samples} synthetic samples at Pico-Banana's sizes to {pub}")
+        sh([binary, "synth", "--out", pub, "--samples", samples, "--shard-samples", max(4, samples // 10), "--overwrite"])
+    out = {"published": pub}
+    for kind in KINDS:
+        qoi = data / f"qoi-{samples}-{kind}"
+        if not (qoi / "manifest.json").is_file():
+            log(f"packing the {kind} shards with --transcode-edits qoi into {qoi}")
+            shards = sorted(pub.glob(f"{kind}-*.tar.zst"))
+            sh([binary, "pack", "webdataset", *shards, "--subset", kind, "--out", qoi, "--transcode-edits", "qoi", "--shard-samples", max(4, samples // 10), "--overwrite"])
+        out[f"qoi-{kind}"] = qoi
+    big = data / f"replicated-{samples}"
+    if not (big / "manifest.json").is_file():
+        log(f"writing a 400K-sample manifest over hard links into {big}")
+        sh([binary, "bench", "replicate", "--data", pub, "--out", big, "--samples", 400_000])
+    out["large"] = big
+    return out
+
+
+FETCH_REPORT = re.compile(
+    r"(\d+) batches, (\d+) samples in ([0-9.]+) s: [0-9.]+ samples/s, ([0-9.]+) MB/s; first batch after ([0-9.]+) s"
+)
+
+
+def fetch(binary: str, endpoint: str, dataset: str, kind: str, size: int, batches: int, cur: Path, *extra: str) -> dict:
+    """One `editfeed fetch` run; steady-state rates from its own report."""
+    p = sh([binary, "fetch", "--endpoint", endpoint, "--dataset", dataset, "--curriculum", cur, "--size", size, "--steps", batches + 1, *extra])
+    m = FETCH_REPORT.search(p.stderr)
+    if not m:
+        raise SystemExit(f"cannot read fetch's report: {p.stderr}")
+    n, samples, secs, mbs, first = int(m[1]), int(m[2]), float(m[3]), float(m[4]), float(m[5])
+    steady = max(secs - first, 1e-9)
+    per_batch = samples / n
+    return {
+        "samples_per_s": (samples - per_batch) / steady,
+        # fetch's MB/s is over its whole run; the batches after the first, over theirs.
+        "mb_per_s": mbs * secs * (n - 1) / n / steady,
+        "first_batch_s": first,
+        "stdout": p.stdout,
+    }
+
+
+def python_client(client: editfeed.Client, dataset: str, kind: str, size: int, batches: int, cur: Path) -> float:
+    """One Python client run: samples/s from the first batch to the last, every batch's
+    arrays built and checked."""
+    n = 0
+    clock = None
+    for batch in client.stream(dataset, cur, seed=0, size=size, global_batch=8, max_batches=batches + 1):
+        arrays = batch.tensors
+        first = arrays["images" if kind == "multi_turn" else "source"]
+        assert first.shape[0] == 8 and first.shape[-3:] == (size, size, 3), first.shape
+        if clock is None:
+            clock = time.perf_counter()
+        else:
+            n += len(batch)
+    return n / (time.perf_counter() - clock)
+
+
+def reference(python: str, data: Path, kind: str, size: int, batches: int) -> float:
+    p = sh([python, ROOT / "bench/python_reference.py", "--data", data, "--subset", kind, "--size", size, "--batches", batches])
+    return json.loads(p.stdout.splitlines()[-1])["samples_per_s"]
+
+
+def floor(binary: str, data: Path, kind: str, size: int, threads: int, samples: int) -> float:
+    p = sh([binary, "bench", "floor", "--data", data, "--subset", kind, "--size", size, "--threads", threads, "--samples", samples])
+    return json.loads(p.stdout)["samples_per_s"]
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(peak, current) resident set of a process, in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    get = lambda key: int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M)[1]) / 1024  # noqa: E731
+    return get("VmHWM"), get("VmRSS")
+
+
+def memory(bc, binary: str, pub: Path, cur: Path, streams: int, batches: int) -> tuple[float, float]:
+    """Peak RSS of a fresh daemon serving `streams` concurrent 512 px sft streams."""
+    proc, endpoint = bc.start_daemon(binary, {"bench": pub}, 0)
+    try:
+        runs = [
+            subprocess.Popen(
+                [binary, "fetch", "--endpoint", endpoint, "--dataset", "bench", "--curriculum", str(cur), "--size", "512", "--steps", str(batches), "--seed", str(i)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for i in range(streams)
+        ]
+        for r in runs:
+            if r.wait() != 0:
+                raise SystemExit("a fetch of the memory measurement failed")
+        return rss_mib(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def start_times(binary: str, endpoint: str, cur: Path, rounds: int) -> dict:
+    """Time to the first batch on the 400K-sample manifest, at step 0 and at 10^6."""
+    at0, resumed = [], []
+    for i in range(rounds):
+        # A new seed each time, so no batch was prepared before.
+        seed = ["--seed", str(100 + i), "--hash"]
+        r = fetch(binary, endpoint, "large", "sft", 256, 0, cur, *seed)
+        at0.append(r["first_batch_s"])
+        tag, _step, spec, ds = r["stdout"].split()[-1].split(":")
+        far = f"{tag}:1000000:{spec}:{ds}"
+        r = fetch(binary, endpoint, "large", "sft", 256, 0, cur, *seed, "--cursor", far)
+        resumed.append(r["first_batch_s"])
+    return {"step0": statistics.median(at0), "step1e6": statistics.median(resumed), "all0": at0, "all1e6": resumed}
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bin", default=str(ROOT / "target/release/editfeed"))
+    p.add_argument("--data", type=Path, default=ROOT / "target/bench-data/reference")
+    p.add_argument("--samples", type=int, default=120, help="synthetic samples (60% sft, 20% each other kind)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--sizes", default="256,512")
+    p.add_argument("--kinds", default=",".join(KINDS))
+    p.add_argument("--quick", action="store_true", help="one round, half the batches, no 16-stream memory run")
+    p.add_argument("--json", type=Path, help="also write every measurement here")
+    p.add_argument("--report", type=Path, help="only print the tables of a run saved with --json")
+    args = p.parse_args()
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        saved["memory"] = {int(k): v for k, v in saved["memory"].items()}
+        print_tables(saved["results"], saved["kinds"], saved["sizes"], saved["cores"], saved["start"], saved["memory"], saved["samples"], saved["rounds"])
+        return
+    if args.quick:
+        args.rounds = 1
+        for k in BATCHES:
+            BATCHES[k] = max(3, BATCHES[k] // 2)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    kinds = args.kinds.split(",")
+    cores = os.cpu_count() or 1
+    python = sys.executable
+    bc = load_bench_client()
+    ds = make_datasets(args.bin, args.data, args.samples)
+    pub = ds["published"]
+    results: dict[str, list[float]] = {}
+
+    def add(name: str, value: float) -> None:
+        results.setdefault(name, []).append(value)
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        curs = {k: curriculum(tmp, k) for k in KINDS}
+        daemons = {"bench": pub, "large": ds["large"], **{f"qoi-{k}": ds[f"qoi-{k}"] for k in KINDS}}
+        proc, endpoint = bc.start_daemon(args.bin, daemons, 0)
+        client = editfeed.Client(endpoint)
+        client.describe()
+        try:
+            for r in range(args.rounds):
+                log(f"round {r + 1} of {args.rounds}")
+                for kind in kinds:
+                    for size in sizes:
+                        n = BATCHES[kind]
+                        key = f"{kind}/{size}"
+                        qoi = f"qoi-{kind}"
+                        add(f"floor1/{key}", floor(args.bin, pub, kind, size, 1, 8 * n // 2))
+                        add(f"floorN/{key}", floor(args.bin, pub, kind, size, cores, 8 * n))
+                        add(f"floorN-qoi/{key}", floor(args.bin, ds[qoi], kind, size, cores, 8 * n))
+                        add(f"fetch/{key}", fetch(args.bin, endpoint, "bench", kind, size, n, curs[kind])["samples_per_s"])
+                        add(f"python/{key}", python_client(client, "bench", kind, size, n, curs[kind]))
+                        add(f"fetch-qoi/{key}", fetch(args.bin, endpoint, qoi, kind, size, n, curs[kind])["samples_per_s"])
+                        add(f"python-qoi/{key}", python_client(client, qoi, kind, size, n, curs[kind]))
+                        add(f"reference/{key}", reference(python, pub, kind, size, n))
+                        log(
+                            f"  {key}: floor {results[f'floorN/{key}'][-1]:.1f}, fetch {results[f'fetch/{key}'][-1]:.1f}, "
+                            f"python {results[f'python/{key}'][-1]:.1f}, python qoi {results[f'python-qoi/{key}'][-1]:.1f}, "
+                            f"reference {results[f'reference/{key}'][-1]:.1f} samples/s"
+                        )
+                # Transport: the stored bytes passed through, global batch 32.
+                t = fetch(args.bin, endpoint, "bench", "sft", 256, 20, curs["sft"], "--encoded", "--global-batch", "32")
+                add("transport/MBps", t["mb_per_s"])
+                add("transport/samples", t["samples_per_s"])
+                log(f"  transport: {t['mb_per_s']:.0f} MB/s")
+            start = start_times(args.bin, endpoint, curs["sft"], max(3, args.rounds))
+        finally:
+            client.close()
+            proc.terminate()
+            proc.wait()
+        mem = {1: memory(bc, args.bin, pub, curs["sft"], 1, 12)}
+        if not args.quick:
+            mem[16] = memory(bc, args.bin, pub, curs["sft"], 16, 12)
+
+    print_tables(results, kinds, sizes, cores, start, mem, args.samples, args.rounds)
+    if args.json:
+        saved = {"results": results, "start": start, "memory": mem, "kinds": kinds, "sizes": sizes, "cores": cores, "samples": args.samples, "rounds": args.rounds}
+        args.json.write_text(json.dumps(saved, indent=1))
+
+
+def print_tables(results, kinds, sizes, cores, start, mem, samples, rounds) -> None:
+    m = {k: median(v) for k, v in results.items()}
+
+    def ratio(a: str, b: str) -> float:
+        """The median over rounds of a / b, each pair measured minutes apart at most."""
+        return median([x / y for x, y in zip(results[a], results[b])])
+
+    print(f"\n{samples} synthetic samples, global batch 8, {cores} cores, {rounds} rounds; medians in samples/s; ratios are medians of per-round ratios\n")
+    print("| kind | px | floor 1 core | floor all cores | fetch | Python client | Python reference | client / reference | client / floor | fetch qoi | client qoi | qoi client / reference | qoi client / qoi floor |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for kind in kinds:
+        for size in sizes:
+            k = f"{kind}/{size}"
+            print(
+                f"| {kind} | {size} | {m[f'floor1/{k}']:.1f} | {m[f'floorN/{k}']:.1f} | {m[f'fetch/{k}']:.1f} | {m[f'python/{k}']:.1f} | "
+                f"{m[f'reference/{k}']:.1f} | **{ratio(f'python/{k}', f'reference/{k}'):.2f}x** | {ratio(f'python/{k}', f'floorN/{k}'):.0%} | "
+                f"{m[f'fetch-qoi/{k}']:.1f} | {m[f'python-qoi/{k}']:.1f} | **{ratio(f'python-qoi/{k}', f'reference/{k}'):.2f}x** | "
+                f"{ratio(f'python-qoi/{k}', f'floorN-qoi/{k}'):.0%} |"
+            )
+    print(f"\ntransport (fetch --encoded, sft, global batch 32): {m['transport/MBps']:.0f} MB/s ({m['transport/samples']:.0f} samples/s)")
+    print(
+        f"first batch on a 400K-sample manifest: {start['step0'] * 1000:.0f} ms at step 0, {start['step1e6'] * 1000:.0f} ms resumed at step 10^6 "
+        f"(medians of {len(start['all0'])})"
+    )
+    for streams, (peak, now) in mem.items():
+        print(f"daemon RSS with {streams} stream(s) of 512 px sft: peak {peak:.0f} MiB, after {now:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
