@@ -1,7 +1,9 @@
 //! End-to-end serving benchmark: samples/s per subset kind at 256 and 512 px through
-//! real gRPC on loopback, the share of time per pipeline stage, and the daemon's RSS at
-//! 1 and 16 streams. Run with `cargo bench --bench serve`; the dataset (Pico-Banana's
-//! sizes: ~1024x768 JPEG sources, ~1 MP PNG edits) is generated once under
+//! real gRPC on loopback, the share of time per pipeline stage, the daemon's RSS at
+//! 1 and 16 streams, and serving samples/s with and without a reshard job running
+//! (through the Admin service). Run with `cargo bench --bench serve`, or only the last
+//! part with `cargo bench --bench serve -- reshard`; the dataset (Pico-Banana's sizes:
+//! ~1024x768 JPEG sources, ~1 MP PNG edits) is generated once under
 //! `target/bench-data/`.
 
 use std::path::{Path, PathBuf};
@@ -104,6 +106,8 @@ async fn daemon_rss(data: &Path) -> Vec<(usize, u64, u64)> {
                 "serve",
                 "--listen",
                 &addr.to_string(),
+                "--admin-listen",
+                "127.0.0.1:0",
                 "--dataset",
                 &format!("bench={}", data.display()),
             ])
@@ -140,7 +144,132 @@ async fn daemon_rss(data: &Path) -> Vec<(usize, u64, u64)> {
     out
 }
 
+/// Serving samples/s (median of 3 runs) with no reshard, then while reshard jobs at
+/// zstd level 3 and 19 run back to back (one finishing is replaced by the next), with the
+/// default budget of one reshard thread.
+async fn serving_during_reshard(endpoint: &str, admin: &str, workers: usize) {
+    let mut c = editfeed::client::connect_admin(admin).await.unwrap();
+    let out = tempfile_dir();
+    println!();
+    println!(
+        "serving during a reshard: sft at 256 px, 1 stream, {workers} workers, reshard_threads 1"
+    );
+    println!(
+        "{:<26} {:>10} {:>9} {:>13}",
+        "reshard running", "samples/s", "slowdown", "reshard MB/s"
+    );
+    let mut base = 0.0;
+    for level in [0, 3, 19] {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let feeder = (level > 0).then(|| {
+            let (admin, out, stop, written) = (
+                admin.to_string(),
+                out.clone(),
+                stop.clone(),
+                written.clone(),
+            );
+            tokio::spawn(async move {
+                let mut c = editfeed::client::connect_admin(&admin).await.unwrap();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let dest = out.join(format!("l{level}-{n}"));
+                    let id = c
+                        .reshard(pb::ReshardRequest {
+                            dataset: "bench".into(),
+                            shard_samples: 8,
+                            destination: dest.display().to_string(),
+                            level,
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .job_id;
+                    let mut job = c
+                        .get_job(pb::GetJobRequest { job_id: id.clone() })
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    while job.state() == pb::JobState::Queued
+                        || job.state() == pb::JobState::Running
+                    {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            let _ = c.cancel_job(pb::GetJobRequest { job_id: id.clone() }).await;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        job = c
+                            .get_job(pb::GetJobRequest { job_id: id.clone() })
+                            .await
+                            .unwrap()
+                            .into_inner();
+                        if !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            written.store(job.bytes_written, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    let _ = std::fs::remove_dir_all(&dest);
+                }
+            })
+        });
+        // Let the first job get going before the clock starts.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut rates = Vec::new();
+        let started = Instant::now();
+        let mut reshard_bytes = 0u64;
+        for run in 0..3 {
+            let before = written.load(std::sync::atomic::Ordering::Relaxed);
+            let (n, secs) = drain(endpoint, request("sft", 256, 24, 100 + run)).await;
+            rates.push(n as f64 / secs);
+            reshard_bytes += written
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .saturating_sub(before);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(f) = feeder {
+            f.await.unwrap();
+        }
+        rates.sort_by(f64::total_cmp);
+        let label = if level == 0 {
+            "none".to_string()
+        } else {
+            format!("zstd level {level}")
+        };
+        if level == 0 {
+            base = rates[1];
+            println!("{label:<26} {:>10.1} {:>9} {:>13}", rates[1], "-", "-");
+        } else {
+            println!(
+                "{label:<26} {:>10.1} {:>8.1}% {:>13.1}",
+                rates[1],
+                (1.0 - rates[1] / base) * 100.0,
+                reshard_bytes as f64 / 1e6 / elapsed
+            );
+        }
+    }
+    let jobs = c
+        .list_jobs(pb::ListJobsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    println!(
+        "({} reshard jobs ran; medians of 3 runs of 23 timed batches of 8)",
+        jobs.len()
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/reshard-out");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn main() {
+    let only_reshard = std::env::args().any(|a| a == "reshard");
     let data = dataset();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -154,7 +283,14 @@ fn main() {
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let state = editfeed::server::ServerState::new(config).unwrap();
         let workers = state.pool.workers();
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = format!("http://{}", admin_listener.local_addr().unwrap());
+        tokio::spawn(editfeed::server::admin::serve_admin(admin_listener, state.clone(), std::future::pending()));
         tokio::spawn(editfeed::server::serve(listener, state, std::future::pending()));
+        if only_reshard {
+            serving_during_reshard(&endpoint, &admin, workers).await;
+            return;
+        }
         println!("dataset {} ({SAMPLES} samples at Pico-Banana sizes), {workers} workers, batch 8, 1 stream", data.display());
         println!("{:<11} {:>5} {:>10} {:>8} {:>8} {:>9} {:>8} {:>8}", "subset", "px", "samples/s", "MB/s", "read", "dec+aug", "collate", "send");
         for subset in ["sft", "preference", "multi_turn"] {
@@ -195,5 +331,6 @@ fn main() {
         for (streams, hwm, rss) in daemon_rss(&data).await {
             println!("daemon RSS with {streams:>2} streams of 512 px sft: peak {} MiB, now {} MiB", hwm / 1024, rss / 1024);
         }
+        serving_during_reshard(&endpoint, &admin, workers).await;
     });
 }

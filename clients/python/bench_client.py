@@ -36,7 +36,7 @@ SFT_ONLY = "[[curriculum]]\nweights = { sft = 1.0 }\n"
 def start_daemon(binary: str, data: Path, workers: int) -> tuple[subprocess.Popen, str]:
     """Starts `editfeed serve` on a free loopback port; returns it and its endpoint."""
     proc = subprocess.Popen(
-        [binary, "serve", "--listen", "127.0.0.1:0", "--dataset", f"bench={data}", "--workers", str(workers)],
+        [binary, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--dataset", f"bench={data}", "--workers", str(workers)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -46,6 +46,10 @@ def start_daemon(binary: str, data: Path, workers: int) -> tuple[subprocess.Pope
     if not line.startswith("listening on "):
         proc.kill()
         raise SystemExit(f"editfeed serve did not start: {line!r}")
+    admin = proc.stdout.readline()
+    if not admin.startswith("admin listening on "):
+        proc.kill()
+        raise SystemExit(f"editfeed serve did not report its admin address: {admin!r}")
     # It listens before its datasets are loaded and says "ready" once it serves them.
     ready = proc.stdout.readline()
     if ready.strip() != "ready":

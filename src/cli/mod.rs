@@ -1,6 +1,7 @@
 //! The command-line interface: one module per subcommand. `main.rs` parses and
 //! dispatches; each command is a thin layer over the library.
 
+pub mod admin;
 pub mod contact_sheet;
 pub mod demo;
 pub mod fetch;
@@ -52,6 +53,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Check a dataset: checksums, every frame and image decodes, indexes agree.
     Verify(verify::VerifyArgs),
+    /// Manage a running daemon: datasets, reshard jobs, versions, stats.
+    Admin(admin::AdminArgs),
 }
 
 /// Sets up logging: `text` or `json` lines on stderr, filtered by `level` (tracing's
@@ -88,6 +91,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(a) => plan::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Admin(a) => admin::run(a),
     }
 }
 

@@ -297,6 +297,11 @@ impl DatasetWriter {
             .collect()
     }
 
+    /// Shards closed so far, over all subsets.
+    pub fn shards_written(&self) -> u64 {
+        self.subsets.values().map(|s| s.shards.len() as u64).sum()
+    }
+
     /// Closes every shard and writes the manifest atomically; returns it.
     pub fn finish(mut self) -> Result<Manifest, WriteError> {
         let mut subsets = BTreeMap::new();
