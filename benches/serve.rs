@@ -7,6 +7,8 @@
 //! `target/bench-data/`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use editfeed::config::ServeConfig;
@@ -144,120 +146,121 @@ async fn daemon_rss(data: &Path) -> Vec<(usize, u64, u64)> {
     out
 }
 
-/// Serving samples/s (median of 3 runs) with no reshard, then while reshard jobs at
-/// zstd level 3 and 19 run back to back (one finishing is replaced by the next), with the
-/// default budget of one reshard thread.
+/// Runs reshard jobs of the bench dataset back to back (each finished one is replaced
+/// by the next) until stopped; counts the samples they write.
+struct Feeder {
+    stop: Arc<AtomicBool>,
+    samples: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Feeder {
+    fn start(admin: &str, out: &Path, priority: pb::ReshardPriority) -> Feeder {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(AtomicU64::new(0));
+        let (admin, out) = (admin.to_string(), out.to_path_buf());
+        let (st, sa) = (stop.clone(), samples.clone());
+        let task = tokio::spawn(async move {
+            let mut c = editfeed::client::connect_admin(&admin).await.unwrap();
+            let mut n = 0;
+            while !st.load(Ordering::Relaxed) {
+                n += 1;
+                let dest = out.join(format!("{}-{n}", priority.as_str_name()));
+                let req = pb::ReshardRequest {
+                    dataset: "bench".into(),
+                    shard_samples: 8,
+                    destination: dest.display().to_string(),
+                    priority: priority as i32,
+                    ..Default::default()
+                };
+                let job_id = c.reshard(req).await.unwrap().into_inner().job_id;
+                let get = pb::GetJobRequest { job_id };
+                let mut counted = 0;
+                loop {
+                    let job = c.get_job(get.clone()).await.unwrap().into_inner();
+                    sa.fetch_add(job.samples_done - counted, Ordering::Relaxed);
+                    counted = job.samples_done;
+                    if !matches!(job.state(), pb::JobState::Queued | pb::JobState::Running) {
+                        break;
+                    }
+                    if st.load(Ordering::Relaxed) {
+                        let _ = c.cancel_job(get.clone()).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let _ = std::fs::remove_dir_all(&dest);
+            }
+        });
+        Feeder {
+            stop,
+            samples,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+    }
+}
+
+/// Serving samples/s with no reshard, and while reshard jobs (zstd level 3, one reshard
+/// thread) run at each priority. The cases alternate run by run, so load from elsewhere
+/// on the machine falls on all of them alike; medians of 5.
 async fn serving_during_reshard(endpoint: &str, admin: &str, workers: usize) {
-    let mut c = editfeed::client::connect_admin(admin).await.unwrap();
+    use pb::ReshardPriority as P;
     let out = tempfile_dir();
+    let cases = [None, Some(P::Idle), Some(P::Low), Some(P::Normal)];
+    let mut rates = vec![Vec::new(); cases.len()];
+    let mut reshard = vec![Vec::new(); cases.len()];
+    for run in 0..5u64 {
+        for (i, case) in cases.iter().enumerate() {
+            let feeder = case.map(|p| Feeder::start(admin, &out, p));
+            // Let the job get going before the clock starts.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let before = feeder
+                .as_ref()
+                .map_or(0, |f| f.samples.load(Ordering::Relaxed));
+            let (n, secs) = drain(endpoint, request("sft", 256, 32, 100 + run)).await;
+            let written = feeder
+                .as_ref()
+                .map_or(0, |f| f.samples.load(Ordering::Relaxed))
+                - before;
+            if let Some(f) = feeder {
+                f.stop().await;
+            }
+            rates[i].push(n as f64 / secs);
+            reshard[i].push(written as f64 / secs);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     println!();
     println!(
         "serving during a reshard: sft at 256 px, 1 stream, {workers} workers, reshard_threads 1"
     );
     println!(
-        "{:<26} {:>10} {:>9} {:>13}",
-        "reshard running", "samples/s", "slowdown", "reshard MB/s"
+        "{:<22} {:>17} {:>9} {:>19}",
+        "reshard running", "serving samples/s", "slowdown", "reshard samples/s"
     );
-    let mut base = 0.0;
-    for level in [0, 3, 19] {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let feeder = (level > 0).then(|| {
-            let (admin, out, stop, written) = (
-                admin.to_string(),
-                out.clone(),
-                stop.clone(),
-                written.clone(),
-            );
-            tokio::spawn(async move {
-                let mut c = editfeed::client::connect_admin(&admin).await.unwrap();
-                let mut n = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    n += 1;
-                    let dest = out.join(format!("l{level}-{n}"));
-                    let id = c
-                        .reshard(pb::ReshardRequest {
-                            dataset: "bench".into(),
-                            shard_samples: 8,
-                            destination: dest.display().to_string(),
-                            level,
-                            ..Default::default()
-                        })
-                        .await
-                        .unwrap()
-                        .into_inner()
-                        .job_id;
-                    let mut job = c
-                        .get_job(pb::GetJobRequest { job_id: id.clone() })
-                        .await
-                        .unwrap()
-                        .into_inner();
-                    while job.state() == pb::JobState::Queued
-                        || job.state() == pb::JobState::Running
-                    {
-                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                            let _ = c.cancel_job(pb::GetJobRequest { job_id: id.clone() }).await;
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        job = c
-                            .get_job(pb::GetJobRequest { job_id: id.clone() })
-                            .await
-                            .unwrap()
-                            .into_inner();
-                        if !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                            written.store(job.bytes_written, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    }
-                    let _ = std::fs::remove_dir_all(&dest);
-                }
-            })
-        });
-        // Let the first job get going before the clock starts.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut rates = Vec::new();
-        let started = Instant::now();
-        let mut reshard_bytes = 0u64;
-        for run in 0..3 {
-            let before = written.load(std::sync::atomic::Ordering::Relaxed);
-            let (n, secs) = drain(endpoint, request("sft", 256, 24, 100 + run)).await;
-            rates.push(n as f64 / secs);
-            reshard_bytes += written
-                .load(std::sync::atomic::Ordering::Relaxed)
-                .saturating_sub(before);
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(f) = feeder {
-            f.await.unwrap();
-        }
-        rates.sort_by(f64::total_cmp);
-        let label = if level == 0 {
-            "none".to_string()
-        } else {
-            format!("zstd level {level}")
+    let base = median(&mut rates[0]);
+    for (i, case) in cases.iter().enumerate() {
+        let rate = median(&mut rates[i]);
+        let Some(p) = case else {
+            println!("{:<22} {rate:>17.1} {:>9} {:>19}", "none", "-", "-");
+            continue;
         };
-        if level == 0 {
-            base = rates[1];
-            println!("{label:<26} {:>10.1} {:>9} {:>13}", rates[1], "-", "-");
-        } else {
-            println!(
-                "{label:<26} {:>10.1} {:>8.1}% {:>13.1}",
-                rates[1],
-                (1.0 - rates[1] / base) * 100.0,
-                reshard_bytes as f64 / 1e6 / elapsed
-            );
-        }
+        let name = p.as_str_name().trim_start_matches("RESHARD_PRIORITY_");
+        println!(
+            "{:<22} {rate:>17.1} {:>8.1}% {:>19.1}",
+            format!("yes, {} priority", name.to_ascii_lowercase()),
+            (1.0 - rate / base) * 100.0,
+            median(&mut reshard[i])
+        );
     }
-    let jobs = c
-        .list_jobs(pb::ListJobsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .jobs;
-    println!(
-        "({} reshard jobs ran; medians of 3 runs of 23 timed batches of 8)",
-        jobs.len()
-    );
+    println!("(zstd level 3, shards of 8 samples; medians of 5 alternating runs of 31 timed batches of 8)");
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -31,9 +31,9 @@ pub struct ServeConfig {
     /// and reshard jobs (`jobs/`), so both survive a restart. Empty (the default) keeps
     /// them in memory only.
     pub state_dir: String,
-    /// Reshard jobs that run at once, each on one dedicated low-priority thread (nice
-    /// 10); more jobs wait in the queue. This is the CPU budget that keeps serving's
-    /// throughput while a dataset is resharded.
+    /// Reshard jobs that run at once, each on one dedicated thread at a lowered CPU
+    /// priority (SCHED_IDLE unless the request asks otherwise); more jobs wait in the
+    /// queue. This is the CPU budget that keeps serving's throughput during a reshard.
     pub reshard_threads: usize,
     /// Worker threads for decode and augmentation; 0 means one per core.
     pub workers: usize,

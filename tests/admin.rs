@@ -39,12 +39,15 @@ async fn server(datasets: &[(&str, &Path)], state_dir: &Path) -> TestServer {
     TestServer::start_config(config).await
 }
 
+/// A reshard request at normal priority, so that jobs progress on a machine kept busy
+/// by other tests (the CLI test keeps the default, idle).
 fn reshard_request(dataset: &str, dest: &Path, samples: u64, bytes: u64) -> pb::ReshardRequest {
     pb::ReshardRequest {
         dataset: dataset.into(),
         shard_samples: samples,
         shard_bytes: bytes,
         destination: dest.display().to_string(),
+        priority: pb::ReshardPriority::Normal as i32,
         ..Default::default()
     }
 }
@@ -534,9 +537,8 @@ async fn killing_the_daemon_mid_reshard_keeps_the_old_version_and_a_rerun_is_byt
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(
-            job.state(),
-            JobState::Running,
+        assert!(
+            matches!(job.state(), JobState::Queued | JobState::Running),
             "the job must still run when the daemon is killed: {job:?}"
         );
         if job.shards_done >= 2 {

@@ -98,6 +98,10 @@ pub struct ReshardArgs {
     /// Point the dataset name at the new version when the job succeeds.
     #[arg(long)]
     pub activate: bool,
+    /// CPU priority of the job: idle (only spare CPU; the default), low (nice 10) or
+    /// normal.
+    #[arg(long, default_value = "idle", value_parser = parse_priority)]
+    pub priority: pb::ReshardPriority,
     /// Follow the job with a progress bar.
     #[arg(long)]
     pub watch: bool,
@@ -158,6 +162,7 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<()> {
                 max_side: a.max_side.unwrap_or(0),
                 subsets: a.subsets,
                 activate: a.activate,
+                priority: a.priority as i32,
             };
             let r = c.reshard(req).await?.into_inner();
             let how = if r.resumed { "resumed" } else { "started" };
@@ -229,6 +234,12 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn parse_priority(s: &str) -> Result<pb::ReshardPriority, String> {
+    pb::ReshardPriority::from_str_name(&format!("RESHARD_PRIORITY_{}", s.to_ascii_uppercase()))
+        .filter(|p| *p != pb::ReshardPriority::Unspecified)
+        .ok_or_else(|| format!("unknown priority {s:?}: expected idle, low or normal"))
 }
 
 fn state_name(job: &pb::Job) -> String {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::AdminError;
-use crate::proto::v1::{Job, JobState, ReshardRequest};
+use crate::proto::v1::{Job, JobState, ReshardPriority, ReshardRequest};
 use crate::server::registry::RegistryError;
 
 /// How often running progress is written to the job's file.
@@ -38,6 +38,8 @@ struct JobRecord {
     max_side: u32,
     subsets: Vec<String>,
     activate: bool,
+    #[serde(default)]
+    priority: String,
     samples_done: u64,
     samples_total: u64,
     bytes_written: u64,
@@ -84,6 +86,7 @@ pub fn is_finished(s: JobState) -> bool {
 impl JobRecord {
     fn from_job(j: &Job) -> JobRecord {
         let r = j.request.clone().unwrap_or_default();
+        let priority = r.priority().as_str_name().into();
         JobRecord {
             id: j.id.clone(),
             state: state_name(j.state()).into(),
@@ -96,6 +99,7 @@ impl JobRecord {
             max_side: r.max_side,
             subsets: r.subsets,
             activate: r.activate,
+            priority,
             samples_done: j.samples_done,
             samples_total: j.samples_total,
             bytes_written: j.bytes_written,
@@ -120,6 +124,7 @@ impl JobRecord {
                 max_side: self.max_side,
                 subsets: self.subsets,
                 activate: self.activate,
+                priority: ReshardPriority::from_str_name(&self.priority).unwrap_or_default() as i32,
             }),
             samples_done: self.samples_done,
             samples_total: self.samples_total,
@@ -406,11 +411,13 @@ impl Jobs {
         work: impl FnOnce(&JobHandle) -> JobResult + Send + 'static,
     ) -> Result<(), AdminError> {
         let budget = self.budget.clone();
-        let id = handle.get().id;
+        let job = handle.get();
+        let id = job.id;
+        let priority = job.request.map(|r| r.priority()).unwrap_or_default();
         std::thread::Builder::new()
             .name(format!("editfeed-{id}"))
             .spawn(move || {
-                lower_priority();
+                lower_priority(priority);
                 let Some(_permit) = budget.acquire(&handle) else {
                     handle.update(false, |j| j.set_state(JobState::Cancelled));
                     return;
@@ -440,14 +447,26 @@ impl Jobs {
     }
 }
 
-/// Runs this thread at nice 10, so serving threads win the CPU when both want it.
-fn lower_priority() {
+/// Lowers this thread's CPU priority as asked: `Idle` is SCHED_IDLE (it runs on CPU
+/// time nothing else wants, and any serving thread that wakes takes the CPU at once),
+/// `Low` is nice 10.
+fn lower_priority(priority: ReshardPriority) {
     #[cfg(target_os = "linux")]
-    // SAFETY: setpriority on the calling thread's id only changes its scheduling.
+    // SAFETY: these calls only change the scheduling of the calling thread (by its id).
     unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        if libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0 {
-            tracing::debug!("cannot lower the job thread's priority");
+        let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
+        let ok = match priority {
+            ReshardPriority::Unspecified | ReshardPriority::Idle => {
+                let param = libc::sched_param { sched_priority: 0 };
+                libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) == 0
+            }
+            ReshardPriority::Low => {
+                libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) == 0
+            }
+            ReshardPriority::Normal => true,
+        };
+        if !ok {
+            tracing::warn!(?priority, "cannot lower the job thread's priority");
         }
     }
 }
