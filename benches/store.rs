@@ -1,9 +1,10 @@
 //! Store benchmark: samples/s served through real gRPC on loopback from a dataset on
-//! local disk and from the same dataset in S3 (moto on loopback) behind a proxy that
-//! adds 50 ms to every request, side by side with the same stream spec: with the
-//! default read-ahead, with read-ahead off and with the disk cache. Run with
-//! `cargo bench --bench store` (needs moto: `scripts/test.sh` installs it into
-//! `.venv`). The dataset (48 samples at Pico-Banana's sizes) is generated once under
+//! local disk and from the same dataset in S3 behind a proxy that adds 50 ms to every
+//! request, side by side with the same stream spec: with the default read-ahead, with
+//! read-ahead off and with the disk cache. Two S3 servers on loopback: s3s-fs (Rust,
+//! reads only the requested range) and moto (Python, reads the whole object for every
+//! range request). Run with `cargo bench --bench store` (needs moto, which
+//! `scripts/test.sh` installs into `.venv`, and s3s-fs: `scripts/install-s3s-fs.sh`). The dataset (48 samples at Pico-Banana's sizes) is generated once under
 //! `target/bench-data/`.
 
 #[path = "../tests/common/mod.rs"]
@@ -11,7 +12,7 @@ mod common;
 #[path = "../tests/support/s3.rs"]
 mod s3;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -120,13 +121,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// One side-by-side comparison: every variant (dataset name, the local one it is
-/// compared with) streamed `RUNS` times, interleaved, on a daemon with `workers`.
+/// One measured source: its name, the local source it is compared with, and the S3
+/// server behind it (for that server's CPU use).
+type Variant<'a> = (&'a str, &'a str, Option<&'a s3::S3Server>);
+
+/// One side-by-side comparison: every variant streamed `RUNS` times, interleaved, on a
+/// daemon with `workers`. `datasets` are (name, location, store config when not the
+/// default).
 async fn compare(
-    moto: &s3::Moto,
     datasets: &[(&str, &str, Option<StoreConfig>)],
     workers: usize,
-    variants: &[(&str, &str)],
+    variants: &[Variant<'_>],
 ) {
     let plain: Vec<(&str, &str)> = datasets
         .iter()
@@ -140,13 +145,13 @@ async fn compare(
             server.state.registry.insert(ds);
         }
     }
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    let mut firsts: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    let mut moto_cpu: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    let mut read_ms: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let n = variants.len();
+    let (mut rates, mut firsts) = (vec![Vec::new(); n], vec![Vec::new(); n]);
+    let (mut server_cpu, mut read_ms) = (vec![Vec::new(); n], vec![Vec::new(); n]);
+    let cpu_of = |s: Option<&s3::S3Server>| s.and_then(|s| s.cpu_seconds()).unwrap_or(0.0);
     for r in 0..RUNS {
-        for (i, (name, _)) in variants.iter().enumerate() {
-            let cpu = moto.cpu_seconds().unwrap_or(0.0);
+        for (i, (name, _, s3)) in variants.iter().enumerate() {
+            let cpu = cpu_of(*s3);
             editfeed::pipeline::timing::reset();
             let (rate, first) = run(&server.endpoint, name, 100 + r).await;
             // Worker time in the read stage (waiting for read-ahead, or reading, plus
@@ -155,27 +160,27 @@ async fn compare(
             read_ms[i].push(read * 1e3 / (BATCHES * 8) as f64);
             rates[i].push(rate);
             firsts[i].push(first);
-            moto_cpu[i].push(moto.cpu_seconds().unwrap_or(0.0) - cpu);
+            server_cpu[i].push(cpu_of(*s3) - cpu);
         }
     }
     println!(
-        "\n{workers} worker(s):\n{:<20} {:>10} {:>17} {:>9} {:>12} {:>14} {:>12}",
-        "source", "samples/s", "runs", "vs local", "read ms/smp", "moto cpu s/run", "first batch"
+        "\n{workers} worker(s):\n{:<24} {:>10} {:>17} {:>9} {:>12} {:>16} {:>12}",
+        "source", "samples/s", "runs", "vs local", "read ms/smp", "server cpu s/run", "first batch"
     );
-    for (i, (name, base)) in variants.iter().enumerate() {
+    for (i, (name, base, _)) in variants.iter().enumerate() {
         let m = median(rates[i].clone());
-        let b = variants.iter().position(|(n, _)| n == base).unwrap();
+        let b = variants.iter().position(|(n, ..)| n == base).unwrap();
         let runs: Vec<String> = rates[i].iter().map(|r| format!("{r:.1}")).collect();
         println!(
-            "{name:<20} {m:>10.1} {:>17} {:>8.2}x {:>12.1} {:>14.2} {:>11.2}s",
+            "{name:<24} {m:>10.1} {:>17} {:>8.2}x {:>12.1} {:>16.2} {:>11.2}s",
             runs.join("/"),
             m / median(rates[b].clone()),
             median(read_ms[i].clone()),
-            median(moto_cpu[i].clone()),
+            median(server_cpu[i].clone()),
             median(firsts[i].clone())
         );
     }
-    for (name, _) in variants.iter().filter(|(n, _)| n.starts_with("s3")) {
+    for (name, ..) in variants.iter().filter(|(_, _, s3)| s3.is_some()) {
         let st = server
             .state
             .registry
@@ -195,19 +200,34 @@ async fn compare(
     server.stop().await;
 }
 
+/// Uploads both layouts to a new bucket on `server`; the bucket's name and the bytes of
+/// one layout.
+fn upload_both(server: &s3::S3Server, by8: &Path, by1: &Path) -> (String, u64) {
+    let bucket = server.bucket("bench");
+    let mut bytes = 0;
+    for (dir, prefix) in [(by8, "by8"), (by1, "by1")] {
+        bytes = upload(dir, &s3::s3_url(&bucket, prefix, &server.endpoint));
+    }
+    (bucket, bytes)
+}
+
 fn main() {
     let [by8, by1] = datasets();
     let moto = s3::moto();
-    let bucket = s3::bucket("bench");
-    let mut bytes = 0;
-    for (dir, prefix) in [(&by8, "by8"), (&by1, "by1")] {
-        bytes = upload(dir, &s3::s3_url(&bucket, prefix, &moto.endpoint));
+    let Some(s3s) = s3::s3s_fs() else {
+        panic!("the store benchmark needs s3s-fs: run scripts/install-s3s-fs.sh");
+    };
+    let (moto_bucket, bytes) = upload_both(moto, &by8, &by1);
+    let (s3s_bucket, _) = upload_both(s3s, &by8, &by1);
+    // One latency proxy per server, each adding LATENCY_MS to every request.
+    let proxies = [s3::Proxy::start(moto.addr), s3::Proxy::start(s3s.addr)];
+    for p in &proxies {
+        p.faults.delay_ms.store(LATENCY_MS, Ordering::Relaxed);
     }
-    let proxy = s3::Proxy::start(moto.addr);
-    proxy.faults.delay_ms.store(LATENCY_MS, Ordering::Relaxed);
-    let url = |prefix: &str| s3::s3_url(&bucket, prefix, &proxy.endpoint);
+    let moto_url = |prefix: &str| s3::s3_url(&moto_bucket, prefix, &proxies[0].endpoint);
+    let s3s_url = |prefix: &str| s3::s3_url(&s3s_bucket, prefix, &proxies[1].endpoint);
     let (local8, local1) = (by8.display().to_string(), by1.display().to_string());
-    let (s3_8, s3_1) = (url("by8"), url("by1"));
+    let (s3s_8, moto_8, moto_1) = (s3s_url("by8"), moto_url("by8"), moto_url("by1"));
     let cache_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/store-cache");
     let _ = std::fs::remove_dir_all(&cache_dir);
     let no_read_ahead = StoreConfig {
@@ -225,8 +245,8 @@ fn main() {
         BATCHES - 1
     );
     println!(
-        "s3: moto on loopback behind a proxy adding {LATENCY_MS} ms to every request; \
-         read-ahead {} samples; -8 / -1: 8 or 1 samples per shard",
+        "s3: s3s-fs and moto on loopback, each behind a proxy adding {LATENCY_MS} ms to every \
+         request; read-ahead {} samples; -8 / -1: 8 or 1 samples per shard",
         StoreConfig::default().read_ahead_samples
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -235,42 +255,48 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        // Both cores decoding: moto, the proxy and the client compete with the workers.
+        // Both cores decoding: the S3 server, the proxy and the client compete with the
+        // workers for them.
         compare(
-            moto,
             &[
                 ("local-8", &local8, None),
                 ("local-1", &local1, None),
-                ("s3-8", &s3_8, None),
-                ("s3-1", &s3_1, None),
-                ("s3-1-no-read-ahead", &s3_1, Some(no_read_ahead.clone())),
-                ("s3-1-disk-cache", &s3_1, Some(with_cache)),
+                ("s3s-fs-8", &s3s_8, None),
+                (
+                    "s3s-fs-8-no-read-ahead",
+                    &s3s_8,
+                    Some(no_read_ahead.clone()),
+                ),
+                ("moto-8", &moto_8, None),
+                ("moto-1", &moto_1, None),
+                ("moto-1-disk-cache", &moto_1, Some(with_cache)),
             ],
             2,
             &[
-                ("local-8", "local-8"),
-                ("s3-8", "local-8"),
-                ("local-1", "local-1"),
-                ("s3-1", "local-1"),
-                ("s3-1-no-read-ahead", "local-1"),
-                ("s3-1-disk-cache", "local-1"),
+                ("local-8", "local-8", None),
+                ("s3s-fs-8", "local-8", Some(s3s)),
+                ("s3s-fs-8-no-read-ahead", "local-8", Some(s3s)),
+                ("moto-8", "local-8", Some(moto)),
+                ("local-1", "local-1", None),
+                ("moto-1", "local-1", Some(moto)),
+                ("moto-1-disk-cache", "local-1", Some(moto)),
             ],
         )
         .await;
-        // One core decoding, one left for what a real deployment runs elsewhere (the S3
-        // server, here moto and the latency proxy): latency alone.
+        // One core decoding, one left for what a real deployment runs elsewhere.
         compare(
-            moto,
             &[
+                ("local-8", &local8, None),
+                ("s3s-fs-8", &s3s_8, None),
                 ("local-1", &local1, None),
-                ("s3-1", &s3_1, None),
-                ("s3-1-no-read-ahead", &s3_1, Some(no_read_ahead)),
+                ("moto-1", &moto_1, None),
             ],
             1,
             &[
-                ("local-1", "local-1"),
-                ("s3-1", "local-1"),
-                ("s3-1-no-read-ahead", "local-1"),
+                ("local-8", "local-8", None),
+                ("s3s-fs-8", "local-8", Some(s3s)),
+                ("local-1", "local-1", None),
+                ("moto-1", "local-1", Some(moto)),
             ],
         )
         .await;

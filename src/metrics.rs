@@ -98,7 +98,7 @@ pub const STORE_RETRIES: &str = "editfeed_store_retries_total";
 /// Object-store requests that failed for good, by `kind`: not_found, denied,
 /// unavailable, failed, config, io.
 pub const STORE_ERRORS: &str = "editfeed_store_errors_total";
-/// Bytes received from object stores.
+/// Bytes read from dataset stores, by `store`: file, s3, gs or az.
 pub const STORE_READ_BYTES: &str = "editfeed_store_read_bytes_total";
 /// Reads served by the store's disk cache.
 pub const STORE_CACHE_HITS: &str = "editfeed_store_cache_hits_total";
@@ -126,9 +126,9 @@ pub fn store_error(kind: &'static str) {
     metrics::counter!(STORE_ERRORS, "kind" => kind).increment(1);
 }
 
-/// Counts bytes received from an object store.
-pub fn store_read_bytes(bytes: u64) {
-    metrics::counter!(STORE_READ_BYTES).increment(bytes);
+/// Counts bytes read from a store (`store` is its kind: file, s3, gs or az).
+pub fn store_read_bytes(store: &'static str, bytes: u64) {
+    metrics::counter!(STORE_READ_BYTES, "store" => store).increment(bytes);
 }
 
 /// Counts one disk cache hit.
@@ -221,7 +221,7 @@ pub const HELP: &[(&str, Kind, &str)] = &[
     (
         STORE_READ_BYTES,
         Kind::Counter,
-        "Bytes received from object stores",
+        "Bytes read from dataset stores, by store kind (file, s3, gs, az)",
     ),
     (
         STORE_CACHE_HITS,

@@ -235,6 +235,7 @@ async fn metrics_are_served_in_prometheus_format() {
         "editfeed_stage_seconds_bucket{stage=\"send\"",
         "editfeed_active_streams",
         "editfeed_pool_workers",
+        "editfeed_store_read_bytes_total{store=\"file\"}",
     ] {
         assert!(
             body.contains(want),

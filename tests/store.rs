@@ -114,6 +114,40 @@ fn a_dataset_written_to_an_object_store_reads_back_like_the_local_one() {
 }
 
 #[test]
+fn bytes_read_are_counted_alike_for_local_folders_and_object_stores() {
+    let samples = all_samples(&small_synth(9, 5));
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), &samples, ShardTarget::Samples(4));
+    let mem = Arc::new(InMemory::new());
+    write_to(
+        mem_store(&mem, "ds", &config()),
+        &samples,
+        ShardTarget::Samples(4),
+    );
+    let l = Dataset::open(dir.path()).unwrap();
+    let r = Dataset::open_store(mem_store(&mem, "ds", &config())).unwrap();
+    let manifest = std::fs::metadata(dir.path().join("manifest.json"))
+        .unwrap()
+        .len();
+    assert_eq!(l.bytes_read(), manifest, "opening reads the manifest only");
+    assert_eq!(r.bytes_read(), manifest);
+    let read = read_all(&l);
+    assert_eq!(read, read_all(&r));
+    // Every sample's frame is read once: nearly all of the shards' bytes.
+    let shards: u64 = l.manifest().subsets.values().map(|s| s.bytes).sum();
+    assert!(
+        l.bytes_read() > manifest + shards * 9 / 10,
+        "{} of {shards} shard bytes",
+        l.bytes_read()
+    );
+    assert_eq!(
+        l.bytes_read(),
+        r.bytes_read(),
+        "the same reads, counted alike"
+    );
+}
+
+#[test]
 fn read_raw_many_coalesces_adjacent_frames_into_one_request() {
     let samples = all_samples(&small_synth(20, 4));
     let mem = Arc::new(InMemory::new());

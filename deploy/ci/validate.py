@@ -85,7 +85,7 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "editfeed_pool_busy_workers": ("gauge", set()),
     "editfeed_pool_workers": ("gauge", set()),
     "editfeed_store_requests_total": ("counter", set()),
-    "editfeed_store_read_bytes_total": ("counter", set()),
+    "editfeed_store_read_bytes_total": ("counter", {"store"}),
     "editfeed_store_retries_total": ("counter", set()),
     "editfeed_store_errors_total": ("counter", {"kind"}),
     "editfeed_store_cache_hits_total": ("counter", set()),

@@ -53,6 +53,17 @@ pub enum DatasetError {
     /// The location does not parse.
     #[error(transparent)]
     Location(#[from] UrlError),
+    /// The dataset was rewritten while it was being read: its manifest no longer has the
+    /// version it was opened with (or is gone).
+    #[error("dataset {root} changed while it was being read: opened as version {was}, its manifest now {now}; start a new stream to read the new version")]
+    Changed {
+        /// The dataset's folder or URL.
+        root: String,
+        /// The version it was opened with.
+        was: String,
+        /// What the manifest says now (`says version X`, or why it cannot be read).
+        now: String,
+    },
     /// The subset is not in the dataset.
     #[error("the dataset has no {0} subset")]
     NoSubset(Subset),
@@ -74,6 +85,12 @@ impl DatasetError {
     /// bytes, and would hit the same store).
     pub fn is_store_failure(&self) -> bool {
         matches!(self, DatasetError::Store(_))
+    }
+
+    /// Whether the stream must end rather than replace the sample: the store failed, or
+    /// the dataset changed under it (every later read would be wrong too).
+    pub fn ends_the_stream(&self) -> bool {
+        matches!(self, DatasetError::Store(_) | DatasetError::Changed { .. })
     }
 }
 
@@ -192,6 +209,12 @@ impl Dataset {
         &self.store
     }
 
+    /// Bytes read from the store since the dataset was opened (manifest, indexes and
+    /// samples; disk-cache hits excluded).
+    pub fn bytes_read(&self) -> u64 {
+        self.store.stats().bytes_read
+    }
+
     /// Samples in a subset (0 when absent).
     pub fn len(&self, subset: Subset) -> u64 {
         self.manifest.subsets.get(&subset).map_or(0, |s| s.samples)
@@ -307,6 +330,19 @@ impl Dataset {
             .store
             .read_versioned(index_path, tag)
             .map_err(|e| Self::store_err(index_path, e))?;
+        if let Some(want) = &entry.index_sha256 {
+            let got = crate::shard::writer::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+            if &got != want {
+                return Err(ShardError::Corrupt {
+                    shard: index_path.clone(),
+                    offset: 0,
+                    why: format!(
+                        "index sha256 is {got}, the manifest says {want}: the index is out of step with the manifest"
+                    ),
+                }
+                .into());
+            }
+        }
         let index = ShardIndex::parse(&bytes).map_err(|source| ShardError::Index {
             shard: name.clone(),
             source,
@@ -331,6 +367,30 @@ impl Dataset {
             .expect("index cache lock")
             .insert((subset, shard), index.clone());
         Ok(index)
+    }
+
+    /// Checks that the dataset's manifest still has the version this dataset was opened
+    /// with. Called when a sample fails to read, to tell a corrupt sample (replaced) from
+    /// a dataset rewritten in place (the stream must end).
+    pub fn check_unchanged(&self) -> Result<(), DatasetError> {
+        let changed = |now: String| DatasetError::Changed {
+            root: self.root.display().to_string(),
+            was: self.manifest.version.clone(),
+            now,
+        };
+        let bytes = match self.store.read_revalidated(MANIFEST_FILE) {
+            Ok(b) => b,
+            Err(StoreError::NotFound { .. }) => return Err(changed("is missing".into())),
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(changed("is missing".into()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match Manifest::parse(&bytes) {
+            Ok(m) if m.version == self.manifest.version => Ok(()),
+            Ok(m) => Err(changed(format!("says version {}", m.version))),
+            Err(e) => Err(changed(format!("does not parse ({e})"))),
+        }
     }
 
     /// The key of the sample at an ordinal.

@@ -214,11 +214,19 @@ pub fn prepare(
                 }
                 return Ok(p);
             }
-            Err(PrepareError::Read(e)) if e.is_store_failure() => {
+            Err(PrepareError::Read(e)) if e.ends_the_stream() => {
                 tracing::warn!(subset = %sref.subset, ordinal, error = %e, "store failed, ending the stream");
                 return Err(PrepareError::Read(e));
             }
             Err(e) => {
+                // A dataset rewritten in place looks like corrupt samples: tell them
+                // apart before replacing anything.
+                if matches!(e, PrepareError::Read(_)) {
+                    if let Err(changed) = ctx.dataset.check_unchanged() {
+                        tracing::warn!(subset = %sref.subset, ordinal, error = %changed, "ending the stream");
+                        return Err(PrepareError::Read(changed));
+                    }
+                }
                 tracing::warn!(subset = %sref.subset, ordinal, error = %e, "sample skipped, using the next one");
                 crate::metrics::sample_replaced();
                 last = e.to_string();

@@ -59,6 +59,9 @@ impl From<StreamError> for Status {
             {
                 Status::unavailable(msg)
             }
+            StreamError::Prepare(PrepareError::Read(crate::dataset::DatasetError::Changed {
+                ..
+            })) => Status::failed_precondition(msg),
             StreamError::Prepare(_) => Status::data_loss(msg),
             StreamError::Plan(PlanError::EndOfStream { .. }) => Status::out_of_range(msg),
             StreamError::Plan(_) => Status::invalid_argument(msg),

@@ -60,6 +60,14 @@ pub enum MemberError {
     /// The tar structure is broken at this byte offset of the uncompressed stream.
     #[error("bad tar data at offset {offset}: {why}")]
     Tar { offset: u64, why: String },
+    /// A member's name is absolute or climbs out of the archive (`..`): a sample key must
+    /// never name a place outside the dataset.
+    #[error("member {path:?} at offset {offset}: {why}")]
+    BadName {
+        path: String,
+        offset: u64,
+        why: &'static str,
+    },
     /// A member declares more bytes than the limit allows.
     #[error(
         "member {path:?} at offset {offset} declares {size} bytes, over the {limit}-byte limit"
@@ -103,6 +111,9 @@ pub fn read_members<R: std::io::Read>(
             })?
             .to_string_lossy()
             .into_owned();
+        if let Some(why) = unsafe_name(&path) {
+            return Err(MemberError::BadName { path, offset, why });
+        }
         let size = entry.size();
         if size > MAX_MEMBER_BYTES {
             return Err(MemberError::TooLarge {
@@ -112,7 +123,8 @@ pub fn read_members<R: std::io::Read>(
                 limit: MAX_MEMBER_BYTES,
             });
         }
-        let mut data = Vec::with_capacity(size as usize);
+        // Grown as bytes arrive: a header alone cannot make the reader allocate.
+        let mut data = Vec::with_capacity(size.min(1 << 20) as usize);
         std::io::Read::read_to_end(&mut entry, &mut data).map_err(|e| MemberError::Tar {
             offset,
             why: format!("member {path:?}: {e}"),
@@ -129,6 +141,17 @@ pub fn read_members<R: std::io::Read>(
         on_member(path, Bytes::from(data))?;
     }
     Ok(())
+}
+
+/// Why a member path is refused: absolute, or with a `..` component.
+fn unsafe_name(path: &str) -> Option<&'static str> {
+    if path.starts_with('/') || path.starts_with('\\') {
+        return Some("absolute member names are not allowed");
+    }
+    if path.split(['/', '\\']).any(|c| c == "..") {
+        return Some("member names must not contain '..'");
+    }
+    None
 }
 
 #[cfg(test)]
@@ -159,6 +182,42 @@ mod tests {
             got,
             vec![("k1.json".into(), 2), (format!("{long_key}.src.jpg"), 1000)]
         );
+    }
+
+    #[test]
+    fn names_that_climb_out_or_are_absolute_are_refused() {
+        for bad in [
+            "../../etc/passwd.json",
+            "/etc/k.json",
+            "a/../../k.json",
+            "a\\..\\k.json",
+        ] {
+            let mut out = Vec::new();
+            append_member(&mut out, "ok.json", b"{}").unwrap();
+            let at = out.len() as u64;
+            // `tar` refuses to write such names, so the header is made by hand.
+            let mut header = tar::Header::new_ustar();
+            header.as_mut_bytes()[..bad.len()].copy_from_slice(bad.as_bytes());
+            header.set_size(2);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_cksum();
+            out.extend_from_slice(header.as_bytes());
+            out.extend_from_slice(b"{}");
+            out.resize(out.len() + BLOCK - 2, 0);
+            let mut seen = 0;
+            let r = read_members(&out[..], |_, _| {
+                seen += 1;
+                Ok(())
+            });
+            match r {
+                Err(MemberError::BadName { path, offset, .. }) => {
+                    assert_eq!((path.as_str(), offset), (bad, at));
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+            assert_eq!(seen, 1, "members before the bad one are read");
+        }
     }
 
     #[test]

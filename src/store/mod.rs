@@ -143,6 +143,9 @@ impl StoreError {
 /// `Stats` answers read them through [`StoreStats::snapshot`].
 #[derive(Debug, Default)]
 pub struct StoreStats {
+    /// The kind of store (`file`, `s3`, `gs`, `az`): the bounded `store` label of the
+    /// bytes-read metric.
+    kind: &'static str,
     requests: AtomicU64,
     retries: AtomicU64,
     bytes_read: AtomicU64,
@@ -187,6 +190,14 @@ pub struct StoreStatsSnapshot {
 }
 
 impl StoreStats {
+    /// Counters of a store of one kind (`file`, `s3`, `gs` or `az`).
+    pub fn new(kind: &'static str) -> StoreStats {
+        StoreStats {
+            kind,
+            ..StoreStats::default()
+        }
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> StoreStatsSnapshot {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -218,7 +229,7 @@ impl StoreStats {
 
     pub(crate) fn read(&self, bytes: u64) {
         self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
-        crate::metrics::store_read_bytes(bytes);
+        crate::metrics::store_read_bytes(self.kind, bytes);
     }
 
     pub(crate) fn error(&self, e: &StoreError) {
@@ -308,7 +319,7 @@ impl Store {
             Location::Local(p) => Ok(Store {
                 location: location.clone(),
                 backend: Backend::Local(p.clone()),
-                stats: Arc::default(),
+                stats: Arc::new(StoreStats::new("file")),
             }),
             Location::Remote(url) => {
                 let (store, multipart) = remote::build(url, config)?;
@@ -326,7 +337,7 @@ impl Store {
         multipart: Option<Arc<dyn MultipartStore>>,
         config: &StoreConfig,
     ) -> Result<Store, StoreError> {
-        let stats: Arc<StoreStats> = Arc::default();
+        let stats = Arc::new(StoreStats::new(url.scheme.name()));
         let cache = config.cache_dir.as_ref().and_then(|dir| {
             match DiskCache::open(dir, config.cache_bytes, stats.clone()) {
                 Ok(c) => Some(Arc::new(c)),
@@ -434,9 +445,13 @@ impl Store {
     /// A whole object, uncached.
     pub fn read(&self, name: &str) -> Result<Bytes, StoreError> {
         match &self.backend {
-            Backend::Local(root) => std::fs::read(Self::local_path(root, name))
-                .map(Bytes::from)
-                .map_err(self.io_err(name)),
+            Backend::Local(root) => {
+                let bytes = std::fs::read(Self::local_path(root, name))
+                    .map(Bytes::from)
+                    .map_err(self.io_err(name))?;
+                self.stats.read(bytes.len() as u64);
+                Ok(bytes)
+            }
             Backend::Remote(r) => {
                 let name = name.to_string();
                 Self::remote_call(r, |c| async move { c.get(&name).await })
@@ -498,6 +513,7 @@ impl Store {
                         pread(&file, span.start, (span.end - span.start) as usize)
                             .map_err(self.io_err(name))?,
                     );
+                    self.stats.read(buf.len() as u64);
                     for i in members {
                         let r = &ranges[i];
                         out[i] = buf
@@ -545,8 +561,15 @@ impl Store {
     pub fn reader(&self, name: &str) -> Result<Box<dyn Read + Send>, StoreError> {
         match &self.backend {
             Backend::Local(root) => {
-                let f = File::open(Self::local_path(root, name)).map_err(self.io_err(name))?;
-                Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
+                let file = File::open(Self::local_path(root, name)).map_err(self.io_err(name))?;
+                let counted = CountedRead {
+                    inner: file,
+                    stats: self.stats.clone(),
+                };
+                Ok(Box::new(std::io::BufReader::with_capacity(
+                    1 << 20,
+                    counted,
+                )))
             }
             Backend::Remote(r) => {
                 let queue = Arc::new(ChunkQueue::new(16));
@@ -651,6 +674,21 @@ impl Store {
                 }),
             }),
         }
+    }
+}
+
+/// A local file read as a stream, its bytes counted as they are read (in the buffered
+/// reader's large chunks, not per sample).
+struct CountedRead {
+    inner: File,
+    stats: Arc<StoreStats>,
+}
+
+impl Read for CountedRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.stats.read(n as u64);
+        Ok(n)
     }
 }
 

@@ -1,6 +1,6 @@
-//! Test support for the object-store tests and the store benchmark: a real
-//! S3-compatible server (moto, from PyPI) on loopback, started once per test binary,
-//! buckets, and a fault-injecting HTTP proxy in front of it that can add latency per
+//! Test support for the object-store tests and the store benchmark: real
+//! S3-compatible servers on loopback (moto from PyPI for the tests; s3s-fs from
+//! crates.io, when installed, for the benchmark), started once per process, buckets, and a fault-injecting HTTP proxy in front of it that can add latency per
 //! request, answer 503, reset connections, cut bodies short or answer every request
 //! with a fixed status (403 for bad credentials, 301 for a wrong region).
 
@@ -17,18 +17,25 @@ use editfeed::store::StoreConfig;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A moto S3 server on 127.0.0.1.
-pub struct Moto {
+/// An S3-compatible server on 127.0.0.1, in a child process.
+pub struct S3Server {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
     /// Its address.
     pub addr: std::net::SocketAddr,
-    /// The watcher shell whose child is moto.
+    /// Which server it is (`moto`, `s3s-fs`).
+    pub kind: &'static str,
+    /// The watcher shell whose child is the server.
     watcher: u32,
+    /// The folder an s3s-fs server keeps its buckets in (each a folder).
+    root: Option<std::path::PathBuf>,
 }
 
-impl Moto {
-    /// CPU seconds moto has used so far (user and system), from /proc.
+/// The name the moto tests use.
+pub type Moto = S3Server;
+
+impl S3Server {
+    /// CPU seconds the server has used so far (user and system), from /proc.
     pub fn cpu_seconds(&self) -> Option<f64> {
         let children =
             std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.watcher)).ok()?;
@@ -40,6 +47,76 @@ impl Moto {
         let f: Vec<&str> = rest.split_whitespace().collect();
         let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
         Some(ticks as f64 / 100.0)
+    }
+
+    /// Creates a bucket with a unique name; returns the name.
+    pub fn bucket(&self, tag: &str) -> String {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        match &self.root {
+            // s3s-fs checks signatures; its buckets are folders under its root.
+            Some(root) => std::fs::create_dir_all(root.join(&name)).unwrap(),
+            None => {
+                let (status, body) =
+                    http(self.addr, &format!("PUT /{name} HTTP/1.1")).expect("moto answers");
+                assert_eq!(status, 200, "creating bucket {name}: {body}");
+            }
+        }
+        name
+    }
+
+    /// Starts `command` (a shell line using `$BIN` and `$PORT`) on a free port and waits
+    /// until it answers HTTP. A watcher shell stops it when the test process exits,
+    /// however it exits.
+    fn start(
+        kind: &'static str,
+        bin: &std::path::Path,
+        command: &str,
+        root: Option<std::path::PathBuf>,
+    ) -> S3Server {
+        set_test_credentials();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let log = std::env::temp_dir().join(format!("editfeed-{kind}-{}.log", std::process::id()));
+        let watcher = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "{command} >\"$LOG\" 2>&1 & m=$!; \
+                 trap 'kill $m 2>/dev/null' EXIT; \
+                 while kill -0 \"$PARENT\" 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done"
+            ))
+            .env("BIN", bin)
+            .env("PORT", port.to_string())
+            .env("LOG", &log)
+            .env("PARENT", std::process::id().to_string())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
+            .id();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while http(addr, "GET / HTTP/1.1").is_none() {
+            if Instant::now() > deadline {
+                let out = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("{kind} did not start on {addr} within 90 s: {out}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Only needed to explain a failed start; the server keeps its open file.
+        let _ = std::fs::remove_file(&log);
+        S3Server {
+            endpoint: format!("http://{addr}"),
+            addr,
+            kind,
+            watcher,
+            root,
+        }
     }
 }
 
@@ -60,53 +137,42 @@ fn moto_binary() -> std::path::PathBuf {
     p
 }
 
-/// The moto server of this test binary, started on first use. A watcher shell stops it
-/// when the test process exits, however it exits.
-pub fn moto() -> &'static Moto {
-    static MOTO: OnceLock<Moto> = OnceLock::new();
+/// The moto server of this test binary (from PyPI), started on first use.
+pub fn moto() -> &'static S3Server {
+    static MOTO: OnceLock<S3Server> = OnceLock::new();
     MOTO.get_or_init(|| {
-        set_test_credentials();
-        let bin = moto_binary();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let log = std::env::temp_dir().join(format!("editfeed-moto-{}.log", std::process::id()));
-        let watcher = std::process::Command::new("bash")
-            .arg("-c")
-            .arg(
-                "\"$MOTO\" -H 127.0.0.1 -p \"$PORT\" >\"$LOG\" 2>&1 & m=$!; \
-                 trap 'kill $m 2>/dev/null' EXIT; \
-                 while kill -0 \"$PARENT\" 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done",
-            )
-            .env("MOTO", &bin)
-            .env("PORT", port.to_string())
-            .env("LOG", &log)
-            .env("PARENT", std::process::id().to_string())
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
-            .id();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if http(addr, "GET / HTTP/1.1").is_some_and(|(status, _)| status == 200) {
-                break;
-            }
-            if Instant::now() > deadline {
-                let out = std::fs::read_to_string(&log).unwrap_or_default();
-                panic!("moto_server did not start on {addr} within 90 s: {out}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // Only needed to explain a failed start; moto keeps its open file.
-        let _ = std::fs::remove_file(&log);
-        Moto {
-            endpoint: format!("http://{addr}"),
-            addr,
-            watcher,
-        }
+        S3Server::start(
+            "moto",
+            &moto_binary(),
+            "\"$BIN\" -H 127.0.0.1 -p \"$PORT\"",
+            None,
+        )
     })
+}
+
+/// The s3s-fs server (a Rust S3 server over a folder, from crates.io) of this process,
+/// started on first use; `None` when it is not installed. `$S3S_FS`, else
+/// `target/tools/s3s/bin/s3s-fs` as `scripts/install-s3s-fs.sh` installs it. It checks
+/// request signatures with the test credentials.
+pub fn s3s_fs() -> Option<&'static S3Server> {
+    static S3S: OnceLock<Option<S3Server>> = OnceLock::new();
+    S3S.get_or_init(|| {
+        let bin = std::env::var_os("S3S_FS").map(std::path::PathBuf::from).unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/s3s/bin/s3s-fs")
+        });
+        if !bin.exists() {
+            return None;
+        }
+        let root = std::env::temp_dir().join(format!("editfeed-s3s-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let command = format!(
+            "\"$BIN\" --host 127.0.0.1 --port \"$PORT\" --access-key testing --secret-key testing '{}'",
+            root.display()
+        );
+        Some(S3Server::start("s3s-fs", &bin, &command, Some(root)))
+    })
+    .as_ref()
 }
 
 /// One plain HTTP/1.1 request (no body) with `Connection: close`; the status and body.
@@ -124,18 +190,9 @@ fn http(addr: std::net::SocketAddr, request_line: &str) -> Option<(u16, String)>
     Some((status, out))
 }
 
-/// Creates a bucket with a unique name; returns the name.
+/// Creates a bucket on the moto server with a unique name; returns the name.
 pub fn bucket(tag: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let name = format!(
-        "{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let m = moto();
-    let (status, body) = http(m.addr, &format!("PUT /{name} HTTP/1.1")).expect("moto answers");
-    assert_eq!(status, 200, "creating bucket {name}: {body}");
-    name
+    moto().bucket(tag)
 }
 
 /// An `s3://` URL of a prefix, reached through `endpoint` (moto or a proxy).

@@ -1,0 +1,23 @@
+//! The image-decode wrapper (header probe, pixel cap, decoder choice, decode) on
+//! arbitrary bytes declared as JPEG, PNG or WebP, with a small pixel cap so that a
+//! header declaring a huge image must be refused before anything is allocated.
+#![no_main]
+
+use editfeed::dataset::sample::ImageFormat;
+use editfeed::pipeline::decode::{decode, DecodeLimits};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&pick, bytes)) = data.split_first() else {
+        return;
+    };
+    let format = [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::Webp][pick as usize % 3];
+    let need = (pick & 0x80 != 0).then_some((32, 32));
+    let limits = DecodeLimits {
+        max_pixels: 4 << 20,
+    };
+    if let Ok(d) = decode(format, bytes, need, &limits) {
+        assert!(d.width as u64 * d.height as u64 <= limits.max_pixels);
+        assert_eq!(d.pixels.len(), d.width as usize * d.height as usize * 3);
+    }
+});
