@@ -196,7 +196,13 @@ async fn a_stream_running_through_a_reshard_and_switch_keeps_its_bytes() {
     assert_eq!((s.dataset.as_str(), s.rank, s.world_size), ("d", 0, 1));
     assert!(s.batches >= 3 && s.step >= 2, "{s:?}");
     assert_eq!(stats.pool.unwrap().workers, 2);
-    assert!(stats.datasets.iter().any(|d| d.name == "d"), "{stats:?}");
+    assert!(
+        stats
+            .datasets
+            .iter()
+            .any(|d| d.name == "d" && d.bytes_read > 0),
+        "{stats:?}"
+    );
 
     let dest = dir.path().join("v2");
     let job = run_job(

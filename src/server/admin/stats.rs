@@ -110,7 +110,7 @@ pub fn stats(state: &ServerState) -> pb::StatsResponse {
         .map(|d| pb::DatasetBytes {
             name: d.name.clone(),
             version: d.dataset.manifest().version.clone(),
-            bytes_read: d.dataset.store().stats().bytes_read,
+            bytes_read: d.dataset.bytes_read(),
         })
         .collect();
     pb::StatsResponse {
