@@ -35,6 +35,9 @@ pub struct ServeConfig {
     /// priority (SCHED_IDLE unless the request asks otherwise); more jobs wait in the
     /// queue. This is the CPU budget that keeps serving's throughput during a reshard.
     pub reshard_threads: usize,
+    /// Reshard jobs that may wait for a thread; more are refused with
+    /// RESOURCE_EXHAUSTED.
+    pub reshard_queue_jobs: usize,
     /// Worker threads for decode and augmentation; 0 means one per core.
     pub workers: usize,
     /// Batches each stream prepares ahead of its client (the prefetch depth).
@@ -81,6 +84,7 @@ impl Default for ServeConfig {
             admin_listen: "127.0.0.1:50052".into(),
             state_dir: String::new(),
             reshard_threads: 1,
+            reshard_queue_jobs: 16,
             workers: 0,
             prefetch_batches: 2,
             queue_samples: 64,

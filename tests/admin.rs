@@ -463,11 +463,19 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queued_or_running_job_can_be_cancelled() {
+async fn jobs_queue_within_bounds_and_can_be_cancelled_queued_or_running() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     slow_dataset(&src);
-    let srv = server(&[("d", &src)], &dir.path().join("state")).await;
+    let mut config = ServeConfig {
+        workers: 2,
+        reshard_queue_jobs: 1,
+        ..Default::default()
+    };
+    config
+        .datasets
+        .insert("d".into(), src.display().to_string());
+    let srv = TestServer::start_config(config).await;
     let mut c = admin(&srv.admin).await;
     // One reshard thread: the second job waits behind the first.
     let first = c
@@ -476,6 +484,20 @@ async fn a_queued_or_running_job_can_be_cancelled() {
         .unwrap()
         .into_inner()
         .job_id;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c
+        .get_job(pb::GetJobRequest {
+            job_id: first.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .state()
+        == JobState::Queued
+    {
+        assert!(Instant::now() < deadline, "the first job never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let second = c
         .reshard(slow_request(&dir.path().join("b")))
         .await
@@ -490,6 +512,13 @@ async fn a_queued_or_running_job_can_be_cancelled() {
         .unwrap()
         .into_inner();
     assert_eq!(queued.state(), JobState::Queued);
+    // The queue holds one job: a third is refused.
+    let e = c
+        .reshard(slow_request(&dir.path().join("c")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("reshard_queue_jobs"), "{e:?}");
     for id in [&second, &first] {
         c.cancel_job(pb::GetJobRequest { job_id: id.clone() })
             .await

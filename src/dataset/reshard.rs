@@ -182,3 +182,114 @@ fn rewrite_members(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::synth::{synth_sample, SynthOptions};
+    use crate::dataset::transcode::probe;
+    use crate::dataset::writer::{ShardTarget, WriteOptions};
+
+    fn source(dir: &std::path::Path) -> Dataset {
+        let opts = SynthOptions {
+            samples: 10,
+            seed: 3,
+            scale: 0.0625,
+            jpeg_quality: 85,
+        };
+        let mut w = DatasetWriter::create(dir, options(ShardTarget::Samples(4))).unwrap();
+        for (subset, n) in opts.split() {
+            for i in 0..n {
+                w.add(&synth_sample(&opts, subset, i)).unwrap();
+            }
+        }
+        w.finish().unwrap();
+        Dataset::open(dir).unwrap()
+    }
+
+    fn options(target: ShardTarget) -> WriteOptions {
+        WriteOptions {
+            target,
+            level: 3,
+            overwrite: false,
+        }
+    }
+
+    fn run(src: &Dataset, out: &std::path::Path, opts: &ReshardOptions) -> Manifest {
+        let w = DatasetWriter::create(out, options(ShardTarget::Samples(3))).unwrap();
+        reshard(src, w, opts, &mut |_| true).unwrap()
+    }
+
+    #[test]
+    fn a_plain_reshard_keeps_every_sample_and_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(&dir.path().join("src"));
+        let mut seen = Vec::new();
+        let w = DatasetWriter::create(dir.path().join("out"), options(ShardTarget::Samples(3)))
+            .unwrap();
+        let m = reshard(&src, w, &ReshardOptions::default(), &mut |p| {
+            seen.push(p);
+            true
+        })
+        .unwrap();
+        assert_eq!(m.version, src.manifest().version);
+        assert_eq!(seen.len() as u64, src.manifest().total_samples());
+        // Shards still open when the last sample is added are closed by finish.
+        let shards: u64 = m.subsets.values().map(|s| s.shards.len() as u64).sum();
+        let last = seen.last().unwrap();
+        assert!(last.shards > 0 && last.shards <= shards, "{last:?}");
+        assert!(seen.windows(2).all(|w| w[0].bytes < w[1].bytes));
+        let out = Dataset::open(dir.path().join("out")).unwrap();
+        for subset in src.subsets() {
+            assert_eq!(out.len(subset), src.len(subset));
+            for i in 0..src.len(subset) {
+                let (a, b) = (
+                    src.read_raw(subset, i).unwrap(),
+                    out.read_raw(subset, i).unwrap(),
+                );
+                assert_eq!((a.key, a.members), (b.key, b.members));
+            }
+            assert_eq!(
+                out.plan_input().subsets,
+                src.plan_input().subsets,
+                "categories travel with the samples"
+            );
+        }
+    }
+
+    #[test]
+    fn subsets_and_image_options_are_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(&dir.path().join("src"));
+        let opts = ReshardOptions {
+            subsets: vec![Subset::Sft],
+            transcode_edits: Some(TranscodeTarget::Jpeg { quality: 80 }),
+            max_side: Some(16),
+        };
+        assert_eq!(opts.total_samples(&src), src.len(Subset::Sft));
+        let m = run(&src, &dir.path().join("out"), &opts);
+        assert_ne!(m.version, src.manifest().version);
+        assert_eq!(m.subsets.keys().collect::<Vec<_>>(), [&Subset::Sft]);
+        let out = Dataset::open(dir.path().join("out")).unwrap();
+        let sample = out.read_sample(Subset::Sft, 0).unwrap();
+        for image in &sample.images {
+            let info = probe(&image.bytes).unwrap();
+            assert!(info.width.max(info.height) <= 16, "{info:?}");
+            if image.role != Role::Source {
+                assert_eq!(info.format, crate::dataset::sample::ImageFormat::Jpeg);
+            }
+        }
+    }
+
+    #[test]
+    fn a_cancelled_reshard_writes_no_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(&dir.path().join("src"));
+        let out = dir.path().join("out");
+        let w = DatasetWriter::create(&out, options(ShardTarget::Samples(2))).unwrap();
+        let e = reshard(&src, w, &ReshardOptions::default(), &mut |p| p.samples < 5);
+        assert!(matches!(e, Err(ReshardError::Cancelled)), "{e:?}");
+        assert!(out.join("sft-000000.tar.zst").exists());
+        assert!(!out.join("manifest.json").exists());
+    }
+}

@@ -85,6 +85,7 @@ impl From<AdminError> for Status {
             AdminError::DestinationExists { .. } | AdminError::DestinationBusy { .. } => {
                 Status::already_exists(msg)
             }
+            AdminError::TooManyJobs { .. } => Status::resource_exhausted(msg),
             AdminError::Registry(RegistryError::BadName(_)) => Status::invalid_argument(msg),
             AdminError::Registry(RegistryError::Open { .. }) => Status::failed_precondition(msg),
             AdminError::Registry(RegistryError::State { .. })

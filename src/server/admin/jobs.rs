@@ -374,6 +374,14 @@ impl Jobs {
             .collect()
     }
 
+    /// Jobs waiting for a thread.
+    pub fn queued(&self) -> usize {
+        self.all()
+            .iter()
+            .filter(|j| j.get().state() == JobState::Queued)
+            .count()
+    }
+
     /// Jobs queued or running.
     pub fn active(&self) -> usize {
         self.all()

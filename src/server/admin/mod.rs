@@ -51,6 +51,9 @@ pub enum AdminError {
         job: String,
         why: String,
     },
+    /// Too many jobs wait for a thread.
+    #[error("{limit} reshard jobs are queued already (reshard_queue_jobs); try again later")]
+    TooManyJobs { limit: usize },
     /// Registering failed: a bad name, a dataset that does not open, or state that
     /// cannot be saved.
     #[error(transparent)]

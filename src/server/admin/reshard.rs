@@ -131,6 +131,10 @@ fn check(state: &ServerState, req: &ReshardRequest) -> Result<Checked, AdminErro
 pub fn start(state: &Arc<ServerState>, req: ReshardRequest) -> Result<ReshardResponse, AdminError> {
     let checked = check(state, &req)?;
     let _claim = state.jobs.claim();
+    let limit = state.config.reshard_queue_jobs;
+    if state.jobs.queued() >= limit {
+        return Err(AdminError::TooManyJobs { limit });
+    }
     let dest = same_place(&req.destination);
     let mut resume = None;
     for job in state.jobs.all() {

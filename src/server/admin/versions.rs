@@ -272,3 +272,45 @@ fn dataset_exists(location: &str, config: &StoreConfig) -> bool {
         .and_then(|l| crate::store::Store::open(&l, config).ok())
         .is_none_or(|s| s.exists(MANIFEST_FILE).unwrap_or(true))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configured(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(n, l)| (n.to_string(), l.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_file_wins_over_config_and_unregistered_names_stay_away() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(REGISTRY_FILE),
+            r#"{"datasets": {"a": "/new/a"}, "unregistered": ["b"]}"#,
+        )
+        .unwrap();
+        let v = Versions::load(
+            dir.path().to_str().unwrap(),
+            &configured(&[("a", "/old/a"), ("b", "/b"), ("c", "/c")]),
+        )
+        .unwrap();
+        assert_eq!(v.wanted(), configured(&[("a", "/new/a"), ("c", "/c")]));
+        let memory = Versions::load("", &configured(&[("a", "/old/a")])).unwrap();
+        assert_eq!(memory.wanted(), configured(&[("a", "/old/a")]));
+    }
+
+    #[test]
+    fn a_broken_registry_file_is_refused_by_path_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(REGISTRY_FILE);
+        std::fs::write(&path, r#"{"datasets": {}, "retierd": []}"#).unwrap();
+        let e = Versions::load(dir.path().to_str().unwrap(), &BTreeMap::new())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("registry.json") && e.contains("retierd"), "{e}");
+    }
+}
