@@ -187,14 +187,27 @@ async fn a_stream_running_through_a_reshard_and_switch_keeps_its_bytes() {
     for _ in 0..3 {
         got.push(stream.message().await.unwrap().unwrap());
     }
-    let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
-    let s = stats
-        .streams
-        .iter()
-        .find(|s| s.job == "through-switch")
-        .expect("the open stream is listed");
+    // The client pauses: the server gets ahead of it by a prepared batch that waits.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (stats, s) = loop {
+        let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+        let s = stats
+            .streams
+            .iter()
+            .find(|s| s.job == "through-switch")
+            .expect("the open stream is listed")
+            .clone();
+        if s.ahead_batches >= 1 || Instant::now() > deadline {
+            break (stats, s);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(s.ahead_batches >= 1, "{s:?}");
     assert_eq!((s.dataset.as_str(), s.rank, s.world_size), ("d", 0, 1));
-    assert!(s.batches >= 3 && s.step >= 2, "{s:?}");
+    assert!(
+        s.batches >= 3 && s.step >= 2 && s.batches_per_second > 0.0,
+        "{s:?}"
+    );
     assert_eq!(stats.pool.unwrap().workers, 2);
     assert!(
         stats
