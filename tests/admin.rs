@@ -633,6 +633,11 @@ async fn killing_the_daemon_mid_reshard_keeps_the_old_version_and_a_rerun_is_byt
     );
     let last = watch_to_end(&mut c, &id).await.pop().unwrap();
     assert_eq!(last.state(), JobState::Succeeded, "{last:?}");
+    assert!(
+        last.samples_resumed >= 3,
+        "the shards completed before the kill were taken over: {last:?}"
+    );
+    assert!(last.samples_resumed < last.samples_total, "{last:?}");
 
     // The same request into a fresh destination, never interrupted.
     let clean = dir.path().join("clean");

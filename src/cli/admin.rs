@@ -262,6 +262,12 @@ fn describe(job: &pb::Job) -> String {
         job.shards_done,
         job.bytes_written
     );
+    if job.samples_resumed > 0 {
+        line.push_str(&format!(
+            ", {} taken over from the interrupted run",
+            job.samples_resumed
+        ));
+    }
     if !job.version.is_empty() {
         line.push_str(&format!(", version {}", job.version));
     }

@@ -5,15 +5,26 @@
 //! one and cursors stay valid. The writer is deterministic, so the same source and
 //! options always give byte-identical shards, indexes and manifest.
 //!
+//! Resuming: every shard closed is reported ([`ClosedShard`]); a later run of the same
+//! reshard given those reports takes over the shards whose files still match their
+//! checksums, skips their samples and writes the rest, with the same result as an
+//! uninterrupted run.
+//!
 //! Flow: dataset reader -> RESHARD -> dataset writer -> store (manifest last).
 
-use bytes::Bytes;
+use std::collections::BTreeMap;
 
-use super::manifest::{category_from_char, Manifest};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::manifest::{category_from_char, Manifest, ShardManifest};
 use super::sample::Role;
 use super::transcode::{transcode, TranscodeError, TranscodeTarget, DEFAULT_PIXEL_LIMIT};
 use super::writer::{DatasetWriter, WriteError};
 use super::{Dataset, DatasetError, Subset};
+use crate::shard::writer::hex;
+use crate::shard::ShardIndex;
 
 /// Samples read with one coalesced range read; bounds the memory a reshard holds.
 const READ_CHUNK: u64 = 32;
@@ -48,15 +59,31 @@ impl ReshardOptions {
     }
 }
 
+/// A shard a reshard has completed: what a later run needs to take it over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClosedShard {
+    /// Its subset.
+    pub subset: Subset,
+    /// Its manifest entry (path, checksums, counts, categories).
+    pub shard: ShardManifest,
+    /// The longest chain of the subset up to and including this shard.
+    pub max_turns: u32,
+}
+
 /// How far a reshard is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Progress {
-    /// Samples written.
+    /// Samples written (taken over ones included).
     pub samples: u64,
-    /// Compressed bytes written.
+    /// Compressed bytes written (taken over ones included).
     pub bytes: u64,
-    /// Shards closed.
+    /// Shards closed (taken over ones included).
     pub shards: u64,
+    /// Samples in shards taken over from an interrupted run.
+    pub resumed: u64,
+    /// The shard closed (or taken over) just now, if any.
+    pub closed: Option<ClosedShard>,
 }
 
 /// Why a reshard stopped.
@@ -87,16 +114,28 @@ pub enum ReshardError {
     Cancelled,
 }
 
-/// Copies the samples of `source` into `writer` and writes the manifest. `on_progress`
-/// runs after every sample; returning false cancels (no manifest is written, so the
-/// partial output never becomes a dataset).
+/// Copies the samples of `source` into `writer` and writes the manifest. `done` are the
+/// shards an interrupted run of the same reshard reported: those still intact are taken
+/// over (each reported again through `on_progress`). `on_progress` runs after every
+/// sample; returning false cancels (no manifest is written, so the partial output never
+/// becomes a dataset).
 pub fn reshard(
     source: &Dataset,
     mut writer: DatasetWriter,
     opts: &ReshardOptions,
+    done: &[ClosedShard],
     on_progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<Manifest, ReshardError> {
     let mut progress = Progress::default();
+    let skip = adopt(&mut writer, opts.subsets_of(source), done, &mut |closed| {
+        progress.samples += closed.shard.samples;
+        progress.resumed += closed.shard.samples;
+        progress.bytes += closed.shard.bytes;
+        progress.shards += 1;
+        progress.closed = Some(closed);
+        on_progress(progress.clone())
+    })?;
+    progress.closed = None;
     for subset in opts.subsets_of(source) {
         let categories: Vec<u8> = source
             .manifest()
@@ -115,7 +154,7 @@ pub fn reshard(
             })
             .unwrap_or_default();
         let len = source.len(subset);
-        let mut start = 0;
+        let mut start = skip.get(&subset).copied().unwrap_or(0);
         while start < len {
             let ordinals: Vec<u64> = (start..(start + READ_CHUNK).min(len)).collect();
             let raws = source
@@ -141,8 +180,17 @@ pub fn reshard(
                     members.iter().map(|(f, b)| (f.as_str(), &b[..])),
                 )?;
                 progress.samples += 1;
-                progress.shards = writer.shards_written();
-                if !on_progress(progress) {
+                let shards = writer.shards_written();
+                progress.closed = (shards > progress.shards)
+                    .then(|| writer.last_closed(subset))
+                    .flatten()
+                    .map(|(shard, max_turns)| ClosedShard {
+                        subset,
+                        shard: shard.clone(),
+                        max_turns,
+                    });
+                progress.shards = shards;
+                if !on_progress(progress.clone()) {
                     return Err(ReshardError::Cancelled);
                 }
             }
@@ -150,6 +198,69 @@ pub fn reshard(
         }
     }
     Ok(writer.finish()?)
+}
+
+/// Takes over, per subset, the longest run of reported shards from the first one whose
+/// shard and index files still have their checksums; returns the samples to skip per
+/// subset. A shard that does not match (or any after it) is written again.
+fn adopt(
+    writer: &mut DatasetWriter,
+    subsets: Vec<Subset>,
+    done: &[ClosedShard],
+    on_adopted: &mut dyn FnMut(ClosedShard) -> bool,
+) -> Result<BTreeMap<Subset, u64>, ReshardError> {
+    let mut skip = BTreeMap::new();
+    for subset in subsets {
+        let mut shards = Vec::new();
+        let mut samples = Vec::new();
+        let mut max_turns = 0;
+        for (i, closed) in done.iter().filter(|c| c.subset == subset).enumerate() {
+            let expected = format!("{}-{:06}.tar.zst", subset.name(), i);
+            let Some(entries) = (closed.shard.path == expected)
+                .then(|| intact(writer, &closed.shard))
+                .flatten()
+            else {
+                break;
+            };
+            samples.extend(entries);
+            shards.push(closed.clone());
+            max_turns = closed.max_turns;
+        }
+        if shards.is_empty() {
+            continue;
+        }
+        skip.insert(subset, samples.len() as u64);
+        let manifests = shards.iter().map(|c| c.shard.clone()).collect();
+        writer.adopt_shards(subset, manifests, &samples, max_turns)?;
+        for closed in shards {
+            if !on_adopted(closed) {
+                return Err(ReshardError::Cancelled);
+            }
+        }
+    }
+    Ok(skip)
+}
+
+/// The (key, digest) pairs of a written shard when its files match its checksums.
+fn intact(writer: &DatasetWriter, shard: &ShardManifest) -> Option<Vec<(String, [u8; 32])>> {
+    let store = writer.store();
+    let index_path = shard.index.as_ref()?;
+    let data = store.read(&shard.path).ok()?;
+    if data.len() as u64 != shard.bytes || hex(&Sha256::digest(&data)) != shard.sha256 {
+        return None;
+    }
+    let index = store.read(index_path).ok()?;
+    if shard.index_sha256.as_deref() != Some(hex(&Sha256::digest(&index)).as_str()) {
+        return None;
+    }
+    let index = ShardIndex::parse(&index).ok()?;
+    (index.entries.len() as u64 == shard.samples).then(|| {
+        index
+            .entries
+            .into_iter()
+            .map(|e| (e.key, e.digest))
+            .collect()
+    })
 }
 
 /// Transcodes or shrinks the image members of one sample; other members pass through.
@@ -217,7 +328,7 @@ mod tests {
 
     fn run(src: &Dataset, out: &std::path::Path, opts: &ReshardOptions) -> Manifest {
         let w = DatasetWriter::create(out, options(ShardTarget::Samples(3))).unwrap();
-        reshard(src, w, opts, &mut |_| true).unwrap()
+        reshard(src, w, opts, &[], &mut |_| true).unwrap()
     }
 
     #[test]
@@ -227,7 +338,7 @@ mod tests {
         let mut seen = Vec::new();
         let w = DatasetWriter::create(dir.path().join("out"), options(ShardTarget::Samples(3)))
             .unwrap();
-        let m = reshard(&src, w, &ReshardOptions::default(), &mut |p| {
+        let m = reshard(&src, w, &ReshardOptions::default(), &[], &mut |p| {
             seen.push(p);
             true
         })
@@ -287,9 +398,65 @@ mod tests {
         let src = source(&dir.path().join("src"));
         let out = dir.path().join("out");
         let w = DatasetWriter::create(&out, options(ShardTarget::Samples(2))).unwrap();
-        let e = reshard(&src, w, &ReshardOptions::default(), &mut |p| p.samples < 5);
+        let e = reshard(&src, w, &ReshardOptions::default(), &[], &mut |p| {
+            p.samples < 5
+        });
         assert!(matches!(e, Err(ReshardError::Cancelled)), "{e:?}");
         assert!(out.join("sft-000000.tar.zst").exists());
         assert!(!out.join("manifest.json").exists());
+    }
+
+    fn files(dir: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !p.to_string_lossy().ends_with(".partial"))
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                (name, std::fs::read(&p).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_resumed_reshard_takes_over_intact_shards_and_ends_byte_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(&dir.path().join("src"));
+        let opts = ReshardOptions::default();
+        let whole = run(&src, &dir.path().join("whole"), &opts);
+
+        // An interrupted run that completed some shards.
+        let out = dir.path().join("out");
+        let mut closed = Vec::new();
+        let w = DatasetWriter::create(&out, options(ShardTarget::Samples(3))).unwrap();
+        let e = reshard(&src, w, &opts, &[], &mut |p| {
+            closed.extend(p.closed);
+            p.samples < 8
+        });
+        assert!(matches!(e, Err(ReshardError::Cancelled)));
+        assert!(closed.len() >= 2, "{closed:?}");
+        // The second sft shard is damaged: it and those after it are written again.
+        let damaged = out.join(&closed[1].shard.path);
+        let mut bytes = std::fs::read(&damaged).unwrap();
+        bytes[100] ^= 1;
+        std::fs::write(&damaged, bytes).unwrap();
+
+        let mut last = Progress::default();
+        let mut reported = Vec::new();
+        let w = DatasetWriter::create(&out, options(ShardTarget::Samples(3))).unwrap();
+        let m = reshard(&src, w, &opts, &closed, &mut |p| {
+            reported.extend(p.closed.clone());
+            last = p;
+            true
+        })
+        .unwrap();
+        assert_eq!(m, whole);
+        assert_eq!(
+            last.resumed, closed[0].shard.samples,
+            "only the intact shard"
+        );
+        assert_eq!(last.samples, src.manifest().total_samples());
+        assert_eq!(reported[0], closed[0]);
+        assert_eq!(files(&out), files(&dir.path().join("whole")));
     }
 }

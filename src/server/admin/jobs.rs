@@ -2,7 +2,8 @@
 //! progress published through a watch channel (so `WatchJob` streams every change) and
 //! persisted under `<state_dir>/jobs/<id>.json`. A job found queued or running when the
 //! daemon starts was interrupted by a crash or kill; submitting the same request again
-//! runs it to completion under the same id.
+//! runs it to completion under the same id, taking over the shards it had completed
+//! (each is recorded as it closes).
 //!
 //! The CPU budget: jobs run on dedicated std threads at low priority, at most
 //! `reshard_threads` at once; the others wait in the queue.
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::AdminError;
+use crate::dataset::reshard::ClosedShard;
 use crate::proto::v1::{Job, JobState, ReshardPriority, ReshardRequest};
 use crate::server::registry::RegistryError;
 
@@ -47,6 +49,11 @@ struct JobRecord {
     error: String,
     version: String,
     created_unix: u64,
+    #[serde(default)]
+    samples_resumed: u64,
+    /// The shards completed so far, for a resumed run to take over.
+    #[serde(default)]
+    shards: Vec<ClosedShard>,
 }
 
 fn state_name(s: JobState) -> &'static str {
@@ -84,7 +91,7 @@ pub fn is_finished(s: JobState) -> bool {
 }
 
 impl JobRecord {
-    fn from_job(j: &Job) -> JobRecord {
+    fn from_job(j: &Job, shards: Vec<ClosedShard>) -> JobRecord {
         let r = j.request.clone().unwrap_or_default();
         let priority = r.priority().as_str_name().into();
         JobRecord {
@@ -107,11 +114,13 @@ impl JobRecord {
             error: j.error.clone(),
             version: j.version.clone(),
             created_unix: j.created_unix,
+            samples_resumed: j.samples_resumed,
+            shards,
         }
     }
 
-    fn into_job(self) -> Job {
-        Job {
+    fn into_job(self) -> (Job, Vec<ClosedShard>) {
+        let job = Job {
             id: self.id,
             state: state_from_name(&self.state) as i32,
             request: Some(ReshardRequest {
@@ -135,13 +144,16 @@ impl JobRecord {
             error: self.error,
             version: self.version,
             created_unix: self.created_unix,
-        }
+            samples_resumed: self.samples_resumed,
+        };
+        (job, self.shards)
     }
 }
 
 /// One job: its published status and its cancel flag.
 pub struct JobHandle {
     status: watch::Sender<Job>,
+    shards: Mutex<Vec<ClosedShard>>,
     cancel: AtomicBool,
     file: Option<PathBuf>,
     saved: Mutex<Option<Instant>>,
@@ -156,6 +168,24 @@ impl JobHandle {
     /// A receiver of every change.
     pub fn watch(&self) -> watch::Receiver<Job> {
         self.status.subscribe()
+    }
+
+    /// The shards the job has completed (or an interrupted run of it had).
+    pub fn shards(&self) -> Vec<ClosedShard> {
+        self.shards.lock().expect("job shards lock").clone()
+    }
+
+    /// Records a completed shard at once (a resumed run takes it over), or forgets
+    /// them all (`None`, when a run starts and reports again those it takes over).
+    pub fn record_shard(&self, shard: Option<ClosedShard>) {
+        {
+            let mut shards = self.shards.lock().expect("job shards lock");
+            match shard {
+                Some(s) => shards.push(s),
+                None => shards.clear(),
+            }
+        }
+        self.update(false, |_| {});
     }
 
     /// Whether a cancel was asked for.
@@ -180,8 +210,8 @@ impl JobHandle {
         let Some(path) = &self.file else {
             return Ok(());
         };
-        let json =
-            serde_json::to_vec_pretty(&JobRecord::from_job(&self.get())).expect("a job serialises");
+        let json = serde_json::to_vec_pretty(&JobRecord::from_job(&self.get(), self.shards()))
+            .expect("a job serialises");
         crate::dataset::writer::write_atomic(path, &json).map_err(|e| RegistryError::State {
             path: path.clone(),
             why: e.to_string(),
@@ -282,13 +312,13 @@ impl Jobs {
             let Some(num) = record.id.strip_prefix("job-").and_then(|n| n.parse().ok()) else {
                 return Err(err(&path, format!("{:?} is not a job id", record.id)));
             };
-            let mut job = record.into_job();
+            let (mut job, shards) = record.into_job();
             let interrupted = !is_finished(job.state());
             if interrupted {
                 job.set_state(JobState::Interrupted);
                 job.error = "the daemon stopped while the job ran; submit the same request again to finish it".into();
             }
-            let handle = jobs.insert(num, job);
+            let handle = jobs.insert(num, job, shards);
             if interrupted {
                 tracing::warn!(job = %handle.get().id, "reshard job was interrupted");
                 handle.update(false, |_| {});
@@ -298,13 +328,14 @@ impl Jobs {
         Ok(jobs)
     }
 
-    fn insert(&self, num: u64, job: Job) -> Arc<JobHandle> {
+    fn insert(&self, num: u64, job: Job, shards: Vec<ClosedShard>) -> Arc<JobHandle> {
         let file = self
             .dir
             .as_ref()
             .map(|d| d.join(format!("{}.json", job.id)));
         let handle = Arc::new(JobHandle {
             status: watch::channel(job).0,
+            shards: Mutex::new(shards),
             cancel: AtomicBool::new(false),
             file,
             saved: Mutex::new(None),
@@ -330,7 +361,7 @@ impl Jobs {
             created_unix,
             ..Default::default()
         };
-        let handle = self.insert(num, job);
+        let handle = self.insert(num, job, Vec::new());
         handle.update(false, |_| {});
         handle
     }

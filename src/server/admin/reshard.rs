@@ -210,14 +210,21 @@ fn run(
 ) -> Result<String, JobFailure> {
     let started = Instant::now();
     let total = handle.get().samples_total;
+    // Shards an interrupted run completed; those still intact are reported again.
+    let done = handle.shards();
+    handle.record_shard(None);
     let mut on_progress = |p: Progress| {
+        if let Some(closed) = p.closed {
+            handle.record_shard(Some(closed));
+        }
         handle.update(true, |j| {
+            j.samples_resumed = p.resumed;
             j.samples_done = p.samples;
             j.bytes_written = p.bytes;
             j.shards_done = p.shards;
             let secs = started.elapsed().as_secs_f64();
             j.rate = if secs > 0.0 {
-                p.samples as f64 / secs
+                (p.samples - p.resumed) as f64 / secs
             } else {
                 0.0
             };
@@ -233,6 +240,7 @@ fn run(
         &checked.source.dataset,
         writer,
         &checked.opts,
+        &done,
         &mut on_progress,
     )
     .map_err(|e| match e {
