@@ -626,6 +626,22 @@ async fn killing_the_daemon_mid_reshard_keeps_the_old_version_and_a_rerun_is_byt
         .unwrap()
         .into_inner();
     assert_eq!(job.state(), JobState::Interrupted, "{job:?}");
+    // While the name serves other content the job cannot be completed from it.
+    let other = dir.path().join("other");
+    write_dataset(
+        &other,
+        &all_samples(&small_synth(6, 1)),
+        ShardTarget::Samples(4),
+    );
+    let register = |url: &Path| pb::RegisterDatasetRequest {
+        name: "d".into(),
+        url: url.display().to_string(),
+    };
+    c.register_dataset(register(&other)).await.unwrap();
+    let e = c.reshard(req.clone()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains(&id), "{e:?}");
+    c.register_dataset(register(&src)).await.unwrap();
     let resumed = c.reshard(req.clone()).await.unwrap().into_inner();
     assert_eq!(
         (resumed.job_id.as_str(), resumed.resumed),

@@ -79,9 +79,9 @@ impl From<AdminError> for Status {
             AdminError::UnknownDataset { .. } | AdminError::UnknownJob { .. } => {
                 Status::not_found(msg)
             }
-            AdminError::JobFinished { .. } | AdminError::Destination { .. } => {
-                Status::failed_precondition(msg)
-            }
+            AdminError::JobFinished { .. }
+            | AdminError::Destination { .. }
+            | AdminError::SourceChanged { .. } => Status::failed_precondition(msg),
             AdminError::DestinationExists { .. } | AdminError::DestinationBusy { .. } => {
                 Status::already_exists(msg)
             }

@@ -51,6 +51,8 @@ struct JobRecord {
     created_unix: u64,
     #[serde(default)]
     samples_resumed: u64,
+    #[serde(default)]
+    source_version: String,
     /// The shards completed so far, for a resumed run to take over.
     #[serde(default)]
     shards: Vec<ClosedShard>,
@@ -115,6 +117,7 @@ impl JobRecord {
             version: j.version.clone(),
             created_unix: j.created_unix,
             samples_resumed: j.samples_resumed,
+            source_version: j.source_version.clone(),
             shards,
         }
     }
@@ -145,6 +148,7 @@ impl JobRecord {
             version: self.version,
             created_unix: self.created_unix,
             samples_resumed: self.samples_resumed,
+            source_version: self.source_version,
         };
         (job, self.shards)
     }
@@ -347,8 +351,14 @@ impl Jobs {
         handle
     }
 
-    /// Registers a new queued job for `request` (persisted at once).
-    pub fn create(&self, request: ReshardRequest, samples_total: u64) -> Arc<JobHandle> {
+    /// Registers a new queued job for `request`, copying `source_version` (persisted at
+    /// once).
+    pub fn create(
+        &self,
+        request: ReshardRequest,
+        samples_total: u64,
+        source_version: &str,
+    ) -> Arc<JobHandle> {
         let num = self.next.fetch_add(1, Ordering::AcqRel);
         let created_unix = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -359,6 +369,7 @@ impl Jobs {
             request: Some(request),
             samples_total,
             created_unix,
+            source_version: source_version.to_string(),
             ..Default::default()
         };
         let handle = self.insert(num, job, Vec::new());
@@ -370,13 +381,13 @@ impl Jobs {
     pub fn requeue(&self, handle: &JobHandle, samples_total: u64) {
         handle.cancel.store(false, Ordering::Release);
         handle.update(false, |j| {
-            let (id, request, created_unix) = (j.id.clone(), j.request.clone(), j.created_unix);
             *j = Job {
-                id,
+                id: j.id.clone(),
                 state: JobState::Queued as i32,
-                request,
+                request: j.request.clone(),
                 samples_total,
-                created_unix,
+                created_unix: j.created_unix,
+                source_version: j.source_version.clone(),
                 ..Default::default()
             };
         });

@@ -51,6 +51,15 @@ pub enum AdminError {
         job: String,
         why: String,
     },
+    /// An interrupted job's dataset now has other content: its partial output cannot be
+    /// completed from it.
+    #[error("job {job} copied version {was} of dataset {dataset:?}, which now serves {now}; cancel the job and start a new one")]
+    SourceChanged {
+        job: String,
+        dataset: String,
+        was: String,
+        now: String,
+    },
     /// Too many jobs wait for a thread.
     #[error("{limit} reshard jobs are queued already (reshard_queue_jobs); try again later")]
     TooManyJobs { limit: usize },

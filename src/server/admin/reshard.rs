@@ -182,6 +182,18 @@ pub fn start(state: &Arc<ServerState>, req: ReshardRequest) -> Result<ReshardRes
             why: e.to_string(),
         },
     })?;
+    let version = &checked.source.dataset.manifest().version;
+    if let Some(job) = &resume {
+        let was = job.get().source_version;
+        if &was != version {
+            return Err(AdminError::SourceChanged {
+                job: job.get().id,
+                dataset: req.dataset.clone(),
+                was,
+                now: version.clone(),
+            });
+        }
+    }
     let total = checked.opts.total_samples(&checked.source.dataset);
     let resumed = resume.is_some();
     let handle = match resume {
@@ -189,7 +201,7 @@ pub fn start(state: &Arc<ServerState>, req: ReshardRequest) -> Result<ReshardRes
             state.jobs.requeue(&h, total);
             h
         }
-        None => state.jobs.create(req.clone(), total),
+        None => state.jobs.create(req.clone(), total, version),
     };
     let job_id = handle.get().id;
     tracing::info!(job = %job_id, dataset = %req.dataset, destination = %req.destination, resumed, "reshard queued");
