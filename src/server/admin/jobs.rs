@@ -3,7 +3,7 @@
 //! persisted under `<state_dir>/jobs/<id>.json`. A job found queued or running when the
 //! daemon starts was interrupted by a crash or kill; submitting the same request again
 //! runs it to completion under the same id, taking over the shards it had completed
-//! (each is recorded as it closes).
+//! (each is appended to `<state_dir>/jobs/<id>.shards`, one JSON line, as it closes).
 //!
 //! The CPU budget: jobs run on dedicated std threads at low priority, at most
 //! `reshard_threads` at once; the others wait in the queue.
@@ -53,9 +53,6 @@ struct JobRecord {
     samples_resumed: u64,
     #[serde(default)]
     source_version: String,
-    /// The shards completed so far, for a resumed run to take over.
-    #[serde(default)]
-    shards: Vec<ClosedShard>,
 }
 
 fn state_name(s: JobState) -> &'static str {
@@ -93,7 +90,7 @@ pub fn is_finished(s: JobState) -> bool {
 }
 
 impl JobRecord {
-    fn from_job(j: &Job, shards: Vec<ClosedShard>) -> JobRecord {
+    fn from_job(j: &Job) -> JobRecord {
         let r = j.request.clone().unwrap_or_default();
         let priority = r.priority().as_str_name().into();
         JobRecord {
@@ -118,12 +115,11 @@ impl JobRecord {
             created_unix: j.created_unix,
             samples_resumed: j.samples_resumed,
             source_version: j.source_version.clone(),
-            shards,
         }
     }
 
-    fn into_job(self) -> (Job, Vec<ClosedShard>) {
-        let job = Job {
+    fn into_job(self) -> Job {
+        Job {
             id: self.id,
             state: state_from_name(&self.state) as i32,
             request: Some(ReshardRequest {
@@ -149,8 +145,7 @@ impl JobRecord {
             created_unix: self.created_unix,
             samples_resumed: self.samples_resumed,
             source_version: self.source_version,
-        };
-        (job, self.shards)
+        }
     }
 }
 
@@ -158,6 +153,7 @@ impl JobRecord {
 pub struct JobHandle {
     status: watch::Sender<Job>,
     shards: Mutex<Vec<ClosedShard>>,
+    shards_file: Option<PathBuf>,
     cancel: AtomicBool,
     file: Option<PathBuf>,
     saved: Mutex<Option<Instant>>,
@@ -179,17 +175,35 @@ impl JobHandle {
         self.shards.lock().expect("job shards lock").clone()
     }
 
-    /// Records a completed shard at once (a resumed run takes it over), or forgets
-    /// them all (`None`, when a run starts and reports again those it takes over).
+    /// Records a completed shard at once, appending it to the job's shard log (a
+    /// resumed run takes it over), or forgets them all (`None`, when a run starts and
+    /// reports again those it takes over).
     pub fn record_shard(&self, shard: Option<ClosedShard>) {
-        {
-            let mut shards = self.shards.lock().expect("job shards lock");
-            match shard {
-                Some(s) => shards.push(s),
-                None => shards.clear(),
-            }
+        let mut shards = self.shards.lock().expect("job shards lock");
+        let logged = match &shard {
+            Some(s) => self.shards_file.as_ref().map(|path| {
+                let mut line = serde_json::to_vec(s).expect("a shard serialises");
+                line.push(b'\n');
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, &line))
+                    .map_err(|e| (path, e))
+            }),
+            None => self
+                .shards_file
+                .as_ref()
+                .map(|path| std::fs::write(path, b"").map_err(|e| (path, e))),
+        };
+        if let Some(Err((path, e))) = logged {
+            // The shard is then written again by a resumed run.
+            tracing::warn!(path = %path.display(), error = %e, "job shard log not written");
         }
-        self.update(false, |_| {});
+        match shard {
+            Some(s) => shards.push(s),
+            None => shards.clear(),
+        }
     }
 
     /// Whether a cancel was asked for.
@@ -214,13 +228,22 @@ impl JobHandle {
         let Some(path) = &self.file else {
             return Ok(());
         };
-        let json = serde_json::to_vec_pretty(&JobRecord::from_job(&self.get(), self.shards()))
-            .expect("a job serialises");
+        let json =
+            serde_json::to_vec_pretty(&JobRecord::from_job(&self.get())).expect("a job serialises");
         crate::dataset::writer::write_atomic(path, &json).map_err(|e| RegistryError::State {
             path: path.clone(),
             why: e.to_string(),
         })
     }
+}
+
+/// The shards a job's log records, up to the first line that does not parse (a line cut
+/// short by a crash).
+fn read_shard_log(path: &Path) -> Vec<ClosedShard> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map_while(|line| serde_json::from_str(line).ok())
+        .collect()
 }
 
 /// Limits how many jobs run at once.
@@ -316,7 +339,8 @@ impl Jobs {
             let Some(num) = record.id.strip_prefix("job-").and_then(|n| n.parse().ok()) else {
                 return Err(err(&path, format!("{:?} is not a job id", record.id)));
             };
-            let (mut job, shards) = record.into_job();
+            let mut job = record.into_job();
+            let shards = read_shard_log(&dir.join(format!("{}.shards", job.id)));
             let interrupted = !is_finished(job.state());
             if interrupted {
                 job.set_state(JobState::Interrupted);
@@ -337,9 +361,14 @@ impl Jobs {
             .dir
             .as_ref()
             .map(|d| d.join(format!("{}.json", job.id)));
+        let shards_file = self
+            .dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.shards", job.id)));
         let handle = Arc::new(JobHandle {
             status: watch::channel(job).0,
             shards: Mutex::new(shards),
+            shards_file,
             cancel: AtomicBool::new(false),
             file,
             saved: Mutex::new(None),
@@ -518,5 +547,64 @@ fn lower_priority(priority: ReshardPriority) {
         if !ok {
             tracing::warn!(?priority, "cannot lower the job thread's priority");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::manifest::ShardManifest;
+    use crate::dataset::Subset;
+
+    fn shard(i: u64) -> ClosedShard {
+        ClosedShard {
+            subset: Subset::Sft,
+            shard: ShardManifest {
+                path: format!("sft-{i:06}.tar.zst"),
+                index: Some(format!("sft-{i:06}.tar.zst.idx")),
+                samples: 3,
+                bytes: 100 + i,
+                sha256: "0".repeat(64),
+                index_sha256: Some("1".repeat(64)),
+                categories: "012".into(),
+            },
+            max_turns: 0,
+        }
+    }
+
+    #[test]
+    fn jobs_found_running_are_interrupted_and_keep_their_logged_shards() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().to_str().unwrap();
+        let jobs = Jobs::load(state, 1).unwrap();
+        let request = ReshardRequest {
+            dataset: "d".into(),
+            shard_samples: 3,
+            destination: "/out".into(),
+            ..Default::default()
+        };
+        let h = jobs.create(request.clone(), 9, "sha256:v");
+        h.update(false, |j| j.set_state(JobState::Running));
+        h.record_shard(Some(shard(0)));
+        h.record_shard(Some(shard(1)));
+        // A line cut short by the crash is ignored.
+        let log = dir.path().join("jobs/job-1.shards");
+        let mut text = std::fs::read(&log).unwrap();
+        text.extend_from_slice(b"{\"subset\": \"sft\", \"sha");
+        std::fs::write(&log, text).unwrap();
+
+        let again = Jobs::load(state, 1).unwrap();
+        let h = again.get("job-1").unwrap();
+        let job = h.get();
+        assert_eq!(job.state(), JobState::Interrupted);
+        assert_eq!(job.request, Some(request.clone()));
+        assert_eq!(job.source_version, "sha256:v");
+        assert_eq!(h.shards(), [shard(0), shard(1)]);
+        assert_eq!(again.create(request, 9, "sha256:v").get().id, "job-2");
+        assert!(matches!(
+            again.cancel("job-9"),
+            Err(AdminError::UnknownJob { .. })
+        ));
+        assert_eq!(again.cancel("job-1").unwrap().state(), JobState::Cancelled);
     }
 }
