@@ -1,10 +1,14 @@
 //! End-to-end serving benchmark: samples/s per subset kind at 256 and 512 px through
-//! real gRPC on loopback, the share of time per pipeline stage, and the daemon's RSS at
-//! 1 and 16 streams. Run with `cargo bench --bench serve`; the dataset (Pico-Banana's
-//! sizes: ~1024x768 JPEG sources, ~1 MP PNG edits) is generated once under
+//! real gRPC on loopback, the share of time per pipeline stage, the daemon's RSS at
+//! 1 and 16 streams, and serving samples/s with and without a reshard job running
+//! (through the Admin service). Run with `cargo bench --bench serve`, or only the last
+//! part with `cargo bench --bench serve -- reshard`; the dataset (Pico-Banana's sizes:
+//! ~1024x768 JPEG sources, ~1 MP PNG edits) is generated once under
 //! `target/bench-data/`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use editfeed::config::ServeConfig;
@@ -104,6 +108,8 @@ async fn daemon_rss(data: &Path) -> Vec<(usize, u64, u64)> {
                 "serve",
                 "--listen",
                 &addr.to_string(),
+                "--admin-listen",
+                "127.0.0.1:0",
                 "--dataset",
                 &format!("bench={}", data.display()),
             ])
@@ -140,7 +146,133 @@ async fn daemon_rss(data: &Path) -> Vec<(usize, u64, u64)> {
     out
 }
 
+/// Runs reshard jobs of the bench dataset back to back (each finished one is replaced
+/// by the next) until stopped; counts the samples they write.
+struct Feeder {
+    stop: Arc<AtomicBool>,
+    samples: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Feeder {
+    fn start(admin: &str, out: &Path, priority: pb::ReshardPriority) -> Feeder {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(AtomicU64::new(0));
+        let (admin, out) = (admin.to_string(), out.to_path_buf());
+        let (st, sa) = (stop.clone(), samples.clone());
+        let task = tokio::spawn(async move {
+            let mut c = editfeed::client::connect_admin(&admin).await.unwrap();
+            let mut n = 0;
+            while !st.load(Ordering::Relaxed) {
+                n += 1;
+                let dest = out.join(format!("{}-{n}", priority.as_str_name()));
+                let req = pb::ReshardRequest {
+                    dataset: "bench".into(),
+                    shard_samples: 8,
+                    destination: dest.display().to_string(),
+                    priority: priority as i32,
+                    ..Default::default()
+                };
+                let job_id = c.reshard(req).await.unwrap().into_inner().job_id;
+                let get = pb::GetJobRequest { job_id };
+                let mut counted = 0;
+                loop {
+                    let job = c.get_job(get.clone()).await.unwrap().into_inner();
+                    sa.fetch_add(job.samples_done - counted, Ordering::Relaxed);
+                    counted = job.samples_done;
+                    if !matches!(job.state(), pb::JobState::Queued | pb::JobState::Running) {
+                        break;
+                    }
+                    if st.load(Ordering::Relaxed) {
+                        let _ = c.cancel_job(get.clone()).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let _ = std::fs::remove_dir_all(&dest);
+            }
+        });
+        Feeder {
+            stop,
+            samples,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+    }
+}
+
+/// Serving samples/s with no reshard, and while reshard jobs (zstd level 3, one reshard
+/// thread) run at each priority. The cases alternate run by run, so load from elsewhere
+/// on the machine falls on all of them alike; medians of 5.
+async fn serving_during_reshard(endpoint: &str, admin: &str, workers: usize) {
+    use pb::ReshardPriority as P;
+    let out = tempfile_dir();
+    let cases = [None, Some(P::Idle), Some(P::Low), Some(P::Normal)];
+    let mut rates = vec![Vec::new(); cases.len()];
+    let mut reshard = vec![Vec::new(); cases.len()];
+    for run in 0..5u64 {
+        for (i, case) in cases.iter().enumerate() {
+            let feeder = case.map(|p| Feeder::start(admin, &out, p));
+            // Let the job get going before the clock starts.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let before = feeder
+                .as_ref()
+                .map_or(0, |f| f.samples.load(Ordering::Relaxed));
+            let (n, secs) = drain(endpoint, request("sft", 256, 32, 100 + run)).await;
+            let written = feeder
+                .as_ref()
+                .map_or(0, |f| f.samples.load(Ordering::Relaxed))
+                - before;
+            if let Some(f) = feeder {
+                f.stop().await;
+            }
+            rates[i].push(n as f64 / secs);
+            reshard[i].push(written as f64 / secs);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!();
+    println!(
+        "serving during a reshard: sft at 256 px, 1 stream, {workers} workers, reshard_threads 1"
+    );
+    println!(
+        "{:<22} {:>17} {:>9} {:>19}",
+        "reshard running", "serving samples/s", "slowdown", "reshard samples/s"
+    );
+    let base = median(&mut rates[0]);
+    for (i, case) in cases.iter().enumerate() {
+        let rate = median(&mut rates[i]);
+        let Some(p) = case else {
+            println!("{:<22} {rate:>17.1} {:>9} {:>19}", "none", "-", "-");
+            continue;
+        };
+        let name = p.as_str_name().trim_start_matches("RESHARD_PRIORITY_");
+        println!(
+            "{:<22} {rate:>17.1} {:>8.1}% {:>19.1}",
+            format!("yes, {} priority", name.to_ascii_lowercase()),
+            (1.0 - rate / base) * 100.0,
+            median(&mut reshard[i])
+        );
+    }
+    println!("(zstd level 3, shards of 8 samples; medians of 5 alternating runs of 31 timed batches of 8)");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/reshard-out");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn main() {
+    let only_reshard = std::env::args().any(|a| a == "reshard");
     let data = dataset();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -154,7 +286,14 @@ fn main() {
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let state = editfeed::server::ServerState::new(config).unwrap();
         let workers = state.pool.workers();
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = format!("http://{}", admin_listener.local_addr().unwrap());
+        tokio::spawn(editfeed::server::admin::serve_admin(admin_listener, state.clone(), std::future::pending()));
         tokio::spawn(editfeed::server::serve(listener, state, std::future::pending()));
+        if only_reshard {
+            serving_during_reshard(&endpoint, &admin, workers).await;
+            return;
+        }
         println!("dataset {} ({SAMPLES} samples at Pico-Banana sizes), {workers} workers, batch 8, 1 stream", data.display());
         println!("{:<11} {:>5} {:>10} {:>8} {:>8} {:>9} {:>8} {:>8}", "subset", "px", "samples/s", "MB/s", "read", "dec+aug", "collate", "send");
         for subset in ["sft", "preference", "multi_turn"] {
@@ -195,5 +334,6 @@ fn main() {
         for (streams, hwm, rss) in daemon_rss(&data).await {
             println!("daemon RSS with {streams:>2} streams of 512 px sft: peak {} MiB, now {} MiB", hwm / 1024, rss / 1024);
         }
+        serving_during_reshard(&endpoint, &admin, workers).await;
     });
 }

@@ -1,8 +1,10 @@
-//! A small Rust client of the Loader service, used by `editfeed fetch`, the demo and the
-//! tests: connects with message limits that fit batches of tens of MB.
+//! A small Rust client of the Loader and Admin services, used by `editfeed fetch`,
+//! `editfeed admin`, the demo and the tests: connects with message limits that fit
+//! batches of tens of MB.
 
 use tonic::transport::{Channel, Endpoint};
 
+use crate::proto::v1::admin_client::AdminClient;
 use crate::proto::v1::loader_client::LoaderClient;
 
 /// The largest message the client accepts (1 GiB, the server's default batch limit).
@@ -19,20 +21,30 @@ pub struct ConnectError {
     pub source: tonic::transport::Error,
 }
 
-/// Connects to a daemon at `endpoint` (`http://host:port`).
-pub async fn connect(endpoint: &str) -> Result<LoaderClient<Channel>, ConnectError> {
+async fn channel(endpoint: &str) -> Result<Channel, ConnectError> {
     let err = |source| ConnectError {
         endpoint: endpoint.to_string(),
         source,
     };
-    let channel = Endpoint::from_shared(endpoint.to_string())
+    Endpoint::from_shared(endpoint.to_string())
         .map_err(err)?
         .tcp_nodelay(true)
         .initial_stream_window_size(16 << 20)
         .initial_connection_window_size(16 << 20)
         .connect()
         .await
-        .map_err(err)?;
+        .map_err(err)
+}
+
+/// Connects to the Admin service of a daemon at `endpoint` (`http://host:port`, the
+/// daemon's `admin_listen`).
+pub async fn connect_admin(endpoint: &str) -> Result<AdminClient<Channel>, ConnectError> {
+    Ok(AdminClient::new(channel(endpoint).await?))
+}
+
+/// Connects to a daemon at `endpoint` (`http://host:port`).
+pub async fn connect(endpoint: &str) -> Result<LoaderClient<Channel>, ConnectError> {
+    let channel = channel(endpoint).await?;
     Ok(LoaderClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(1 << 20))

@@ -24,6 +24,20 @@ pub struct ServeConfig {
     /// Address of the Loader service. Default `127.0.0.1:50051`; use `0.0.0.0:50051` to
     /// serve other hosts.
     pub listen: String,
+    /// Address of the Admin service (dataset registry, reshard jobs, stats), on its own
+    /// port. Default `127.0.0.1:50052`: loopback only, since it changes what is served.
+    pub admin_listen: String,
+    /// Folder where the daemon keeps its state: the dataset registry (`registry.json`)
+    /// and reshard jobs (`jobs/`), so both survive a restart. Empty (the default) keeps
+    /// them in memory only.
+    pub state_dir: String,
+    /// Reshard jobs that run at once, each on one dedicated thread at a lowered CPU
+    /// priority (SCHED_IDLE unless the request asks otherwise); more jobs wait in the
+    /// queue. This is the CPU budget that keeps serving's throughput during a reshard.
+    pub reshard_threads: usize,
+    /// Reshard jobs that may wait for a thread; more are refused with
+    /// RESOURCE_EXHAUSTED.
+    pub reshard_queue_jobs: usize,
     /// Worker threads for decode and augmentation; 0 means one per core.
     pub workers: usize,
     /// Batches each stream prepares ahead of its client (the prefetch depth).
@@ -67,6 +81,10 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             listen: "127.0.0.1:50051".into(),
+            admin_listen: "127.0.0.1:50052".into(),
+            state_dir: String::new(),
+            reshard_threads: 1,
+            reshard_queue_jobs: 16,
             workers: 0,
             prefetch_batches: 2,
             queue_samples: 64,
@@ -144,6 +162,18 @@ impl ServeConfig {
                 "listen",
                 &format!("{:?} is not an address like 127.0.0.1:50051", self.listen),
             );
+        }
+        if self.admin_listen.parse::<SocketAddr>().is_err() {
+            return bad(
+                "admin_listen",
+                &format!(
+                    "{:?} is not an address like 127.0.0.1:50052",
+                    self.admin_listen
+                ),
+            );
+        }
+        if self.reshard_threads == 0 {
+            return bad("reshard_threads", "must be at least 1");
         }
         if self.prefetch_batches == 0 {
             return bad("prefetch_batches", "must be at least 1");
@@ -263,6 +293,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("worker") && e.contains("t.toml"), "{e}");
+        let e = ServeConfig::from_toml("t.toml", "admin_lisen = \"127.0.0.1:1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("admin_lisen"), "{e}");
     }
 
     #[test]
@@ -304,6 +338,24 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("listen"));
+        let c = ServeConfig {
+            admin_listen: "loopback".into(),
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("admin_listen"));
+        let c = ServeConfig {
+            reshard_threads: 0,
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("reshard_threads"));
         assert!(check_dataset_name("../etc").is_err());
         assert!(check_dataset_name("s3://bucket").is_err());
         assert!(check_dataset_name("pico-banana_v2").is_ok());

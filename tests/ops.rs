@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,37 +12,6 @@ use editfeed::dataset::writer::ShardTarget;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-
-/// Starts `editfeed serve` with `args`; returns the child and its gRPC address.
-fn spawn_serve(
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> (Child, String, std::sync::mpsc::Receiver<String>) {
-    let mut cmd = bin();
-    cmd.arg("serve")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let _ = tx.send(line.unwrap_or_default());
-        }
-    });
-    let first = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("serve prints its address");
-    let addr = first
-        .strip_prefix("listening on ")
-        .expect("first line names the address")
-        .to_string();
-    (child, format!("http://{addr}"), rx)
-}
 
 async fn health(endpoint: &str) -> Option<ServingStatus> {
     let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
@@ -93,7 +61,11 @@ async fn health_is_not_serving_before_load_and_while_draining() {
     let dir = tempfile::tempdir().unwrap();
     let ds = dir.path().join("ds");
     let dataset = format!("d={}", ds.display());
-    let (mut child, endpoint, _lines) = spawn_serve(
+    let Spawned {
+        mut child,
+        endpoint,
+        ..
+    } = spawn_serve(
         &[
             "--listen",
             "127.0.0.1:0",
@@ -153,7 +125,12 @@ async fn sigterm_mid_stream_ends_cleanly_and_exits_zero() {
         ShardTarget::Samples(4),
     );
     let dataset = format!("d={}", dir.path().display());
-    let (mut child, endpoint, lines) = spawn_serve(
+    let Spawned {
+        mut child,
+        endpoint,
+        lines,
+        ..
+    } = spawn_serve(
         &[
             "--listen",
             "127.0.0.1:0",
@@ -216,7 +193,12 @@ async fn metrics_are_served_in_prometheus_format() {
         .unwrap()
         .port();
     let metrics_addr = format!("127.0.0.1:{port}");
-    let (mut child, endpoint, lines) = spawn_serve(
+    let Spawned {
+        mut child,
+        endpoint,
+        lines,
+        ..
+    } = spawn_serve(
         &[
             "--listen",
             "127.0.0.1:0",

@@ -4,7 +4,7 @@
 //! hashes as from local disk, transient faults injected by a proxy (retried, counted,
 //! bytes unchanged), and permanent failures (missing manifest or shard, bad
 //! credentials, wrong region, unreachable endpoint) that end promptly with one error
-//! naming the URL.
+//! naming the URL; a reshard from disk into S3, switched to, serves the same batches.
 
 mod common;
 #[path = "support/s3.rs"]
@@ -451,4 +451,64 @@ fn synth_and_verify_commands_take_s3_urls() {
     assert!(!r.status.success());
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains(&out) && err.contains("--overwrite"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reshard_from_disk_into_s3_is_switched_to_and_serves_the_same_batches() {
+    use editfeed::proto::v1 as pb;
+    tokio::time::timeout(LIMIT, async {
+        set_test_credentials();
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = write_dataset(
+            dir.path(),
+            &all_samples(&small_synth(20, 13)),
+            ShardTarget::Samples(4),
+        );
+        let local = dir.path().display().to_string();
+        let server = TestServer::start_locations(&[("d", &local)], 2, 2).await;
+        let want = digests(
+            &fetch_all(&server.endpoint, request("d", 5, 4, 1, 0, 32, 10))
+                .await
+                .unwrap(),
+        );
+        let url = s3_url(&bucket("reshard"), "pico/v2", &moto().endpoint);
+        let mut admin = editfeed::client::connect_admin(&server.admin)
+            .await
+            .unwrap();
+        let job_id = admin
+            .reshard(pb::ReshardRequest {
+                dataset: "d".into(),
+                shard_samples: 3,
+                destination: url.clone(),
+                activate: true,
+                priority: pb::ReshardPriority::Normal as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .job_id;
+        let mut watch = admin
+            .watch_job(pb::GetJobRequest { job_id })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut last = None;
+        while let Some(job) = watch.message().await.unwrap() {
+            last = Some(job);
+        }
+        let job = last.unwrap();
+        assert_eq!(job.state(), pb::JobState::Succeeded, "{job:?}");
+        assert_eq!(job.version, manifest.version);
+        let served = server.state.registry.get("d").unwrap();
+        assert_eq!(served.location, url, "the name points at the S3 copy");
+        let got = fetch_all(&server.endpoint, request("d", 5, 4, 1, 0, 32, 10))
+            .await
+            .unwrap();
+        assert_eq!(digests(&got), want);
+        assert!(store_stats(&server, "d").bytes_read > 0);
+        server.stop().await;
+    })
+    .await
+    .expect("the test finished in time");
 }

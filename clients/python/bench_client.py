@@ -41,7 +41,7 @@ def start_daemon(binary: str, data: Path | dict[str, Path], workers: int) -> tup
     datasets = data if isinstance(data, dict) else {"bench": data}
     flags = [arg for name, path in datasets.items() for arg in ("--dataset", f"{name}={path}")]
     proc = subprocess.Popen(
-        [binary, "serve", "--listen", "127.0.0.1:0", *flags, "--workers", str(workers)],
+        [binary, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", *flags, "--workers", str(workers)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -51,6 +51,10 @@ def start_daemon(binary: str, data: Path | dict[str, Path], workers: int) -> tup
     if not line.startswith("listening on "):
         proc.kill()
         raise SystemExit(f"editfeed serve did not start: {line!r}")
+    admin = proc.stdout.readline()
+    if not admin.startswith("admin listening on "):
+        proc.kill()
+        raise SystemExit(f"editfeed serve did not report its admin address: {admin!r}")
     # It listens before its datasets are loaded and says "ready" once it serves them.
     ready = proc.stdout.readline()
     if ready.strip() != "ready":

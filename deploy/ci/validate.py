@@ -63,6 +63,7 @@ CONFIG_TOP: dict[str, str] = {
     "max_batch_bytes": "int", "max_decode_pixels": "int", "http2_window_bytes": "int",
     "drain_seconds": "int", "metrics_listen": "str", "log_format": "str", "log_level": "str",
     "load_retry_seconds": "int", "store": "table", "datasets": "table",
+    "admin_listen": "str", "state_dir": "str", "reshard_threads": "int", "reshard_queue_jobs": "int",
 }
 CONFIG_STORE: dict[str, str] = {
     "endpoint": "str", "region": "str", "allow_http": "bool", "cache_dir": "str", "cache_bytes": "size",

@@ -2,6 +2,7 @@
 //! dispatches; each command is a thin layer over the library.
 
 pub mod bench;
+pub mod admin;
 pub mod contact_sheet;
 pub mod demo;
 pub mod fetch;
@@ -57,6 +58,8 @@ pub enum Command {
     /// `bench/run` runs the whole comparison.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Manage a running daemon: datasets, reshard jobs, versions, stats.
+    Admin(admin::AdminArgs),
 }
 
 /// Sets up logging: `text` or `json` lines on stderr, filtered by `level` (tracing's
@@ -94,6 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Bench(c) => bench::run(c),
+        Command::Admin(a) => admin::run(a),
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use editfeed::config::ServeConfig;
+use editfeed::server::admin::serve_admin;
 use editfeed::server::{serve, ServerState};
 
 /// Arguments of `editfeed serve`; flags override the config file and `EDITFEED_*`
@@ -17,6 +18,12 @@ pub struct ServeArgs {
     /// Address to listen on, e.g. 127.0.0.1:50051.
     #[arg(long)]
     pub listen: Option<String>,
+    /// Address of the Admin service, e.g. 127.0.0.1:50052.
+    #[arg(long)]
+    pub admin_listen: Option<String>,
+    /// Folder for the persisted registry and reshard jobs.
+    #[arg(long)]
+    pub state_dir: Option<String>,
     /// A dataset to serve, as NAME=PATH; repeat for more.
     #[arg(long = "dataset", value_name = "NAME=URL")]
     pub datasets: Vec<String>,
@@ -65,6 +72,12 @@ pub fn config_from(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
     let mut config = read_config(args.config.as_ref())?;
     if let Some(l) = &args.listen {
         config.listen = l.clone();
+    }
+    if let Some(l) = &args.admin_listen {
+        config.admin_listen = l.clone();
+    }
+    if let Some(d) = &args.state_dir {
+        config.state_dir = d.clone();
     }
     if let Some(w) = args.workers {
         config.workers = w;
@@ -131,17 +144,31 @@ pub fn run(args: ServeArgs, log_override: Option<String>) -> anyhow::Result<()> 
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let admin_listener = tokio::net::TcpListener::bind(&config.admin_listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {} (admin_listen): {e}", config.admin_listen))?;
         let addr = listener.local_addr()?;
-        let state = ServerState::unloaded(config);
-        tracing::info!(%addr, workers = state.pool.workers(), "serving (not ready until datasets load)");
+        let admin_addr = admin_listener.local_addr()?;
+        let state = ServerState::unloaded(config)?;
+        tracing::info!(%addr, %admin_addr, workers = state.pool.workers(), "serving (not ready until datasets load)");
         println!("listening on {addr}");
+        println!("admin listening on {admin_addr}");
+        // The Admin service ends with the daemon: open WatchJob streams do not hold up
+        // the exit.
+        let admin = tokio::spawn(serve_admin(
+            admin_listener,
+            state.clone(),
+            std::future::pending(),
+        ));
         let ready = state.clone();
         tokio::spawn(async move {
             ready.serving().await;
             // Harnesses wait for this line; health reports SERVING from here on.
             println!("ready");
         });
-        serve(listener, state, shutdown_signal()).await?;
+        let served = serve(listener, state, shutdown_signal()).await;
+        admin.abort();
+        served?;
         tracing::info!("stopped");
         Ok(())
     })

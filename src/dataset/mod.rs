@@ -1,10 +1,11 @@
 //! Datasets: the sample schema, the manifest, writing and reading dataset folders, the
-//! Pico-Banana importer and the synthetic dataset generator.
+//! Pico-Banana importer, resharding and the synthetic dataset generator.
 
 pub mod edit_types;
 pub mod manifest;
 pub mod pico_banana;
 pub mod reader;
+pub mod reshard;
 pub mod sample;
 pub mod skip_summary;
 pub mod subset;

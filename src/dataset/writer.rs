@@ -297,6 +297,50 @@ impl DatasetWriter {
             .collect()
     }
 
+    /// Shards closed so far, over all subsets.
+    pub fn shards_written(&self) -> u64 {
+        self.subsets.values().map(|s| s.shards.len() as u64).sum()
+    }
+
+    /// The last shard closed in `subset`, with the longest chain of the subset so far.
+    pub fn last_closed(&self, subset: Subset) -> Option<(&ShardManifest, u32)> {
+        let state = self.subsets.get(&subset)?;
+        state.shards.last().map(|s| (s, state.max_turns))
+    }
+
+    /// Takes over the first shards of `subset` from an earlier run of the same write
+    /// that was interrupted: the caller has checked that the files are in place with
+    /// these checksums; `samples` are their (key, digest) pairs in order (from their
+    /// indexes) and `max_turns` the longest chain among them. The next shard of the
+    /// subset is numbered after them and the content hash continues from them, so the
+    /// result is the same as writing every sample again.
+    pub fn adopt_shards(
+        &mut self,
+        subset: Subset,
+        shards: Vec<ShardManifest>,
+        samples: &[(String, [u8; 32])],
+        max_turns: u32,
+    ) -> Result<(), WriteError> {
+        let state = self.subsets.entry(subset).or_default();
+        if state.open.is_some() || !state.shards.is_empty() {
+            return Err(WriteError::Options(format!(
+                "subset {subset}: shards can only be taken over before any is written"
+            )));
+        }
+        for (key, digest) in samples {
+            if !state.keys.insert(key.clone()) {
+                return Err(WriteError::DuplicateKey {
+                    subset,
+                    key: key.clone(),
+                });
+            }
+            state.content.add(key, digest);
+        }
+        state.max_turns = max_turns;
+        state.shards = shards;
+        Ok(())
+    }
+
     /// Closes every shard and writes the manifest atomically; returns it.
     pub fn finish(mut self) -> Result<Manifest, WriteError> {
         let mut subsets = BTreeMap::new();

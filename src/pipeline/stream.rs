@@ -5,7 +5,7 @@
 //! dropping its pool queue discards the work it had waiting.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -57,6 +57,32 @@ pub enum StreamError {
     ShuttingDown,
 }
 
+/// A stream's counters, read by the Admin service's `Stats`.
+#[derive(Debug, Default)]
+pub struct StreamProgress {
+    /// Batches ready and handed to the response channel (or waiting to be).
+    pub prepared: AtomicU64,
+    /// Batches the transport took from the channel.
+    pub sent: AtomicU64,
+    /// The step of the last batch the transport took.
+    pub step: AtomicU64,
+}
+
+impl StreamProgress {
+    /// Records a batch taken by the transport.
+    pub fn taken(&self, step: u64) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.step.store(step, Ordering::Relaxed);
+    }
+
+    /// Batches prepared but not taken yet: how far the server is ahead of its client.
+    pub fn ahead(&self) -> u64 {
+        self.prepared
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.sent.load(Ordering::Relaxed))
+    }
+}
+
 /// The output size of a global step: the fixed size, or a bucket drawn from the seed and
 /// the step (the same on every rank, so the ranks' slices stay one global batch).
 pub fn step_size(params: &StreamParams, step: u64) -> (u32, u32) {
@@ -80,6 +106,7 @@ pub async fn produce(
     tx: mpsc::Sender<Result<Batch, StreamError>>,
     stop: tokio::sync::watch::Receiver<bool>,
     job: String,
+    progress: Arc<StreamProgress>,
 ) {
     let params = Arc::new(params);
     // Resolves when the daemon's drain period is over.
@@ -144,6 +171,7 @@ pub async fn produce(
             let subset =
                 crate::dataset::Subset::from_name(&b.subset).map_or("unknown", |s| s.name());
             crate::metrics::batch_sent(subset, bytes, &job);
+            progress.prepared.fetch_add(1, Ordering::Relaxed);
         }
         let sending = Instant::now();
         let sent = tokio::select! {

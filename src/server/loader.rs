@@ -7,10 +7,11 @@ use std::sync::Arc;
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use super::admin::stats::{ActiveStream, ActiveStreams};
 use super::request::validate;
 use super::status::RequestError;
 use super::ServerState;
-use crate::pipeline::stream::produce;
+use crate::pipeline::stream::{produce, StreamProgress};
 use crate::proto::v1 as pb;
 use crate::proto::v1::loader_server::Loader;
 
@@ -87,6 +88,9 @@ impl Loader for LoaderService {
         // Plan construction is O(subset size); keep it off the runtime's threads.
         let config = state.config.clone();
         let req_job = req.job.clone();
+        let (rank, world_size) = (req.rank, req.world_size);
+        let dataset_name = req.dataset.clone();
+        let version = dataset.dataset.manifest().version.clone();
         let params = tokio::task::spawn_blocking(move || validate(&req, dataset, &config))
             .await
             .map_err(|e| Status::internal(format!("request validation failed: {e}")))??;
@@ -98,10 +102,33 @@ impl Loader for LoaderService {
             start_step = params.start_step,
             "stream started"
         );
+        let progress = Arc::new(StreamProgress::default());
+        let active = ActiveStreams::open(
+            state,
+            ActiveStream {
+                job: req_job.clone(),
+                dataset: dataset_name,
+                version,
+                rank,
+                world_size,
+                started: std::time::Instant::now(),
+                progress: progress.clone(),
+            },
+        );
         let job = crate::metrics::job_label(&req_job);
-        tokio::spawn(produce(params, queue, tx, state.stop_signal(), job));
+        tokio::spawn(produce(
+            params,
+            queue,
+            tx,
+            state.stop_signal(),
+            job,
+            progress.clone(),
+        ));
         let stream = ReceiverStream::new(rx).map(move |item| {
-            let _keep = &slot;
+            let _keep = (&slot, &active);
+            if let Ok(b) = &item {
+                progress.taken(b.step);
+            }
             item.map_err(Status::from)
         });
         Ok(Response::new(Box::pin(stream)))

@@ -7,7 +7,10 @@
 //! soon as shutdown begins. While draining, new streams are refused with UNAVAILABLE;
 //! open streams go on until they finish or the drain period ends, when they are closed
 //! with UNAVAILABLE so trainers resume elsewhere from their last cursor.
+//!
+//! The Admin service ([`admin`]) runs on its own listener through [`admin::serve_admin`].
 
+pub mod admin;
 pub mod loader;
 pub mod registry;
 pub mod request;
@@ -48,6 +51,12 @@ pub struct ServerState {
     pub pool: Arc<WorkerPool>,
     /// Streams open now.
     pub streams: AtomicUsize,
+    /// What each open stream is doing, for `Stats`.
+    pub active: admin::stats::ActiveStreams,
+    /// Where each name points, persisted, and the retired versions.
+    pub versions: admin::versions::Versions,
+    /// Reshard jobs.
+    pub jobs: admin::jobs::Jobs,
     phase: watch::Sender<Phase>,
     /// `[store]` with the environment's overrides applied.
     store: crate::store::StoreConfig,
@@ -56,35 +65,46 @@ pub struct ServerState {
 }
 
 impl ServerState {
-    /// State whose datasets are loaded by [`serve`] in the background.
-    pub fn unloaded(config: ServeConfig) -> Arc<ServerState> {
+    /// State whose datasets are loaded by [`serve`] in the background. Reads the
+    /// persisted registry and jobs from `state_dir`; fails when they do not parse.
+    pub fn unloaded(config: ServeConfig) -> Result<Arc<ServerState>, registry::RegistryError> {
+        let versions = admin::versions::Versions::load(&config.state_dir, &config.datasets)?;
+        let jobs = admin::jobs::Jobs::load(&config.state_dir, config.reshard_threads)?;
         let pool = WorkerPool::new(config.worker_threads());
         let store = config.store.clone().with_env();
-        Arc::new(ServerState {
+        Ok(Arc::new(ServerState {
             store,
             config,
             registry: Registry::default(),
             pool,
             streams: AtomicUsize::new(0),
+            active: Default::default(),
+            versions,
+            jobs,
             phase: watch::channel(Phase::Loading).0,
             stop_streams: watch::channel(false).0,
-        })
+        }))
     }
 
     /// Opens the configured datasets now and starts the worker pool.
     pub fn new(config: ServeConfig) -> Result<Arc<ServerState>, registry::RegistryError> {
-        let state = ServerState::unloaded(config);
+        let state = ServerState::unloaded(config)?;
         if let Some(e) = state.load_missing().into_iter().next() {
             return Err(e);
         }
         Ok(state)
     }
 
-    /// Loads every configured dataset not loaded yet; returns the failures. When none
-    /// is missing any more, the daemon is SERVING.
+    /// The store configuration (`[store]` with the environment's overrides).
+    pub fn store_config(&self) -> &crate::store::StoreConfig {
+        &self.store
+    }
+
+    /// Loads every registered dataset (persisted registry, then config) not loaded yet;
+    /// returns the failures. When none is missing any more, the daemon is SERVING.
     pub fn load_missing(&self) -> Vec<registry::RegistryError> {
         let mut errors = Vec::new();
-        for (name, location) in &self.config.datasets {
+        for (name, location) in &self.versions.wanted() {
             if self.registry.get(name).is_some() {
                 continue;
             }

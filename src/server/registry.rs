@@ -87,6 +87,12 @@ pub enum RegistryError {
         #[source]
         source: DatasetError,
     },
+    /// The daemon's persisted state (registry or jobs) cannot be read or written.
+    #[error("state {path}: {why}")]
+    State {
+        path: std::path::PathBuf,
+        why: String,
+    },
 }
 
 /// The registry of served datasets.
@@ -113,12 +119,18 @@ impl Registry {
         Ok(reg)
     }
 
-    /// Adds or replaces a dataset.
-    pub fn insert(&self, ds: ServedDataset) {
+    /// Adds or replaces a dataset; returns the one it replaced. Streams that took the
+    /// replaced one keep it until they end.
+    pub fn insert(&self, ds: ServedDataset) -> Option<Arc<ServedDataset>> {
         self.datasets
             .write()
             .expect("registry lock")
-            .insert(ds.name.clone(), Arc::new(ds));
+            .insert(ds.name.clone(), Arc::new(ds))
+    }
+
+    /// Removes a name; returns what it served.
+    pub fn remove(&self, name: &str) -> Option<Arc<ServedDataset>> {
+        self.datasets.write().expect("registry lock").remove(name)
     }
 
     /// A dataset by name.

@@ -1,9 +1,13 @@
 //! The one place where errors become gRPC statuses. Requests that are wrong get
 //! INVALID_ARGUMENT or NOT_FOUND with a message naming the field; data that is broken
-//! gets DATA_LOSS naming the shard and sample; limits get RESOURCE_EXHAUSTED.
+//! gets DATA_LOSS naming the shard and sample; limits get RESOURCE_EXHAUSTED. Admin
+//! requests: unknown names get NOT_FOUND, a destination that cannot be written or a
+//! finished job FAILED_PRECONDITION, a destination already taken ALREADY_EXISTS.
 
 use tonic::Status;
 
+use super::admin::AdminError;
+use super::registry::RegistryError;
 use crate::pipeline::prepare::PrepareError;
 use crate::pipeline::stream::StreamError;
 use crate::plan::{CursorError, PlanError};
@@ -63,6 +67,30 @@ impl From<StreamError> for Status {
             StreamError::Plan(_) => Status::invalid_argument(msg),
             StreamError::WorkerLost { .. } => Status::internal(msg),
             StreamError::ShuttingDown => Status::unavailable(msg),
+        }
+    }
+}
+
+impl From<AdminError> for Status {
+    fn from(e: AdminError) -> Status {
+        let msg = e.to_string();
+        match e {
+            AdminError::Invalid { .. } => Status::invalid_argument(msg),
+            AdminError::UnknownDataset { .. } | AdminError::UnknownJob { .. } => {
+                Status::not_found(msg)
+            }
+            AdminError::JobFinished { .. }
+            | AdminError::Destination { .. }
+            | AdminError::SourceChanged { .. } => Status::failed_precondition(msg),
+            AdminError::DestinationExists { .. } | AdminError::DestinationBusy { .. } => {
+                Status::already_exists(msg)
+            }
+            AdminError::TooManyJobs { .. } => Status::resource_exhausted(msg),
+            AdminError::Registry(RegistryError::BadName(_)) => Status::invalid_argument(msg),
+            AdminError::Registry(RegistryError::Open { .. }) => Status::failed_precondition(msg),
+            AdminError::Registry(RegistryError::State { .. })
+            | AdminError::Gc { .. }
+            | AdminError::Internal(_) => Status::internal(msg),
         }
     }
 }

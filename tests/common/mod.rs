@@ -53,10 +53,64 @@ pub fn bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_editfeed"))
 }
 
+/// An `editfeed serve` process started by [`spawn_serve`].
+pub struct Spawned {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its Loader endpoint, `http://ADDR`.
+    pub endpoint: String,
+    /// Its Admin endpoint, `http://ADDR`.
+    pub admin: String,
+    /// Its stdout lines after the two address lines.
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+/// Starts `editfeed serve` with `args` (and its Admin service on a free port).
+pub fn spawn_serve(args: &[&str], env: &[(&str, &str)]) -> Spawned {
+    use std::io::{BufRead, BufReader};
+    use std::time::Duration;
+    let mut cmd = bin();
+    cmd.arg("serve")
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap_or_default());
+        }
+    });
+    let address = |prefix: &str| {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("serve prints {prefix:?}"));
+        let addr = line
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{line:?} does not start with {prefix:?}"));
+        format!("http://{addr}")
+    };
+    let endpoint = address("listening on ");
+    let admin = address("admin listening on ");
+    Spawned {
+        child,
+        endpoint,
+        admin,
+        lines,
+    }
+}
+
 /// A daemon running in-process on 127.0.0.1:0.
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
+    /// The Admin service, `http://127.0.0.1:PORT`.
+    pub admin: String,
     /// The server's state (pool, registry, stream count).
     pub state: std::sync::Arc<editfeed::server::ServerState>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -93,21 +147,38 @@ impl TestServer {
                 .datasets
                 .insert(name.to_string(), location.to_string());
         }
+        TestServer::start_config(config).await
+    }
+
+    /// Starts a daemon, with its Admin service, from a config (its listen addresses
+    /// are replaced by 127.0.0.1:0).
+    pub async fn start_config(mut config: editfeed::config::ServeConfig) -> TestServer {
+        config.listen = "127.0.0.1:0".into();
+        config.admin_listen = "127.0.0.1:0".into();
         config.validate().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = format!("http://{}", admin_listener.local_addr().unwrap());
         let state = editfeed::server::ServerState::new(config).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let s = state.clone();
         let handle = tokio::spawn(async move {
+            let admin = tokio::spawn(editfeed::server::admin::serve_admin(
+                admin_listener,
+                s.clone(),
+                std::future::pending(),
+            ));
             editfeed::server::serve(listener, s, async {
                 let _ = rx.await;
             })
             .await
             .unwrap();
+            admin.abort();
         });
         TestServer {
             endpoint,
+            admin,
             state,
             stop: Some(tx),
             handle: Some(handle),

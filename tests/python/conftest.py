@@ -50,6 +50,8 @@ class Daemon:
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
                 "--dataset",
                 f"{name}={dataset_dir}",
                 "--workers",
@@ -80,6 +82,14 @@ class Daemon:
             raise RuntimeError(f"editfeed serve did not start (first line {line!r}, exit {self.proc.poll()})")
         self.address = line.split()[-1]
         self.endpoint = f"http://{self.address}"
+        try:
+            admin = lines.get(timeout=30)
+        except queue.Empty:
+            admin = ""
+        if not admin.startswith("admin listening on "):
+            self.kill()
+            raise RuntimeError(f"editfeed serve did not report its admin address (got {admin!r})")
+        self.admin_endpoint = "http://" + admin.split()[-1]
         # The daemon listens before its datasets are loaded (health NOT_SERVING) and
         # prints "ready" once it serves them.
         try:

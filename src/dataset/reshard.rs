@@ -1,0 +1,462 @@
+//! Rewrites an open dataset with another shard layout: every sample of the chosen
+//! subsets, in canonical order, through a [`DatasetWriter`] with a new shard target and
+//! compression level, optionally transcoding or shrinking images on the way. Without
+//! image options the samples' bytes are unchanged, so the new version equals the old
+//! one and cursors stay valid. The writer is deterministic, so the same source and
+//! options always give byte-identical shards, indexes and manifest.
+//!
+//! Resuming: every shard closed is reported ([`ClosedShard`]); a later run of the same
+//! reshard given those reports takes over the shards whose files still match their
+//! checksums, skips their samples and writes the rest, with the same result as an
+//! uninterrupted run.
+//!
+//! Flow: dataset reader -> RESHARD -> dataset writer -> store (manifest last).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::manifest::{category_from_char, Manifest, ShardManifest};
+use super::sample::Role;
+use super::transcode::{transcode, TranscodeError, TranscodeTarget, DEFAULT_PIXEL_LIMIT};
+use super::writer::{DatasetWriter, WriteError};
+use super::{Dataset, DatasetError, Subset};
+use crate::shard::writer::hex;
+use crate::shard::ShardIndex;
+
+/// Samples read with one coalesced range read; bounds the memory a reshard holds.
+const READ_CHUNK: u64 = 32;
+
+/// What to change besides the layout.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReshardOptions {
+    /// The subsets to keep (all when empty).
+    pub subsets: Vec<Subset>,
+    /// Re-encode edited images (every image but the source) to this format.
+    pub transcode_edits: Option<TranscodeTarget>,
+    /// Shrink every image so that its longer side is at most this many pixels.
+    pub max_side: Option<u32>,
+}
+
+impl ReshardOptions {
+    /// The subsets of `ds` this reshard writes, in canonical order.
+    pub fn subsets_of(&self, ds: &Dataset) -> Vec<Subset> {
+        ds.subsets()
+            .into_iter()
+            .filter(|s| self.subsets.is_empty() || self.subsets.contains(s))
+            .collect()
+    }
+
+    /// Samples this reshard writes.
+    pub fn total_samples(&self, ds: &Dataset) -> u64 {
+        self.subsets_of(ds).iter().map(|s| ds.len(*s)).sum()
+    }
+
+    fn rewrites(&self) -> bool {
+        self.transcode_edits.is_some() || self.max_side.is_some()
+    }
+}
+
+/// A shard a reshard has completed: what a later run needs to take it over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClosedShard {
+    /// Its subset.
+    pub subset: Subset,
+    /// Its manifest entry (path, checksums, counts, categories).
+    pub shard: ShardManifest,
+    /// The longest chain of the subset up to and including this shard.
+    pub max_turns: u32,
+}
+
+/// How far a reshard is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    /// Samples written (taken over ones included).
+    pub samples: u64,
+    /// Compressed bytes written (taken over ones included).
+    pub bytes: u64,
+    /// Shards closed (taken over ones included).
+    pub shards: u64,
+    /// Samples in shards taken over from an interrupted run.
+    pub resumed: u64,
+    /// The shard closed (or taken over) just now, if any.
+    pub closed: Option<ClosedShard>,
+}
+
+/// Why a reshard stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReshardError {
+    /// The source dataset could not be read.
+    #[error("reading {subset} sample {ordinal}: {source}")]
+    Read {
+        subset: Subset,
+        ordinal: u64,
+        #[source]
+        source: DatasetError,
+    },
+    /// An image could not be transcoded.
+    #[error("{subset} sample {key:?}, member {field}: {source}")]
+    Transcode {
+        subset: Subset,
+        key: String,
+        field: String,
+        #[source]
+        source: TranscodeError,
+    },
+    /// The destination could not be written.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The caller asked to stop.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Copies the samples of `source` into `writer` and writes the manifest. `done` are the
+/// shards an interrupted run of the same reshard reported: those still intact are taken
+/// over (each reported again through `on_progress`). `on_progress` runs after every
+/// sample; returning false cancels (no manifest is written, so the partial output never
+/// becomes a dataset).
+pub fn reshard(
+    source: &Dataset,
+    mut writer: DatasetWriter,
+    opts: &ReshardOptions,
+    done: &[ClosedShard],
+    on_progress: &mut dyn FnMut(Progress) -> bool,
+) -> Result<Manifest, ReshardError> {
+    let mut progress = Progress::default();
+    let skip = adopt(&mut writer, opts.subsets_of(source), done, &mut |closed| {
+        progress.samples += closed.shard.samples;
+        progress.resumed += closed.shard.samples;
+        progress.bytes += closed.shard.bytes;
+        progress.shards += 1;
+        progress.closed = Some(closed);
+        on_progress(progress.clone())
+    })?;
+    progress.closed = None;
+    for subset in opts.subsets_of(source) {
+        let categories: Vec<u8> = source
+            .manifest()
+            .subsets
+            .get(&subset)
+            .map(|s| {
+                s.shards
+                    .iter()
+                    .flat_map(|sh| {
+                        // Shards written without categories count as "none".
+                        let n = sh.samples as usize;
+                        let c = sh.categories.as_bytes();
+                        (0..n).map(move |i| c.get(i).copied().unwrap_or(b'-'))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let len = source.len(subset);
+        let mut start = skip.get(&subset).copied().unwrap_or(0);
+        while start < len {
+            let ordinals: Vec<u64> = (start..(start + READ_CHUNK).min(len)).collect();
+            let raws = source
+                .read_raw_many(subset, &ordinals)
+                .map_err(|e| ReshardError::Read {
+                    subset,
+                    ordinal: start,
+                    source: e,
+                })?;
+            for (ordinal, raw) in ordinals.iter().zip(raws) {
+                let members = if opts.rewrites() {
+                    rewrite_members(subset, &raw.key, raw.members, opts)?
+                } else {
+                    raw.members
+                };
+                let category = categories
+                    .get(*ordinal as usize)
+                    .and_then(|c| category_from_char(*c));
+                progress.bytes += writer.add_members(
+                    subset,
+                    category,
+                    &raw.key,
+                    members.iter().map(|(f, b)| (f.as_str(), &b[..])),
+                )?;
+                progress.samples += 1;
+                let shards = writer.shards_written();
+                progress.closed = (shards > progress.shards)
+                    .then(|| writer.last_closed(subset))
+                    .flatten()
+                    .map(|(shard, max_turns)| ClosedShard {
+                        subset,
+                        shard: shard.clone(),
+                        max_turns,
+                    });
+                progress.shards = shards;
+                if !on_progress(progress.clone()) {
+                    return Err(ReshardError::Cancelled);
+                }
+            }
+            start += READ_CHUNK;
+        }
+    }
+    Ok(writer.finish()?)
+}
+
+/// Takes over, per subset, the longest run of reported shards from the first one whose
+/// shard and index files still have their checksums; returns the samples to skip per
+/// subset. A shard that does not match (or any after it) is written again.
+fn adopt(
+    writer: &mut DatasetWriter,
+    subsets: Vec<Subset>,
+    done: &[ClosedShard],
+    on_adopted: &mut dyn FnMut(ClosedShard) -> bool,
+) -> Result<BTreeMap<Subset, u64>, ReshardError> {
+    let mut skip = BTreeMap::new();
+    for subset in subsets {
+        let mut shards = Vec::new();
+        let mut samples = Vec::new();
+        let mut max_turns = 0;
+        for (i, closed) in done.iter().filter(|c| c.subset == subset).enumerate() {
+            let expected = format!("{}-{:06}.tar.zst", subset.name(), i);
+            let Some(entries) = (closed.shard.path == expected)
+                .then(|| intact(writer, &closed.shard))
+                .flatten()
+            else {
+                break;
+            };
+            samples.extend(entries);
+            shards.push(closed.clone());
+            max_turns = closed.max_turns;
+        }
+        if shards.is_empty() {
+            continue;
+        }
+        skip.insert(subset, samples.len() as u64);
+        let manifests = shards.iter().map(|c| c.shard.clone()).collect();
+        writer.adopt_shards(subset, manifests, &samples, max_turns)?;
+        for closed in shards {
+            if !on_adopted(closed) {
+                return Err(ReshardError::Cancelled);
+            }
+        }
+    }
+    Ok(skip)
+}
+
+/// The (key, digest) pairs of a written shard when its files match its checksums.
+fn intact(writer: &DatasetWriter, shard: &ShardManifest) -> Option<Vec<(String, [u8; 32])>> {
+    let store = writer.store();
+    let index_path = shard.index.as_ref()?;
+    let data = store.read(&shard.path).ok()?;
+    if data.len() as u64 != shard.bytes || hex(&Sha256::digest(&data)) != shard.sha256 {
+        return None;
+    }
+    let index = store.read(index_path).ok()?;
+    if shard.index_sha256.as_deref() != Some(hex(&Sha256::digest(&index)).as_str()) {
+        return None;
+    }
+    let index = ShardIndex::parse(&index).ok()?;
+    (index.entries.len() as u64 == shard.samples).then(|| {
+        index
+            .entries
+            .into_iter()
+            .map(|e| (e.key, e.digest))
+            .collect()
+    })
+}
+
+/// Transcodes or shrinks the image members of one sample; other members pass through.
+fn rewrite_members(
+    subset: Subset,
+    key: &str,
+    members: Vec<(String, Bytes)>,
+    opts: &ReshardOptions,
+) -> Result<Vec<(String, Bytes)>, ReshardError> {
+    members
+        .into_iter()
+        .map(|(field, bytes)| {
+            let name = field.split_once('.').map_or(field.as_str(), |(n, _)| n);
+            let Some(role) = Role::from_field(name) else {
+                return Ok((field, bytes));
+            };
+            let target = if role == Role::Source {
+                None
+            } else {
+                opts.transcode_edits
+            };
+            let (format, out) = transcode(&bytes, target, opts.max_side, DEFAULT_PIXEL_LIMIT)
+                .map_err(|source| ReshardError::Transcode {
+                    subset,
+                    key: key.to_string(),
+                    field: field.clone(),
+                    source,
+                })?;
+            Ok((format!("{name}.{}", format.ext()), out))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::synth::{synth_sample, SynthOptions};
+    use crate::dataset::transcode::probe;
+    use crate::dataset::writer::{ShardTarget, WriteOptions};
+
+    fn source(dir: &std::path::Path) -> Dataset {
+        let opts = SynthOptions {
+            samples: 10,
+            seed: 3,
+            scale: 0.0625,
+            jpeg_quality: 85,
+        };
+        let mut w = DatasetWriter::create(dir, options(ShardTarget::Samples(4))).unwrap();
+        for (subset, n) in opts.split() {
+            for i in 0..n {
+                w.add(&synth_sample(&opts, subset, i)).unwrap();
+            }
+        }
+        w.finish().unwrap();
+        Dataset::open(dir).unwrap()
+    }
+
+    fn options(target: ShardTarget) -> WriteOptions {
+        WriteOptions {
+            target,
+            level: 3,
+            overwrite: false,
+        }
+    }
+
+    fn run(src: &Dataset, out: &std::path::Path, opts: &ReshardOptions) -> Manifest {
+        let w = DatasetWriter::create(out, options(ShardTarget::Samples(3))).unwrap();
+        reshard(src, w, opts, &[], &mut |_| true).unwrap()
+    }
+
+    #[test]
+    fn a_plain_reshard_keeps_every_sample_and_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(&dir.path().join("src"));
+        let mut seen = Vec::new();
+        let w = DatasetWriter::create(dir.path().join("out"), options(ShardTarget::Samples(3)))
+            .unwrap();
+        let m = reshard(&src, w, &ReshardOptions::default(), &[], &mut |p| {
+            seen.push(p);
+            true
+        })
+        .unwrap();
+        assert_eq!(m.version, src.manifest().version);
+        assert_eq!(seen.len() as u64, src.manifest().total_samples());
+        // Shards still open when the last sample is added are closed by finish.
+        let shards: u64 = m.subsets.values().map(|s| s.shards.len() as u64).sum();
+        let last = seen.last().unwrap();
+        assert!(last.shards > 0 && last.shards <= shards, "{last:?}");
+        assert!(seen.windows(2).all(|w| w[0].bytes < w[1].bytes));
+        let out = Dataset::open(dir.path().join("out")).unwrap();
+        for subset in src.subsets() {
+            assert_eq!(out.len(subset), src.len(subset));
+            for i in 0..src.len(subset) {
+                let (a, b) = (
+                    src.read_raw(subset, i).unwrap(),
+                    out.read_raw(subset, i).unwrap(),
+                );
+                assert_eq!((a.key, a.members), (b.key, b.members));
+            }
+            assert_eq!(
+                out.plan_input().subsets,
+                src.plan_input().subsets,
+                "categories travel with the samples"
+            );
+        }
+    }
+
+    #[test]
+    fn subsets_and_image_options_are_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(&dir.path().join("src"));
+        let opts = ReshardOptions {
+            subsets: vec![Subset::Sft],
+            transcode_edits: Some(TranscodeTarget::Jpeg { quality: 80 }),
+            max_side: Some(16),
+        };
+        assert_eq!(opts.total_samples(&src), src.len(Subset::Sft));
+        let m = run(&src, &dir.path().join("out"), &opts);
+        assert_ne!(m.version, src.manifest().version);
+        assert_eq!(m.subsets.keys().collect::<Vec<_>>(), [&Subset::Sft]);
+        let out = Dataset::open(dir.path().join("out")).unwrap();
+        let sample = out.read_sample(Subset::Sft, 0).unwrap();
+        for image in &sample.images {
+            let info = probe(&image.bytes).unwrap();
+            assert!(info.width.max(info.height) <= 16, "{info:?}");
+            if image.role != Role::Source {
+                assert_eq!(info.format, crate::dataset::sample::ImageFormat::Jpeg);
+            }
+        }
+    }
+
+    #[test]
+    fn a_cancelled_reshard_writes_no_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(&dir.path().join("src"));
+        let out = dir.path().join("out");
+        let w = DatasetWriter::create(&out, options(ShardTarget::Samples(2))).unwrap();
+        let e = reshard(&src, w, &ReshardOptions::default(), &[], &mut |p| {
+            p.samples < 5
+        });
+        assert!(matches!(e, Err(ReshardError::Cancelled)), "{e:?}");
+        assert!(out.join("sft-000000.tar.zst").exists());
+        assert!(!out.join("manifest.json").exists());
+    }
+
+    fn files(dir: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !p.to_string_lossy().ends_with(".partial"))
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                (name, std::fs::read(&p).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_resumed_reshard_takes_over_intact_shards_and_ends_byte_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(&dir.path().join("src"));
+        let opts = ReshardOptions::default();
+        let whole = run(&src, &dir.path().join("whole"), &opts);
+
+        // An interrupted run that completed some shards.
+        let out = dir.path().join("out");
+        let mut closed = Vec::new();
+        let w = DatasetWriter::create(&out, options(ShardTarget::Samples(3))).unwrap();
+        let e = reshard(&src, w, &opts, &[], &mut |p| {
+            closed.extend(p.closed);
+            p.samples < 8
+        });
+        assert!(matches!(e, Err(ReshardError::Cancelled)));
+        assert!(closed.len() >= 2, "{closed:?}");
+        // The second sft shard is damaged: it and those after it are written again.
+        let damaged = out.join(&closed[1].shard.path);
+        let mut bytes = std::fs::read(&damaged).unwrap();
+        bytes[100] ^= 1;
+        std::fs::write(&damaged, bytes).unwrap();
+
+        let mut last = Progress::default();
+        let mut reported = Vec::new();
+        let w = DatasetWriter::create(&out, options(ShardTarget::Samples(3))).unwrap();
+        let m = reshard(&src, w, &opts, &closed, &mut |p| {
+            reported.extend(p.closed.clone());
+            last = p;
+            true
+        })
+        .unwrap();
+        assert_eq!(m, whole);
+        assert_eq!(
+            last.resumed, closed[0].shard.samples,
+            "only the intact shard"
+        );
+        assert_eq!(last.samples, src.manifest().total_samples());
+        assert_eq!(reported[0], closed[0]);
+        assert_eq!(files(&out), files(&dir.path().join("whole")));
+    }
+}
