@@ -1,0 +1,81 @@
+//! Limits and slow clients over real gRPC on loopback: a client that stops reading
+//! stalls no one else, its work stays bounded, and it cannot hold up a shutdown.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use editfeed::dataset::writer::ShardTarget;
+
+fn dataset() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(
+        dir.path(),
+        &all_samples(&small_synth(40, 11)),
+        ShardTarget::Samples(8),
+    );
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_stalls_no_one_and_its_work_stays_bounded() {
+    let dir = dataset();
+    let prefetch = 2;
+    let mut config = editfeed::config::ServeConfig {
+        workers: 2,
+        prefetch_batches: prefetch,
+        drain_seconds: 1,
+        ..Default::default()
+    };
+    config
+        .datasets
+        .insert("d".into(), dir.path().display().to_string());
+    let server = TestServer::start_config(config).await;
+    // Batches of ~1.5 MB, so that HTTP/2 flow control stops the stalled stream soon.
+    let mut client = editfeed::client::connect(&server.endpoint).await.unwrap();
+    let mut stalled = client
+        .stream(request("d", 1, 4, 1, 0, 256, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    stalled.message().await.unwrap().unwrap();
+
+    // Another trainer gets all its batches meanwhile.
+    let other = fetch_all(&server.endpoint, request("d", 2, 4, 1, 0, 256, 12))
+        .await
+        .unwrap();
+    assert_eq!(other.len(), 12);
+
+    // The stalled stream's producer is parked: once the pool is idle, nothing more is
+    // computed for it, and at most one prefetch window of jobs waits.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.state.pool.stats().busy > 0 {
+        assert!(Instant::now() < deadline, "the pool never went idle");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = server.state.pool.stats();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = server.state.pool.stats();
+    assert_eq!(before.completed, after.completed, "{before:?} -> {after:?}");
+    assert!(after.queued <= prefetch * 4, "{after:?}");
+
+    // It goes on where it stopped when its client reads again.
+    let next = stalled.message().await.unwrap().unwrap();
+    let alone = fetch_all(&server.endpoint, request("d", 1, 4, 1, 0, 256, 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        editfeed::wire::batch_digest(&next),
+        editfeed::wire::batch_digest(&alone[1])
+    );
+
+    // A shutdown with the stalled client still connected ends after the drain (1 s)
+    // and the close grace (2 s), not never.
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(15), server.stop())
+        .await
+        .expect("the shutdown waited on a client that does not read");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    drop(stalled);
+}
