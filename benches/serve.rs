@@ -6,6 +6,9 @@
 //! ~1024x768 JPEG sources, ~1 MP PNG edits) is generated once under
 //! `target/bench-data/`.
 
+#[path = "support/daemon.rs"]
+mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -87,46 +90,14 @@ async fn drain(endpoint: &str, req: pb::StreamRequest) -> (u64, f64) {
     (samples, started.elapsed().as_secs_f64())
 }
 
-fn rss_kib(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 async fn daemon_rss(data: &Path) -> Vec<(usize, u64, u64)> {
     let mut out = Vec::new();
+    let location = format!("bench={}", data.display());
     for streams in [1usize, 16] {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_editfeed"))
-            .args([
-                "serve",
-                "--listen",
-                &addr.to_string(),
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--dataset",
-                &format!("bench={}", data.display()),
-            ])
-            .env("EDITFEED_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let endpoint = format!("http://{addr}");
-        for _ in 0..100 {
-            if editfeed::client::connect(&endpoint).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let d = daemon::Daemon::start(&["--dataset", &location], &[]).await;
         let tasks: Vec<_> = (0..streams)
             .map(|i| {
-                let endpoint = endpoint.clone();
+                let endpoint = d.endpoint.clone();
                 tokio::spawn(
                     async move { drain(&endpoint, request("sft", 512, 12, i as u64)).await },
                 )
@@ -135,13 +106,7 @@ async fn daemon_rss(data: &Path) -> Vec<(usize, u64, u64)> {
         for t in tasks {
             t.await.unwrap();
         }
-        out.push((
-            streams,
-            rss_kib(child.id(), "VmHWM:"),
-            rss_kib(child.id(), "VmRSS:"),
-        ));
-        let _ = child.kill();
-        let _ = child.wait();
+        out.push((streams, d.kib("VmHWM:"), d.kib("VmRSS:")));
     }
     out
 }

@@ -27,6 +27,19 @@ pub struct ServeConfig {
     /// Address of the Admin service (dataset registry, reshard jobs, stats), on its own
     /// port. Default `127.0.0.1:50052`: loopback only, since it changes what is served.
     pub admin_listen: String,
+    /// A file holding the Admin service's bearer token (surrounding whitespace is
+    /// ignored). `EDITFEED_ADMIN_TOKEN` gives the token itself instead. With a token,
+    /// every Admin call must carry `authorization: Bearer TOKEN`; without one the Admin
+    /// service is open, which is allowed only on a loopback `admin_listen`.
+    pub admin_token_file: String,
+    /// The Admin token from `EDITFEED_ADMIN_TOKEN` (never in the file, never printed).
+    #[serde(skip)]
+    pub admin_token: Secret,
+    /// PEM certificate chain for TLS on both services; with `tls_key_file`. Empty (the
+    /// default): plaintext.
+    pub tls_cert_file: String,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: String,
     /// Folder where the daemon keeps its state: the dataset registry (`registry.json`)
     /// and reshard jobs (`jobs/`), so both survive a restart. Empty (the default) keeps
     /// them in memory only.
@@ -46,6 +59,9 @@ pub struct ServeConfig {
     pub queue_samples: usize,
     /// Concurrent streams the daemon accepts; more are refused with RESOURCE_EXHAUSTED.
     pub max_streams: usize,
+    /// Concurrent streams one client (one IP address) may hold; more are refused with
+    /// RESOURCE_EXHAUSTED, so one runaway job cannot take every slot.
+    pub max_streams_per_client: usize,
     /// Largest global batch a request may ask for.
     pub max_global_batch: u32,
     /// Largest output side in pixels a request may ask for.
@@ -82,6 +98,10 @@ impl Default for ServeConfig {
         ServeConfig {
             listen: "127.0.0.1:50051".into(),
             admin_listen: "127.0.0.1:50052".into(),
+            admin_token_file: String::new(),
+            admin_token: Secret::default(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
             state_dir: String::new(),
             reshard_threads: 1,
             reshard_queue_jobs: 16,
@@ -89,6 +109,7 @@ impl Default for ServeConfig {
             prefetch_batches: 2,
             queue_samples: 64,
             max_streams: 256,
+            max_streams_per_client: 64,
             max_global_batch: 4096,
             max_image_side: 2048,
             max_batch_bytes: 1 << 30,
@@ -129,7 +150,12 @@ impl ServeConfig {
         };
         let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
         let keys = overridable_keys();
+        let mut token = Secret::default();
         for (name, value) in env {
+            if name == "EDITFEED_ADMIN_TOKEN" {
+                token = Secret::new(value);
+                continue;
+            }
             let Some(key) = name.strip_prefix("EDITFEED_").map(str::to_ascii_lowercase) else {
                 continue;
             };
@@ -142,11 +168,35 @@ impl ServeConfig {
                 .unwrap_or(toml::Value::String(value.clone()));
             table.insert(key, parsed);
         }
-        ServeConfig::deserialize(table).map_err(|e| {
+        let mut config = ServeConfig::deserialize(table).map_err(|e| {
             parse_err(format!(
                 "{e} (after applying EDITFEED_* environment overrides)"
             ))
-        })
+        })?;
+        config.admin_token = token;
+        Ok(config)
+    }
+
+    /// The Admin service's bearer token: `EDITFEED_ADMIN_TOKEN`, else the content of
+    /// `admin_token_file`; `None` when neither is set.
+    pub fn resolved_admin_token(&self) -> Result<Option<Secret>, ConfigError> {
+        if !self.admin_token.is_empty() {
+            return Ok(Some(self.admin_token.clone()));
+        }
+        if self.admin_token_file.is_empty() {
+            return Ok(None);
+        }
+        let bad = |why: String| ConfigError::Invalid {
+            field: "admin_token_file",
+            why,
+        };
+        let text = std::fs::read_to_string(&self.admin_token_file)
+            .map_err(|e| bad(format!("{}: {e}", self.admin_token_file)))?;
+        let token = Secret::new(text.trim().to_string());
+        if token.is_empty() {
+            return Err(bad(format!("{} is empty", self.admin_token_file)));
+        }
+        Ok(Some(token))
     }
 
     /// Checks ranges; call after flags are applied.
@@ -171,6 +221,26 @@ impl ServeConfig {
                     self.admin_listen
                 ),
             );
+        }
+        let admin_ip = self.admin_listen.parse::<SocketAddr>().map(|a| a.ip());
+        if self.resolved_admin_token()?.is_none() && admin_ip.is_ok_and(|ip| !ip.is_loopback()) {
+            return bad(
+                "admin_listen",
+                &format!(
+                    "{} is reachable from other hosts: set admin_token_file (or \
+                     EDITFEED_ADMIN_TOKEN) so that the Admin service checks a bearer token",
+                    self.admin_listen
+                ),
+            );
+        }
+        if self.tls_cert_file.is_empty() != self.tls_key_file.is_empty() {
+            return bad(
+                "tls_cert_file",
+                "set both tls_cert_file and tls_key_file, or neither",
+            );
+        }
+        if self.max_streams_per_client == 0 {
+            return bad("max_streams_per_client", "must be at least 1");
         }
         if self.reshard_threads == 0 {
             return bad("reshard_threads", "must be at least 1");
@@ -237,6 +307,37 @@ impl ServeConfig {
     }
 }
 
+/// A secret string (the Admin token): its `Debug` never shows it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The secret itself, for the one place that compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it is empty (unset).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "<unset>"
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
 /// The top-level keys `EDITFEED_<KEY>` may override: every scalar key of
 /// [`ServeConfig`].
 pub fn overridable_keys() -> Vec<String> {
@@ -285,6 +386,62 @@ mod tests {
         assert_eq!(c.datasets["pico"], "/data/pico");
         assert_eq!(c.prefetch_batches, ServeConfig::default().prefetch_batches);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn an_admin_service_beyond_loopback_needs_a_token_which_debug_never_shows() {
+        let open = "admin_listen = \"0.0.0.0:50052\"\n";
+        let e = ServeConfig::from_toml_with_env("t.toml", open, [])
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("admin_listen") && e.contains("admin_token_file"),
+            "{e}"
+        );
+
+        let env = [(
+            "EDITFEED_ADMIN_TOKEN".to_string(),
+            "s3cret-t0ken".to_string(),
+        )];
+        let c = ServeConfig::from_toml_with_env("t.toml", open, env).unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.resolved_admin_token().unwrap().unwrap().expose(),
+            "s3cret-t0ken"
+        );
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        let serialised = format!("{:?}", toml::Value::try_from(&c).unwrap());
+        assert!(!serialised.contains("s3cret"), "{serialised}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let text = format!(
+            "{open}admin_token_file = {:?}\n",
+            file.display().to_string()
+        );
+        let c = ServeConfig::from_toml_with_env("t.toml", &text, []).unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.resolved_admin_token().unwrap().unwrap().expose(),
+            "from-file"
+        );
+        std::fs::write(&file, " \n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("admin_token_file") && e.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn tls_needs_both_halves() {
+        let c = ServeConfig::from_toml("t.toml", "tls_cert_file = \"/c.pem\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tls_key_file"), "{e}");
     }
 
     #[test]

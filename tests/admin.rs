@@ -16,11 +16,9 @@ use editfeed::config::ServeConfig;
 use editfeed::dataset::synth::SynthOptions;
 use editfeed::dataset::writer::ShardTarget;
 use editfeed::proto::v1 as pb;
-use pb::admin_client::AdminClient;
 use pb::JobState;
-use tonic::transport::Channel;
 
-async fn admin(endpoint: &str) -> AdminClient<Channel> {
+async fn admin(endpoint: &str) -> editfeed::client::Admin {
     editfeed::client::connect_admin(endpoint).await.unwrap()
 }
 
@@ -53,7 +51,7 @@ fn reshard_request(dataset: &str, dest: &Path, samples: u64, bytes: u64) -> pb::
 }
 
 /// Follows a job with WatchJob to its end; returns every state seen.
-async fn watch_to_end(c: &mut AdminClient<Channel>, id: &str) -> Vec<pb::Job> {
+async fn watch_to_end(c: &mut editfeed::client::Admin, id: &str) -> Vec<pb::Job> {
     let mut stream = c
         .watch_job(pb::GetJobRequest { job_id: id.into() })
         .await
@@ -70,7 +68,7 @@ async fn watch_to_end(c: &mut AdminClient<Channel>, id: &str) -> Vec<pb::Job> {
     seen
 }
 
-async fn run_job(c: &mut AdminClient<Channel>, req: pb::ReshardRequest) -> pb::Job {
+async fn run_job(c: &mut editfeed::client::Admin, req: pb::ReshardRequest) -> pb::Job {
     let id = c.reshard(req).await.unwrap().into_inner().job_id;
     let last = watch_to_end(c, &id).await.pop().unwrap();
     assert_eq!(last.state(), JobState::Succeeded, "{last:?}");

@@ -200,7 +200,9 @@ async fn bad_requests_name_the_field() {
     check(Code::NotFound, "\"nope\" is not registered")(
         fetch_all(e, request("nope", 0, 4, 1, 0, 32, 1)).await,
     );
-    check(Code::NotFound, "/")(fetch_all(e, request("/etc/passwd", 0, 4, 1, 0, 32, 1)).await);
+    check(Code::InvalidArgument, "never a location")(
+        fetch_all(e, request("/etc/passwd", 0, 4, 1, 0, 32, 1)).await,
+    );
     check(Code::InvalidArgument, "world_size")(fetch_all(e, request("d", 0, 4, 3, 0, 32, 1)).await);
     check(Code::InvalidArgument, "rank")(fetch_all(e, request("d", 0, 4, 2, 2, 32, 1)).await);
     check(Code::InvalidArgument, "global_batch")(

@@ -14,6 +14,12 @@ pub struct AdminArgs {
     /// The daemon's Admin endpoint (its admin_listen address).
     #[arg(long, default_value = "http://127.0.0.1:50052")]
     pub endpoint: String,
+    /// A file holding the Admin bearer token (else EDITFEED_ADMIN_TOKEN, if set).
+    #[arg(long)]
+    pub token_file: Option<String>,
+    /// PEM certificate(s) to trust for an https:// endpoint (a daemon with TLS).
+    #[arg(long)]
+    pub tls_ca: Option<String>,
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -116,7 +122,11 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
 }
 
 async fn run_async(args: AdminArgs) -> anyhow::Result<()> {
-    let mut c = editfeed::client::connect_admin(&args.endpoint).await?;
+    let opts = editfeed::client::ConnectOptions::from_files(
+        args.tls_ca.as_deref(),
+        args.token_file.as_deref(),
+    )?;
+    let mut c = editfeed::client::connect_admin_with(&args.endpoint, &opts).await?;
     match args.command {
         AdminCommand::List => {
             let r = c
@@ -277,10 +287,7 @@ fn describe(job: &pb::Job) -> String {
     line
 }
 
-async fn watch(
-    c: &mut pb::admin_client::AdminClient<tonic::transport::Channel>,
-    id: String,
-) -> anyhow::Result<()> {
+async fn watch(c: &mut editfeed::client::Admin, id: String) -> anyhow::Result<()> {
     let mut stream = c
         .watch_job(pb::GetJobRequest { job_id: id })
         .await?

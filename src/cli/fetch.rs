@@ -36,6 +36,9 @@ pub struct FetchArgs {
     /// Draw the first batch into this PNG.
     #[arg(long)]
     pub contact_sheet: Option<PathBuf>,
+    /// PEM certificate(s) to trust for an https:// endpoint (a daemon with TLS).
+    #[arg(long)]
+    pub tls_ca: Option<String>,
 }
 
 /// What decides a stream's bytes, shared by fetch and the demo.
@@ -144,10 +147,11 @@ pub struct FetchReport {
 /// Streams a request, calling `on_batch` for each batch; returns the totals.
 pub async fn stream(
     endpoint: &str,
+    opts: &editfeed::client::ConnectOptions,
     req: pb::StreamRequest,
     mut on_batch: impl FnMut(&pb::Batch) -> anyhow::Result<()>,
 ) -> anyhow::Result<FetchReport> {
-    let mut client = editfeed::client::connect(endpoint).await?;
+    let mut client = editfeed::client::connect_with(endpoint, opts).await?;
     let started = Instant::now();
     let mut stream = client.stream(req).await.map_err(status_error)?.into_inner();
     let mut report = FetchReport::default();
@@ -188,7 +192,8 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
         super::progress::bar(args.steps, "fetch")
     };
     let mut first = true;
-    let report = rt.block_on(stream(&args.endpoint, req, |batch| {
+    let opts = editfeed::client::ConnectOptions::from_files(args.tls_ca.as_deref(), None)?;
+    let report = rt.block_on(stream(&args.endpoint, &opts, req, |batch| {
         if args.hash {
             println!(
                 "{} {} {} {}",

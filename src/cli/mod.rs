@@ -1,8 +1,8 @@
 //! The command-line interface: one module per subcommand. `main.rs` parses and
 //! dispatches; each command is a thin layer over the library.
 
-pub mod bench;
 pub mod admin;
+pub mod bench;
 pub mod contact_sheet;
 pub mod demo;
 pub mod fetch;

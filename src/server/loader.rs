@@ -1,8 +1,12 @@
 //! The Loader gRPC service: `Stream` validates a request, spawns the stream's producer
 //! and returns the receiving end of its bounded channel; `Describe` lists the datasets.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -43,6 +47,119 @@ impl Drop for StreamSlot {
 
 type BatchStream = Pin<Box<dyn Stream<Item = Result<pb::Batch, Status>> + Send>>;
 
+/// Open streams per client address, bounded by `max_streams_per_client`.
+#[derive(Default)]
+pub struct ClientStreams {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl ClientStreams {
+    /// Takes a slot for `client` (a stream with no known address is not counted).
+    fn open(
+        self: &Arc<Self>,
+        client: Option<IpAddr>,
+        limit: usize,
+    ) -> Result<Option<ClientSlot>, RequestError> {
+        let Some(ip) = client else {
+            return Ok(None);
+        };
+        let mut open = self.open.lock().expect("client streams lock");
+        let n = open.entry(ip).or_default();
+        if *n >= limit {
+            return Err(RequestError::TooManyClientStreams {
+                client: ip.to_string(),
+                limit,
+            });
+        }
+        *n += 1;
+        Ok(Some(ClientSlot {
+            streams: self.clone(),
+            ip,
+        }))
+    }
+}
+
+/// Gives a client's stream slot back when its stream ends.
+struct ClientSlot {
+    streams: Arc<ClientStreams>,
+    ip: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.streams.open.lock().expect("client streams lock");
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The deadline a client set with the `grpc-timeout` header (`<digits><unit>`, units
+/// H, M, S, m, u, n), if any.
+fn grpc_timeout(meta: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let v = meta.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Ends a stream with DEADLINE_EXCEEDED when its deadline passes; dropping the inner
+/// stream then stops its producer.
+struct UntilDeadline<S> {
+    inner: Option<S>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    after: Duration,
+}
+
+impl<S> UntilDeadline<S> {
+    fn new(inner: S, after: Duration) -> Self {
+        UntilDeadline {
+            inner: Some(inner),
+            timer: Box::pin(tokio::time::sleep(after)),
+            after,
+        }
+    }
+}
+
+impl<S: Stream<Item = Result<pb::Batch, Status>> + Unpin> Stream for UntilDeadline<S> {
+    type Item = Result<pb::Batch, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Poll::Ready(item) = Pin::new(inner).poll_next(cx) {
+            if item.is_none() {
+                self.inner = None;
+            }
+            return Poll::Ready(item);
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            self.inner = None;
+            let after = self.after;
+            return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
+                "the request's deadline ({after:?}) passed; resume from the last cursor"
+            )))));
+        }
+        Poll::Pending
+    }
+}
+
 #[tonic::async_trait]
 impl Loader for LoaderService {
     type StreamStream = BatchStream;
@@ -51,6 +168,8 @@ impl Loader for LoaderService {
         &self,
         request: Request<pb::StreamRequest>,
     ) -> Result<Response<BatchStream>, Status> {
+        let client = request.remote_addr().map(|a| a.ip());
+        let deadline = grpc_timeout(request.metadata());
         let req = request.into_inner();
         let state = &self.state;
         match state.phase() {
@@ -66,6 +185,15 @@ impl Loader for LoaderService {
                 ))
             }
         }
+        if crate::config::check_dataset_name(&req.dataset).is_err()
+            && (req.dataset.contains(['/', '\\', ':']) || req.dataset.starts_with('.'))
+        {
+            return Err(RequestError::NotAName {
+                name: req.dataset.clone(),
+                registered: state.registry.names().join(", "),
+            }
+            .into());
+        }
         let dataset =
             state
                 .registry
@@ -74,6 +202,9 @@ impl Loader for LoaderService {
                     name: req.dataset.clone(),
                     registered: state.registry.names().join(", "),
                 })?;
+        let client_slot = state
+            .clients
+            .open(client, state.config.max_streams_per_client)?;
         let limit = state.config.max_streams;
         let open = state
             .streams
@@ -125,13 +256,16 @@ impl Loader for LoaderService {
             progress.clone(),
         ));
         let stream = ReceiverStream::new(rx).map(move |item| {
-            let _keep = (&slot, &active);
+            let _keep = (&slot, &client_slot, &active);
             if let Ok(b) = &item {
                 progress.taken(b.step);
             }
             item.map_err(Status::from)
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(match deadline {
+            Some(d) => Box::pin(UntilDeadline::new(stream, d)),
+            None => Box::pin(stream),
+        }))
     }
 
     async fn describe(

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod loader;
 pub mod registry;
 pub mod request;
+pub mod security;
 pub mod status;
 
 use std::future::Future;
@@ -51,6 +52,8 @@ pub struct ServerState {
     pub pool: Arc<WorkerPool>,
     /// Streams open now.
     pub streams: AtomicUsize,
+    /// Streams open per client address.
+    pub clients: Arc<loader::ClientStreams>,
     /// What each open stream is doing, for `Stats`.
     pub active: admin::stats::ActiveStreams,
     /// Where each name points, persisted, and the retired versions.
@@ -78,6 +81,7 @@ impl ServerState {
             registry: Registry::default(),
             pool,
             streams: AtomicUsize::new(0),
+            clients: Default::default(),
             active: Default::default(),
             versions,
             jobs,
@@ -158,6 +162,18 @@ pub enum ServeError {
     /// Reflection could not be set up.
     #[error("grpc reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// TLS or the Admin token cannot be set up.
+    #[error(transparent)]
+    Security(#[from] security::SecurityError),
+}
+
+/// A server builder with the daemon's TLS settings, when it has some.
+pub(crate) fn builder(config: &ServeConfig) -> Result<tonic::transport::Server, ServeError> {
+    let builder = tonic::transport::Server::builder();
+    Ok(match security::server_tls(config)? {
+        Some(tls) => builder.tls_config(tls)?,
+        None => builder,
+    })
 }
 
 /// Serves until `shutdown` completes, then drains (see the module docs) and returns.
@@ -202,7 +218,7 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let drain_state = state.clone();
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
+    let server = builder(&state.config)?
         .initial_stream_window_size(window)
         .initial_connection_window_size(window)
         .add_service(health_service)

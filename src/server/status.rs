@@ -21,6 +21,12 @@ pub enum RequestError {
     /// The dataset is not registered.
     #[error("dataset {name:?} is not registered (registered: {registered})")]
     UnknownDataset { name: String, registered: String },
+    /// The request names a path or URL where a registered name belongs.
+    #[error("dataset {name:?} is a path or URL: a stream names a registered dataset, never a location (registered: {registered})")]
+    NotAName { name: String, registered: String },
+    /// One client holds too many streams.
+    #[error("client {client} holds {limit} streams, max_streams_per_client; close some first")]
+    TooManyClientStreams { client: String, limit: usize },
     /// The plan refused the spec, world size, rank or cursor.
     #[error(transparent)]
     Plan(#[from] PlanError),
@@ -40,7 +46,9 @@ impl From<RequestError> for Status {
         let msg = e.to_string();
         match e {
             RequestError::UnknownDataset { .. } => Status::not_found(msg),
-            RequestError::TooManyStreams { .. } => Status::resource_exhausted(msg),
+            RequestError::TooManyStreams { .. } | RequestError::TooManyClientStreams { .. } => {
+                Status::resource_exhausted(msg)
+            }
             RequestError::Plan(PlanError::EndOfStream { .. }) => Status::out_of_range(msg),
             _ => Status::invalid_argument(msg),
         }

@@ -258,9 +258,13 @@ pub async fn serve_admin(
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let check = super::security::RequireToken::from_config(&state.config)?;
+    super::builder(&state.config)?
         .add_service(reflection)
-        .add_service(AdminServer::new(AdminService::new(state)))
+        .add_service(AdminServer::with_interceptor(
+            AdminService::new(state),
+            check,
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
