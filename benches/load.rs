@@ -9,6 +9,8 @@
 //! warm-up). The dataset (single-turn samples at half Pico-Banana's sizes) is generated
 //! once under `target/bench-data/`.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "support/daemon.rs"]
 mod daemon;
 
@@ -16,8 +18,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use editfeed::dataset::synth::{synth_sample, SynthOptions};
-use editfeed::dataset::writer::{DatasetWriter, ShardTarget, WriteOptions};
+use editfeed::dataset::synth::SynthOptions;
+use editfeed::dataset::writer::ShardTarget;
 use editfeed::dataset::Subset;
 use editfeed::plan::{Phase, StreamSpec};
 use editfeed::proto::v1 as pb;
@@ -30,35 +32,22 @@ const WARMUP: Duration = Duration::from_secs(5);
 
 fn dataset() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/load-sft");
-    if dir.join("manifest.json").exists() {
-        return dir;
+    if !dir.join("manifest.json").exists() {
+        let opts = SynthOptions {
+            samples: 160,
+            scale: 0.5,
+            ..Default::default()
+        };
+        let samples: Vec<_> = common::all_samples(&opts)
+            .into_iter()
+            .filter(|s| s.subset() == Subset::Sft)
+            .collect();
+        common::write_dataset(&dir, &samples, ShardTarget::Samples(32));
     }
-    let opts = SynthOptions {
-        samples: 160,
-        scale: 0.5,
-        ..Default::default()
-    };
-    let mut w = DatasetWriter::create(
-        &dir,
-        WriteOptions {
-            target: ShardTarget::Samples(32),
-            level: 3,
-            overwrite: true,
-        },
-    )
-    .unwrap();
-    let (_, n) = opts
-        .split()
-        .into_iter()
-        .find(|(s, _)| *s == Subset::Sft)
-        .unwrap();
-    for i in 0..n {
-        w.add(&synth_sample(&opts, Subset::Sft, i)).unwrap();
-    }
-    w.finish().unwrap();
     dir
 }
 
+/// Rank `rank` of job `job`: single-turn samples only, so every batch costs the same.
 fn request(job: u32, rank: u32) -> pb::StreamRequest {
     let mut spec = StreamSpec::new(1000 + job as u64, GLOBAL_BATCH);
     spec.curriculum = vec![Phase {
@@ -66,22 +55,10 @@ fn request(job: u32, rank: u32) -> pb::StreamRequest {
         weights: [("sft".to_string(), 1.0)].into_iter().collect(),
         ramp_steps: 0,
     }];
-    pb::StreamRequest {
-        dataset: "load".into(),
-        spec: Some(editfeed::convert::spec_to_wire(&spec)),
-        rank,
-        world_size: RANKS,
-        cursor: String::new(),
-        output: Some(pb::OutputSpec {
-            width: SIZE,
-            height: 0,
-            format: pb::OutputFormat::Uint8Hwc as i32,
-            buckets: vec![],
-        }),
-        augment: None,
-        max_batches: 0,
-        job: format!("job-{job}"),
-    }
+    let mut req = common::request("load", 0, GLOBAL_BATCH, RANKS, rank, SIZE, 0);
+    req.spec = Some(editfeed::convert::spec_to_wire(&spec));
+    req.job = format!("job-{job}");
+    req
 }
 
 /// What one stream did: samples received between the warm-up and the end, or its error.

@@ -185,42 +185,6 @@ mod tests {
     }
 
     #[test]
-    fn names_that_climb_out_or_are_absolute_are_refused() {
-        for bad in [
-            "../../etc/passwd.json",
-            "/etc/k.json",
-            "a/../../k.json",
-            "a\\..\\k.json",
-        ] {
-            let mut out = Vec::new();
-            append_member(&mut out, "ok.json", b"{}").unwrap();
-            let at = out.len() as u64;
-            // `tar` refuses to write such names, so the header is made by hand.
-            let mut header = tar::Header::new_ustar();
-            header.as_mut_bytes()[..bad.len()].copy_from_slice(bad.as_bytes());
-            header.set_size(2);
-            header.set_mode(0o644);
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_cksum();
-            out.extend_from_slice(header.as_bytes());
-            out.extend_from_slice(b"{}");
-            out.resize(out.len() + BLOCK - 2, 0);
-            let mut seen = 0;
-            let r = read_members(&out[..], |_, _| {
-                seen += 1;
-                Ok(())
-            });
-            match r {
-                Err(MemberError::BadName { path, offset, .. }) => {
-                    assert_eq!((path.as_str(), offset), (bad, at));
-                }
-                other => panic!("{bad}: {other:?}"),
-            }
-            assert_eq!(seen, 1, "members before the bad one are read");
-        }
-    }
-
-    #[test]
     fn truncated_member_is_an_error() {
         let mut out = Vec::new();
         append_member(&mut out, "k.src.jpg", &[1u8; 2000]).unwrap();
