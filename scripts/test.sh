@@ -5,15 +5,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need zstd; then
-  echo "installing zstd (the interoperability tests pipe shards through zstd -dc)"
-  if need apt-get; then
-    (apt-get update -qq && apt-get install -y -qq zstd) >/dev/null
-  else
-    echo "error: zstd is not installed and apt-get is not available" >&2
-    exit 1
+# zstd: the interoperability tests pipe shards through zstd -dc.
+# openssl: tests/security.rs makes its test CA and server certificate with it.
+for tool in zstd openssl; do
+  if ! need "$tool"; then
+    echo "installing $tool"
+    if need apt-get; then
+      (apt-get update -qq && apt-get install -y -qq "$tool") >/dev/null
+    else
+      echo "error: $tool is not installed and apt-get is not available" >&2
+      exit 1
+    fi
   fi
-fi
+done
 
 # promtool (from Debian's prometheus package, extracted rather than installed so no
 # service starts) checks the /metrics output in tests/ops.rs.
