@@ -183,3 +183,56 @@ fn plan_prints_steps_and_rank_keys_identically_in_separate_processes() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn reshard_keeps_the_version_and_the_plan_whatever_the_shard_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    run_ok(
+        bin()
+            .args(["synth", "--out", &path("a"), "--samples", "18"])
+            .args(["--scale", "0.05", "--shard-samples", "5"]),
+    );
+    let out = run_ok(
+        bin()
+            .args(["reshard", &path("a"), "--out", &path("b")])
+            .args(["--shard-samples", "1", "--level", "9"]),
+    );
+    // "OUT: N samples in S shards, version NEW (source version OLD)"
+    let versions = |out: &str| -> (String, String) {
+        let v: Vec<String> = out
+            .split("version ")
+            .skip(1)
+            .map(|v| v.split([' ', ')', '\n']).next().unwrap().to_string())
+            .collect();
+        assert_eq!(v.len(), 2, "{out}");
+        (v[0].clone(), v[1].clone())
+    };
+    let (new, old) = versions(&out);
+    assert_eq!(new, old, "{out}");
+    let plan = |ds: &str| {
+        run_ok(
+            bin()
+                .args(["plan", ds, "--seed", "3", "--global-batch", "4"])
+                .args(["--world-size", "2", "--steps", "6"]),
+        )
+    };
+    assert_eq!(plan(&path("a")), plan(&path("b")));
+    run_ok(bin().args(["verify", &path("b")]));
+    // Only one subset, shrunk: another version, still valid.
+    let out = run_ok(
+        bin()
+            .args(["reshard", &path("a"), "--out", &path("c")])
+            .args(["--subset", "sft", "--max-side", "32"]),
+    );
+    let (new, old) = versions(&out);
+    assert_ne!(new, old, "{out}");
+    run_ok(bin().args(["verify", &path("c")]));
+    // A missing source names it.
+    let bad = bin()
+        .args(["reshard", &path("nope"), "--out", &path("d")])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("nope"));
+}

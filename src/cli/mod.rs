@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod pack;
 pub mod plan;
 pub mod progress;
+pub mod reshard;
 pub mod serve;
 pub mod synth;
 pub mod verify;
@@ -54,6 +55,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Check a dataset: checksums, every frame and image decodes, indexes agree.
     Verify(verify::VerifyArgs),
+    /// Rewrite a dataset with another shard size (same samples, same order).
+    Reshard(reshard::ReshardArgs),
     /// In-process benchmark parts (the decode-and-resize floor, a large manifest);
     /// `bench/run` runs the whole comparison.
     #[command(subcommand)]
@@ -96,6 +99,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(a) => plan::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Reshard(a) => reshard::run(a),
         Command::Bench(c) => bench::run(c),
         Command::Admin(a) => admin::run(a),
     }

@@ -88,7 +88,7 @@ pub struct WebDatasetArgs {
     pub write: WriteArgs,
 }
 
-fn parse_subset(s: &str) -> Result<Subset, String> {
+pub(crate) fn parse_subset(s: &str) -> Result<Subset, String> {
     Subset::from_name(s)
         .ok_or_else(|| format!("unknown subset {s:?}: expected sft, preference or multi_turn"))
 }
