@@ -35,68 +35,20 @@ fn config(data: &Path) -> ServeConfig {
 }
 
 /// A test CA and a server certificate it signed for `localhost` and 127.0.0.1, made
-/// with openssl: (ca.pem, cert.pem, key.pem).
+/// by tests/support/make-test-certs.sh (openssl): (ca.pem, cert.pem, key.pem).
 fn certificates(dir: &Path) -> (String, String, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make-test-certs.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg(dir)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let p = |name: &str| dir.join(name).display().to_string();
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl makes the test certificates");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
-        &[
-            &["req", "-x509"],
-            &ec[..],
-            &["-days", "1", "-subj", "/CN=editfeed test CA"],
-        ]
-        .concat()
-        .into_iter()
-        .chain(["-keyout", &p("ca.key"), "-out", &p("ca.pem")])
-        .collect::<Vec<_>>(),
-    );
-    openssl(
-        &[&["req"], &ec[..], &["-subj", "/CN=localhost"]]
-            .concat()
-            .into_iter()
-            .chain(["-keyout", &p("key.pem"), "-out", &p("leaf.csr")])
-            .collect::<Vec<_>>(),
-    );
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-days",
-        "1",
-        "-in",
-        &p("leaf.csr"),
-        "-CA",
-        &p("ca.pem"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-extfile",
-        &p("leaf.ext"),
-        "-out",
-        &p("cert.pem"),
-    ]);
     (p("ca.pem"), p("cert.pem"), p("key.pem"))
 }
 

@@ -244,6 +244,29 @@ def test_failover_to_the_next_daemon_keeps_the_bytes(start_daemon):
     assert stream.received == 30
 
 
+def test_tls_streams_the_same_batches_and_refuses_an_untrusted_daemon(start_daemon, tmp_path: Path, monkeypatch):
+    """A daemon with TLS (a certificate from tests/support/make-test-certs.sh) streams
+    the same batches to a client trusting its CA as a plaintext daemon does; a client
+    that does not trust it gets UNAVAILABLE."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "support" / "make-test-certs.sh"
+    subprocess.run(["bash", str(script), str(tmp_path)], check=True)
+    plain = start_daemon()
+    monkeypatch.setenv("EDITFEED_TLS_CERT_FILE", str(tmp_path / "cert.pem"))
+    monkeypatch.setenv("EDITFEED_TLS_KEY_FILE", str(tmp_path / "key.pem"))
+    secure = start_daemon()
+    endpoint = "https://" + secure.address
+    spec = {"seed": 5, "global_batch": 4}
+    expected, _ = fetch_hashes(plain.endpoint, "--seed", "5", "--global-batch", "4", "--steps", "4", "--size", "32")
+    with Client(endpoint, root_certificates=(tmp_path / "ca.pem").read_bytes()) as client:
+        got = list(client.stream(DATASET, spec, size=32, max_batches=4))
+    assert rows(got) == expected
+    with Client(endpoint, max_attempts=1) as untrusting, pytest.raises(EditFeedError) as e:
+        next(iter(untrusting.stream(DATASET, spec, size=32, max_batches=1)))
+    assert e.value.code == "UNAVAILABLE"
+
+
 def test_server_errors_reach_the_user_with_code_and_message(daemon):
     """NOT_FOUND and INVALID_ARGUMENT arrive as EditFeedError with the server's code and
     message; local mistakes are refused before sending."""

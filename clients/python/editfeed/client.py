@@ -142,6 +142,9 @@ class Client:
     Channels are opened lazily and shared by every stream of the client; the client is
     thread-safe. Use it as a context manager, or call ``close()``.
 
+    ``https://`` endpoints use TLS, trusting ``root_certificates`` (PEM bytes: the
+    daemon's CA) or, when None, the system's roots.
+
     ``max_attempts`` bounds consecutive failed attempts without a batch in between
     (default ``max(3, 2 * len(endpoints))``); ``backoff`` is the first pause between
     attempts in seconds, doubling up to ``max_backoff``.
@@ -155,6 +158,7 @@ class Client:
         backoff: float = 0.1,
         max_backoff: float = 2.0,
         channel_options: Sequence[tuple[str, Any]] = (),
+        root_certificates: bytes | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
@@ -168,6 +172,7 @@ class Client:
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
         self._options = list(DEFAULT_CHANNEL_OPTIONS) + list(channel_options)
+        self._root_certificates = root_certificates
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[str, loader_pb2_grpc.LoaderStub] = {}
         self._lock = threading.Lock()
@@ -207,7 +212,8 @@ class Client:
             if stub is None:
                 target, secure = self._targets.get(endpoint) or normalize_endpoint(endpoint)
                 if secure:
-                    channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=self._options)
+                    credentials = grpc.ssl_channel_credentials(root_certificates=self._root_certificates)
+                    channel = grpc.secure_channel(target, credentials, options=self._options)
                 else:
                     channel = grpc.insecure_channel(target, options=self._options)
                 self._channels[endpoint] = channel
