@@ -94,7 +94,7 @@ async fn daemon_rss(data: &Path) -> Vec<(usize, u64, u64)> {
     let mut out = Vec::new();
     let location = format!("bench={}", data.display());
     for streams in [1usize, 16] {
-        let d = daemon::Daemon::start(&["--dataset", &location], &[]).await;
+        let d = daemon::Daemon::start(&["--dataset", &location]).await;
         let tasks: Vec<_> = (0..streams)
             .map(|i| {
                 let endpoint = d.endpoint.clone();

@@ -109,7 +109,7 @@ impl Default for ServeConfig {
             prefetch_batches: 2,
             queue_samples: 64,
             max_streams: 256,
-            max_streams_per_client: 64,
+            max_streams_per_client: 128,
             max_global_batch: 4096,
             max_image_side: 2048,
             max_batch_bytes: 1 << 30,

@@ -13,9 +13,9 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `editfeed serve --listen 127.0.0.1:PORT` with `args` appended and `env`
-    /// set, and waits until it accepts connections.
-    pub async fn start(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+    /// Starts `editfeed serve --listen 127.0.0.1:PORT` with `args` appended and waits
+    /// until it accepts connections.
+    pub async fn start(args: &[&str]) -> Daemon {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
@@ -24,7 +24,6 @@ impl Daemon {
             .args(args)
             .args(["--admin-listen", "127.0.0.1:0"])
             .env("EDITFEED_LOG_LEVEL", "warn")
-            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
