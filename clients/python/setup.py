@@ -32,7 +32,7 @@ from setuptools.command.build_py import build_py
 from setuptools.command.sdist import sdist
 
 HERE = Path(__file__).resolve().parent
-PROTO_FILES = ("editfeed/v1/dataset.proto", "editfeed/v1/loader.proto")
+PROTO_FILES = ("editfeed/v1/dataset.proto", "editfeed/v1/loader.proto", "editfeed/v1/admin.proto")
 GENERATED_PACKAGE = Path("editfeed") / "v1"
 GENERATED_INIT = '''"""Protobuf messages and gRPC stubs of the editfeed.v1 wire contract.
 

@@ -267,6 +267,20 @@ def test_tls_streams_the_same_batches_and_refuses_an_untrusted_daemon(start_daem
     assert e.value.code == "UNAVAILABLE"
 
 
+def test_the_admin_stubs_reach_the_admin_service(daemon):
+    """The package carries the Admin service's stubs too; ListDatasets names the
+    dataset the daemon serves, with its version."""
+    import grpc
+
+    from editfeed._pb import admin_pb2, admin_pb2_grpc
+
+    with grpc.insecure_channel(daemon.admin_endpoint.removeprefix("http://")) as channel:
+        listed = admin_pb2_grpc.AdminStub(channel).ListDatasets(admin_pb2.ListDatasetsRequest(), timeout=10)
+    names = [d.info.name for d in listed.datasets]
+    assert names == [DATASET], listed
+    assert listed.datasets[0].info.version.startswith("sha256:")
+
+
 def test_server_errors_reach_the_user_with_code_and_message(daemon):
     """NOT_FOUND and INVALID_ARGUMENT arrive as EditFeedError with the server's code and
     message; local mistakes are refused before sending."""

@@ -8,7 +8,7 @@ ImportError below instead of a bare ``No module named 'editfeed.v1'``.
 from __future__ import annotations
 
 try:
-    from editfeed.v1 import dataset_pb2, loader_pb2, loader_pb2_grpc
+    from editfeed.v1 import admin_pb2, admin_pb2_grpc, dataset_pb2, loader_pb2, loader_pb2_grpc
 except ImportError as e:  # pragma: no cover - only in an unbuilt source tree
     raise ImportError(
         "the generated editfeed.v1 stubs are missing: they are generated from "
@@ -17,4 +17,4 @@ except ImportError as e:  # pragma: no cover - only in an unbuilt source tree
         f"({e})"
     ) from e
 
-__all__ = ["dataset_pb2", "loader_pb2", "loader_pb2_grpc"]
+__all__ = ["admin_pb2", "admin_pb2_grpc", "dataset_pb2", "loader_pb2", "loader_pb2_grpc"]
