@@ -92,9 +92,11 @@ async fn health_is_not_serving_before_load_and_while_draining() {
     wait_for(&endpoint, ServingStatus::Serving).await;
 
     // A stream in flight when SIGTERM arrives finishes; health says NOT_SERVING meanwhile.
+    // Its 40 batches (30 MB at 256 px) outgrow the HTTP/2 window, so it cannot be sent
+    // in full before this client reads: the drain really waits for it.
     let mut client = editfeed::client::connect(&endpoint).await.unwrap();
     let mut stream = client
-        .stream(request("d", 0, 2, 1, 0, 16, 40))
+        .stream(request("d", 0, 2, 1, 0, 256, 40))
         .await
         .unwrap()
         .into_inner();
