@@ -49,10 +49,20 @@ async fn a_client_that_stops_reading_stalls_no_one_and_its_work_stays_bounded() 
 
     // The stalled stream's producer is parked: once the pool is idle, nothing more is
     // computed for it, and at most one prefetch window of jobs waits.
+    // Idle: nothing running or queued, and no job finished over the last poll.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while server.state.pool.stats().busy > 0 {
-        assert!(Instant::now() < deadline, "the pool never went idle");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut last = server.state.pool.stats();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = server.state.pool.stats();
+        if now.busy == 0 && now.queued == 0 && now.completed == last.completed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pool never went idle: {now:?}"
+        );
+        last = now;
     }
     let before = server.state.pool.stats();
     tokio::time::sleep(Duration::from_millis(1500)).await;
