@@ -101,6 +101,10 @@ impl Interceptor for BearerToken {
 /// A client of the Admin service, sending the token given at connect.
 pub type Admin = AdminClient<InterceptedService<Channel, BearerToken>>;
 
+/// The largest HTTP/2 frame a client accepts: batches are megabytes, and at HTTP/2's
+/// default of 16 KiB each one would be split into thousands of frames.
+pub const MAX_FRAME_BYTES: u32 = (1 << 24) - 1;
+
 async fn channel(endpoint: &str, opts: &ConnectOptions) -> Result<Channel, ConnectError> {
     let err = |source| ConnectError::Transport {
         endpoint: endpoint.to_string(),
@@ -110,7 +114,8 @@ async fn channel(endpoint: &str, opts: &ConnectOptions) -> Result<Channel, Conne
         .map_err(err)?
         .tcp_nodelay(true)
         .initial_stream_window_size(16 << 20)
-        .initial_connection_window_size(16 << 20);
+        .initial_connection_window_size(16 << 20)
+        .max_frame_size(MAX_FRAME_BYTES);
     if endpoint.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();
         if let Some(ca) = &opts.ca_pem {
