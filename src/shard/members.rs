@@ -90,39 +90,12 @@ pub fn read_members<R: std::io::Read>(
     mut on_member: impl FnMut(String, Bytes) -> Result<(), MemberError>,
 ) -> Result<(), MemberError> {
     let mut archive = tar::Archive::new(reader);
-    let entries = archive.entries().map_err(|e| MemberError::Tar {
-        offset: 0,
-        why: e.to_string(),
-    })?;
+    let entries = archive.entries().map_err(tar_error(0))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| MemberError::Tar {
-            offset: 0,
-            why: e.to_string(),
-        })?;
-        let offset = entry.raw_header_position();
-        if !entry.header().entry_type().is_file() {
+        let mut entry = entry.map_err(tar_error(0))?;
+        let Some((path, size, offset)) = checked(&entry)? else {
             continue;
-        }
-        let path = entry
-            .path()
-            .map_err(|e| MemberError::Tar {
-                offset,
-                why: format!("bad member name: {e}"),
-            })?
-            .to_string_lossy()
-            .into_owned();
-        if let Some(why) = unsafe_name(&path) {
-            return Err(MemberError::BadName { path, offset, why });
-        }
-        let size = entry.size();
-        if size > MAX_MEMBER_BYTES {
-            return Err(MemberError::TooLarge {
-                path,
-                offset,
-                size,
-                limit: MAX_MEMBER_BYTES,
-            });
-        }
+        };
         // Grown as bytes arrive: a header alone cannot make the reader allocate.
         let mut data = Vec::with_capacity(size.min(1 << 20) as usize);
         std::io::Read::read_to_end(&mut entry, &mut data).map_err(|e| MemberError::Tar {
@@ -130,17 +103,81 @@ pub fn read_members<R: std::io::Read>(
             why: format!("member {path:?}: {e}"),
         })?;
         if data.len() as u64 != size {
-            return Err(MemberError::Tar {
-                offset,
-                why: format!(
-                    "member {path:?} is truncated: {} of {size} bytes",
-                    data.len()
-                ),
-            });
+            return Err(truncated(&path, offset, data.len() as u64, size));
         }
         on_member(path, Bytes::from(data))?;
     }
     Ok(())
+}
+
+/// The members of tar bytes already in memory, in order, as slices of `tar`: no member
+/// is copied. Otherwise as [`read_members`].
+pub fn slice_members(
+    tar: &Bytes,
+    mut on_member: impl FnMut(String, Bytes) -> Result<(), MemberError>,
+) -> Result<(), MemberError> {
+    let mut archive = tar::Archive::new(std::io::Cursor::new(&tar[..]));
+    // Seeks over member data instead of reading it.
+    let entries = archive.entries_with_seek().map_err(tar_error(0))?;
+    for entry in entries {
+        let entry = entry.map_err(tar_error(0))?;
+        let Some((path, size, offset)) = checked(&entry)? else {
+            continue;
+        };
+        let start = entry.raw_file_position();
+        let have = (tar.len() as u64).saturating_sub(start).min(size);
+        if have != size {
+            return Err(truncated(&path, offset, have, size));
+        }
+        on_member(path, tar.slice(start as usize..(start + size) as usize))?;
+    }
+    Ok(())
+}
+
+/// A regular-file entry's path, size and header offset once its name and size pass;
+/// `None` for entries that are not regular files.
+fn checked<R: std::io::Read>(
+    entry: &tar::Entry<'_, R>,
+) -> Result<Option<(String, u64, u64)>, MemberError> {
+    let offset = entry.raw_header_position();
+    if !entry.header().entry_type().is_file() {
+        return Ok(None);
+    }
+    let path = entry
+        .path()
+        .map_err(|e| MemberError::Tar {
+            offset,
+            why: format!("bad member name: {e}"),
+        })?
+        .to_string_lossy()
+        .into_owned();
+    if let Some(why) = unsafe_name(&path) {
+        return Err(MemberError::BadName { path, offset, why });
+    }
+    let size = entry.size();
+    if size > MAX_MEMBER_BYTES {
+        return Err(MemberError::TooLarge {
+            path,
+            offset,
+            size,
+            limit: MAX_MEMBER_BYTES,
+        });
+    }
+    Ok(Some((path, size, offset)))
+}
+
+fn tar_error(offset: u64) -> impl Fn(std::io::Error) -> MemberError {
+    move |e| MemberError::Tar {
+        offset,
+        why: e.to_string(),
+    }
+}
+
+fn truncated(path: &str, offset: u64, have: u64, size: u64) -> MemberError {
+    MemberError::Tar {
+        offset,
+        why: format!("member {path:?} is truncated: {have} of {size} bytes"),
+    }
 }
 
 /// Why a member path is refused: absolute, or with a `..` component.
@@ -191,5 +228,69 @@ mod tests {
         out.truncate(1200);
         let r = read_members(&out[..], |_, _| Ok(()));
         assert!(r.is_err(), "{r:?}");
+        let r = slice_members(&Bytes::from(out), |_, _| Ok(()));
+        let err = r.unwrap_err().to_string();
+        assert!(err.contains("truncated: 688 of 2000 bytes"), "{err}");
+    }
+
+    #[test]
+    fn slices_are_the_members_read_from_a_stream() {
+        let mut out = Vec::new();
+        append_member(&mut out, "k.json", b"{\"a\": 1}").unwrap();
+        append_member(
+            &mut out,
+            "k.src.jpg",
+            &(0..3000).map(|i| i as u8).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        append_member(
+            &mut out,
+            &format!("{}/{}.edit.png", "d".repeat(120), "k".repeat(30)),
+            &[9u8; 513],
+        )
+        .unwrap();
+        out.extend_from_slice(&end_of_archive());
+        let mut streamed = Vec::new();
+        read_members(&out[..], |p, d| {
+            streamed.push((p, d));
+            Ok(())
+        })
+        .unwrap();
+        let mut sliced = Vec::new();
+        let tar = Bytes::from(out);
+        slice_members(&tar, |p, d| {
+            sliced.push((p, d));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(streamed.len(), 3);
+        assert_eq!(sliced, streamed);
+        // Slices share the tar's buffer.
+        let within = tar.as_ptr_range();
+        assert!(within.contains(&sliced[1].1.as_ptr()));
+    }
+
+    #[test]
+    fn sliced_members_refuse_unsafe_names_and_huge_sizes() {
+        let mut out = Vec::new();
+        let mut header = tar::Header::new_gnu();
+        header.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../x.json");
+        header.set_size(2);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(b"{}");
+        out.resize(2 * BLOCK, 0);
+        let err = slice_members(&Bytes::from(out), |_, _| Ok(())).unwrap_err();
+        assert!(matches!(err, MemberError::BadName { .. }), "{err}");
+        let mut out = Vec::new();
+        let mut header = tar::Header::new_ustar();
+        header.set_path("k.src.jpg").unwrap();
+        header.set_size(1 << 40);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        out.extend_from_slice(header.as_bytes());
+        let err = slice_members(&Bytes::from(out), |_, _| Ok(())).unwrap_err();
+        assert!(matches!(err, MemberError::TooLarge { .. }), "{err}");
     }
 }

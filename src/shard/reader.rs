@@ -7,7 +7,7 @@ use std::io::Read;
 
 use bytes::Bytes;
 
-use super::members::{read_members, split_name, MemberError, MAX_MEMBER_BYTES};
+use super::members::{read_members, slice_members, split_name, MemberError, MAX_MEMBER_BYTES};
 use super::ShardError;
 use crate::dataset::sample::{Sample, SampleError};
 
@@ -50,7 +50,7 @@ pub fn decode_frame(
         offset,
         why,
     };
-    let tar = zstd::bulk::decompress(frame, raw_len as usize)
+    let tar = decompress(frame, raw_len as usize)
         .map_err(|e| corrupt(format!("zstd frame does not decode: {e}")))?;
     if tar.len() != raw_len as usize {
         return Err(corrupt(format!(
@@ -59,7 +59,8 @@ pub fn decode_frame(
         )));
     }
     let mut out: Option<RawSample> = None;
-    read_members(&tar[..], |path, data| {
+    // Members are slices of the decoded frame, which lives as long as any of them.
+    slice_members(&tar, |path, data| {
         let (key, field) = split_name(&path);
         let sample = out.get_or_insert_with(|| RawSample {
             key: key.to_string(),
@@ -76,6 +77,25 @@ pub fn decode_frame(
     })
     .map_err(|e| corrupt(e.to_string()))?;
     out.ok_or_else(|| corrupt("frame holds no members".into()))
+}
+
+/// Decodes one frame of at most `capacity` bytes, with one reused zstd context per
+/// thread (a context costs an allocation and its initialisation) and no zeroing of the
+/// output.
+fn decompress(frame: &[u8], capacity: usize) -> std::io::Result<Bytes> {
+    thread_local! {
+        static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    CONTEXT.with_borrow_mut(|slot| {
+        let context = match slot {
+            Some(c) => c,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        let mut out = Vec::with_capacity(capacity);
+        context.decompress_to_buffer(frame, &mut out)?;
+        Ok(Bytes::from(out))
+    })
 }
 
 /// Reads a whole shard as a stream and calls `on_sample` for each sample in order.
