@@ -15,8 +15,7 @@
 //! `encoded[off[i][j]..off[i][j+1]]`, S slots, empty for padding), plus `turn_counts`
 //! for multi-turn.
 
-use bytes::Bytes;
-
+use super::buffers::BufferPool;
 use super::prepare::{OutputKind, Prepared};
 use crate::dataset::Subset;
 use crate::proto::v1::{Batch, SampleMeta};
@@ -57,6 +56,7 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>) -> Batch {
         .unwrap_or(1)
         .max(header.slots);
     let turns = max_slots.saturating_sub(1);
+    let pool = BufferPool::batches();
     let mut tensors = Vec::new();
     match header.kind {
         OutputKind::Pixels => match header.subset {
@@ -67,23 +67,24 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>) -> Batch {
                     &["source", "chosen", "rejected"]
                 };
                 for (slot, name) in names.iter().enumerate() {
-                    let mut data = Vec::with_capacity(img * samples.len());
+                    let mut data = pool.take(img * samples.len());
                     for s in &samples {
                         data.extend_from_slice(&s.pixels[slot * img..(slot + 1) * img]);
                     }
-                    tensors.push(tensor_u8(name, &[b, h, w, 3], Bytes::from(data)));
+                    tensors.push(tensor_u8(name, &[b, h, w, 3], pool.freeze(data)));
                 }
             }
             Subset::MultiTurn => {
-                let mut data = vec![0u8; img * max_slots * samples.len()];
+                let mut data = pool.take(img * max_slots * samples.len());
                 for (i, s) in samples.iter().enumerate() {
-                    let start = i * max_slots * img;
-                    data[start..start + s.pixels.len()].copy_from_slice(&s.pixels);
+                    data.extend_from_slice(&s.pixels);
+                    // Zero padding after a chain shorter than the longest.
+                    data.resize((i + 1) * max_slots * img, 0);
                 }
                 tensors.push(tensor_u8(
                     "images",
                     &[b, max_slots as u64, h, w, 3],
-                    Bytes::from(data),
+                    pool.freeze(data),
                 ));
             }
         },
@@ -92,7 +93,7 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>) -> Batch {
                 .iter()
                 .flat_map(|s| s.encoded.iter().map(|e| e.len()))
                 .sum();
-            let mut data = Vec::with_capacity(total);
+            let mut data = pool.take(total);
             let mut offsets = Vec::with_capacity(samples.len() * (max_slots + 1));
             for s in &samples {
                 offsets.push(data.len() as i64);
@@ -106,7 +107,7 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>) -> Batch {
             tensors.push(tensor_u8(
                 "encoded",
                 &[data.len() as u64],
-                Bytes::from(data),
+                pool.freeze(data),
             ));
             tensors.push(tensor_i64(
                 "encoded_offsets",
