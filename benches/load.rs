@@ -106,11 +106,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(40);
     let data = dataset();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = daemon::runtime();
     let failed = rt.block_on(async {
         let location = format!("load={}", data.display());
         // Every stream comes from 127.0.0.1, within the default per-client limit (128).

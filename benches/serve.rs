@@ -239,11 +239,7 @@ fn tempfile_dir() -> PathBuf {
 fn main() {
     let only_reshard = std::env::args().any(|a| a == "reshard");
     let data = dataset();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = daemon::runtime();
     rt.block_on(async {
         let mut config = ServeConfig { listen: "127.0.0.1:0".into(), ..Default::default() };
         config.datasets.insert("bench".into(), data.display().to_string());

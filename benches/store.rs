@@ -9,6 +9,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/daemon.rs"]
+mod daemon;
 #[path = "../tests/support/s3.rs"]
 mod s3;
 
@@ -249,11 +251,7 @@ fn main() {
          request; read-ahead {} samples; -8 / -1: 8 or 1 samples per shard",
         StoreConfig::default().read_ahead_samples
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = daemon::runtime();
     rt.block_on(async {
         // Both cores decoding: the S3 server, the proxy and the client compete with the
         // workers for them.

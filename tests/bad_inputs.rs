@@ -11,7 +11,6 @@ mod common;
 
 use common::*;
 use editfeed::dataset::manifest::MANIFEST_FILE;
-use editfeed::dataset::verify::{verify, VerifyOptions};
 use editfeed::dataset::writer::ShardTarget;
 use editfeed::dataset::{Dataset, Subset};
 use editfeed::shard::members::{append_member, end_of_archive, BLOCK};
@@ -227,14 +226,7 @@ fn a_manifest_with_a_wrong_shard_checksum_fails_verify_naming_the_shard() {
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replacen(&shard.sha256, &"0".repeat(64), 1)).unwrap();
     let ds = Dataset::open(dir.path()).unwrap();
-    let report = verify(
-        &ds,
-        &VerifyOptions {
-            decode_images: false,
-            threads: 1,
-        },
-        &|_| {},
-    );
+    let report = common::verify_structure(&ds);
     assert!(
         report
             .problems

@@ -1,5 +1,5 @@
 //! Benchmark support: an `editfeed serve` process on a free loopback port, and its
-//! memory from /proc, so that figures are the daemon's alone.
+//! memory from /proc, so that figures are the daemon's alone; and the clients' runtime.
 
 #![allow(dead_code)]
 
@@ -55,4 +55,13 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The two-thread tokio runtime the benchmarks' clients (and in-process daemons) run on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }

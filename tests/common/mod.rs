@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use editfeed::dataset::synth::{synth_sample, SynthOptions};
+use editfeed::dataset::verify::{verify, VerifyOptions, VerifyReport};
 use editfeed::dataset::writer::{DatasetWriter, ShardTarget, WriteOptions};
 use editfeed::dataset::{Manifest, Sample, Subset};
 
@@ -240,4 +241,16 @@ pub async fn fetch_all(
 /// The batch digests of a stream.
 pub fn digests(batches: &[editfeed::proto::v1::Batch]) -> Vec<String> {
     batches.iter().map(editfeed::wire::batch_digest).collect()
+}
+
+/// `verify` of checksums, index and frames on one thread, without decoding images.
+pub fn verify_structure(ds: &editfeed::dataset::Dataset) -> VerifyReport {
+    verify(
+        ds,
+        &VerifyOptions {
+            decode_images: false,
+            threads: 1,
+        },
+        &|_| {},
+    )
 }
