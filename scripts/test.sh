@@ -4,20 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need() { command -v "$1" >/dev/null 2>&1; }
+. scripts/tools.sh
 # zstd: the interoperability tests pipe shards through zstd -dc.
 # openssl: tests/security.rs makes its test CA and server certificate with it.
-for tool in zstd openssl; do
-  if ! need "$tool"; then
-    echo "installing $tool"
-    if need apt-get; then
-      (apt-get update -qq && apt-get install -y -qq "$tool") >/dev/null
-    else
-      echo "error: $tool is not installed and apt-get is not available" >&2
-      exit 1
-    fi
-  fi
-done
+# cmake, nasm: the `turbojpeg` feature builds libjpeg-turbo from source.
+ensure_tools zstd openssl cmake nasm
 
 # promtool (from Debian's prometheus package, extracted rather than installed so no
 # service starts) checks the /metrics output in tests/ops.rs.
@@ -53,6 +44,10 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo build --locked --bins
 cargo test --locked
+# The build with the `turbojpeg` feature (libjpeg-turbo decodes JPEGs, DCT scaling on by
+# default): lints and the whole suite again.
+cargo clippy --all-targets --locked --features turbojpeg -- -D warnings
+cargo test --locked --features turbojpeg
 
 # deploy/: manifests against the Kubernetes schemas, the Helm chart linted and
 # rendered, the Grafana dashboard against the metric names in src/metrics.rs.

@@ -235,7 +235,7 @@ fn paired_crop_puts_the_marker_at_the_same_place_in_every_image() {
                 (th as f64 / (y1 - y0)).ceil() as u32,
             );
             let h = decode::probe(ImageFormat::Jpeg, &images[0].bytes).unwrap();
-            if jpeg_dct_scaling && decode::choose_path(&h, Some(need)) != DecodePath::Full {
+            if jpeg_dct_scaling && decode::choose_path(&h, Some(need)).reduction() > 1 {
                 reduced += 1;
             }
             let per = (tw * th * 3) as usize;
@@ -463,11 +463,44 @@ fn specs_and_targets() -> Vec<((u32, u32), AugmentSpec)> {
         jpeg_dct_scaling: true,
         ..AugmentSpec::default()
     };
-    vec![
-        ((32, 24), AugmentSpec::default()),
-        ((8, 8), AugmentSpec::default()),
-        ((8, 8), scaled),
-    ]
+    let full = AugmentSpec {
+        jpeg_dct_scaling: false,
+        ..AugmentSpec::default()
+    };
+    vec![((32, 24), full.clone()), ((8, 8), full), ((8, 8), scaled)]
+}
+
+#[test]
+fn a_jpeg_with_recoverable_damage_decodes_on_every_path() {
+    let clean = encode(&photo(256, 192, 7), ImageFormat::Jpeg);
+    // Stray bytes before the scan marker: a warning to libjpeg, which goes on.
+    let sos = clean
+        .windows(2)
+        .position(|w| w == [0xFF, 0xDA])
+        .expect("a scan marker");
+    let mut damaged = clean[..sos].to_vec();
+    damaged.extend_from_slice(&[0x00, 0x01, 0x02]);
+    damaged.extend_from_slice(&clean[sos..]);
+    let header = decode::probe(ImageFormat::Jpeg, &damaged).unwrap();
+    for path in [
+        DecodePath::Full,
+        DecodePath::JpegDct { reduction: 1 },
+        DecodePath::JpegDct { reduction: 2 },
+    ] {
+        let want = decode::decode_path(&header, &clean, path).unwrap();
+        assert_eq!(want.path, path);
+        let got = decode::decode_path(&header, &damaged, path)
+            .unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        if cfg!(feature = "turbojpeg") && path != DecodePath::Full {
+            // libjpeg-turbo refuses it; the full-size decoder takes over.
+            assert_eq!(got.path, DecodePath::Full, "{path:?}");
+            let full = decode::decode_path(&header, &clean, DecodePath::Full).unwrap();
+            assert!(got.pixels == full.pixels, "{path:?}");
+        } else {
+            assert_eq!(got.path, path);
+            assert!(got.pixels == want.pixels, "{path:?}");
+        }
+    }
 }
 
 #[test]
@@ -494,7 +527,7 @@ fn a_corrupt_jpeg_gives_an_error_naming_the_role() {
             format: ImageFormat::Jpeg,
             bytes: Bytes::from(bytes),
         };
-        // Both decoders: (8, 8) with DCT scaling on takes jpeg-decoder at reduced scale.
+        // Both decoders: (8, 8) with DCT scaling on takes the DCT path at reduced scale.
         for (target, spec) in specs_and_targets() {
             let err = run(
                 &[source.clone(), bad.clone()],
@@ -593,7 +626,7 @@ fn reduced_scale_jpeg_decode_is_chosen_for_small_targets_and_close_to_full() {
             out != reference,
             "expected the reduced path to differ at least slightly"
         );
-        // With the switch off (the default) the output is exactly the full decode's.
+        // With the switch off the output is exactly the full decode's.
         let full_spec = AugmentSpec {
             jpeg_dct_scaling: false,
             ..spec.clone()
@@ -604,10 +637,10 @@ fn reduced_scale_jpeg_decode_is_chosen_for_small_targets_and_close_to_full() {
             "{target:?}: default path is not the full decode"
         );
     }
-    // A large target takes the full path.
+    // A large target is decoded at full scale.
     assert_eq!(
-        decode::choose_path(&header, Some((600, 400))),
-        DecodePath::Full
+        decode::choose_path(&header, Some((600, 400))).reduction(),
+        1
     );
 }
 

@@ -49,12 +49,12 @@
 //! scale factor when shrinking) reads that rectangle in place without copying it and
 //! writes `(tw, th)` pixels into the output. The only quantisation is the output grid.
 //!
-//! **Decode size.** With `jpeg_dct_scaling` off (the default) every image is decoded at
-//! full size. With it on, each image is decoded with a needed size of `(ceil(tw / (x1 -
-//! x0)), ceil(th / (y1 - y0)))` pixels for the whole image, which lets
-//! [`decode::choose_path`] decode a JPEG at 1/2, 1/4 or 1/8 scale while never upsampling
-//! the crop because of it. The reduced path gives slightly different bytes, which is why
-//! the switch is part of the spec.
+//! **Decode size.** With `jpeg_dct_scaling` off every image is decoded at full size.
+//! With it on (the default in builds with the `turbojpeg` feature), each image is
+//! decoded with a needed size of `(ceil(tw / (x1 - x0)), ceil(th / (y1 - y0)))` pixels
+//! for the whole image, which lets [`decode::choose_path`] decode a JPEG at 1/2, 1/4 or
+//! 1/8 scale while never upsampling the crop because of it. The reduced path gives
+//! slightly different bytes, which is why the switch is part of the spec.
 //!
 //! **Flip.** `coin = Rng::keyed(seed, subset, epoch, ordinal, Flip).next_f64() < hflip`,
 //! always drawn. If the sample's texts name a direction ([`direction::names_direction`]
@@ -108,6 +108,9 @@ fn default_crop_ratio() -> [f64; 2] {
 fn default_hflip() -> f64 {
     0.5
 }
+fn default_jpeg_dct_scaling() -> bool {
+    cfg!(feature = "turbojpeg")
+}
 fn default_max_pixels() -> u64 {
     decode::DEFAULT_MAX_PIXELS
 }
@@ -150,13 +153,15 @@ pub struct AugmentSpec {
     /// undecoded (decompression-bomb protection). Default 64 megapixels.
     #[serde(default = "default_max_pixels")]
     pub max_pixels: u64,
-    /// Decode JPEGs at 1/2, 1/4 or 1/8 scale in the DCT domain (with jpeg-decoder) when
-    /// the target and crop need at most half the image. Off by default: measured on
-    /// 1024x768 and 3072x2304 q90 photos (`benches/decode.rs`), jpeg-decoder's reduced
-    /// decode costs as much or more CPU than zune-jpeg's full decode, except at 1/8 on
-    /// small images. Turning it on changes the output bytes slightly (a different
-    /// low-pass filter), deterministically.
-    #[serde(default)]
+    /// Decode JPEGs at 1/2, 1/4 or 1/8 scale in the DCT domain when the target and crop
+    /// need at most half the image ([`decode::JPEG_DCT_DECODER`]). On by default in
+    /// builds with the `turbojpeg` feature: libjpeg-turbo's 1/2-scale decode of a
+    /// 1024x768 q90 source costs 25% less CPU than zune-jpeg's full decode. Off by
+    /// default otherwise: jpeg-decoder's reduced decode costs as much or more CPU than
+    /// zune-jpeg's full decode, except at 1/8 on small images (`benches/decode.rs`).
+    /// Turning it on changes the output bytes slightly (a different low-pass filter, and
+    /// with libjpeg-turbo another JPEG decoder), deterministically.
+    #[serde(default = "default_jpeg_dct_scaling")]
     pub jpeg_dct_scaling: bool,
 }
 
@@ -170,7 +175,7 @@ impl Default for AugmentSpec {
             flip_policy: FlipPolicy::default(),
             jitter: None,
             max_pixels: default_max_pixels(),
-            jpeg_dct_scaling: false,
+            jpeg_dct_scaling: default_jpeg_dct_scaling(),
         }
     }
 }

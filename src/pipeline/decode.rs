@@ -18,13 +18,18 @@
 //!    header's size as the maximum, and an allocation cap), as a second line.
 //! 2. [`choose_path`] picks the decoder. When the caller gives a needed size at most
 //!    half the declared size in both dimensions, a baseline or progressive 8-bit
-//!    greyscale or YCbCr JPEG is decoded by `jpeg-decoder` at 1/2, 1/4 or 1/8 scale in
-//!    the DCT domain (the largest reduction that still yields at least the needed size),
-//!    which skips most of the IDCT and colour conversion work. Everything else goes
-//!    through `image`'s decoders: zune-jpeg for JPEG, the faster full-size JPEG decoder
-//!    (about 1.5x jpeg-decoder, see `benches/decode.rs`). zune-jpeg's entropy decoding
-//!    is fast enough that jpeg-decoder's reduced decode rarely beats it, so the augment
-//!    stage only asks for a reduced decode when its spec says so.
+//!    greyscale or YCbCr JPEG is decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (the
+//!    largest reduction that still yields at least the needed size), which skips most
+//!    of the IDCT and colour conversion work. The DCT-domain decoder is
+//!    [`JPEG_DCT_DECODER`]: libjpeg-turbo in builds with the `turbojpeg` feature, where
+//!    it also decodes the JPEGs it cannot reduce (at full scale, faster than zune-jpeg),
+//!    and `jpeg-decoder` otherwise. Everything else goes through `image`'s decoders:
+//!    zune-jpeg for JPEG, the faster full-size JPEG decoder without libjpeg-turbo (about
+//!    1.5x jpeg-decoder, see `benches/decode.rs`). zune-jpeg's entropy decoding is fast
+//!    enough that jpeg-decoder's reduced decode rarely beats it, so without
+//!    libjpeg-turbo the augment stage only asks for a reduced decode when its spec says
+//!    so. A JPEG that libjpeg-turbo refuses (it also fails on recoverable damage, such
+//!    as stray bytes before a marker) is decoded by the full-size path instead.
 //! 3. The result is converted to RGB8: greyscale is expanded, alpha is dropped (not
 //!    composited), 16-bit samples are rounded to 8 bits. EXIF orientation is not applied:
 //!    pixels are used in stored order.
@@ -96,9 +101,9 @@ impl Header {
 pub enum DecodePath {
     /// The format's decoder in `image` (zune-jpeg for JPEG), at full size.
     Full,
-    /// `jpeg-decoder` at `1/reduction` of the full size (1, 2, 4 or 8), scaled in the DCT
-    /// domain. [`choose_path`] picks it only with a reduction of 2 or more; a reduction of
-    /// 1 exists for benchmarks. Without its `rayon` feature (our build), jpeg-decoder
+    /// [`JPEG_DCT_DECODER`] at `1/reduction` of the full size (1, 2, 4 or 8), scaled in
+    /// the DCT domain. [`choose_path`] picks it with a reduction of 2 or more, and with
+    /// libjpeg-turbo also with 1. Without its `rayon` feature (our build), jpeg-decoder
     /// starts one thread per colour component for each image wider than 128 output
     /// pixels, so it uses more CPU than wall time.
     JpegDct {
@@ -187,7 +192,7 @@ pub enum DecodeError {
     Decoder {
         /// The image format.
         format: ImageFormat,
-        /// Which decoder (`image` or `jpeg-decoder`).
+        /// Which decoder (`image`, `jpeg-decoder` or `libjpeg-turbo`).
         decoder: &'static str,
         /// The decoder's message.
         message: String,
@@ -433,7 +438,8 @@ fn jpeg_decoder_choice(w: u32, h: u32, req_w: u32, req_h: u32) -> u32 {
 /// The reduced path is taken for 8-bit baseline, extended or progressive JPEGs with 1 or
 /// 3 components when `need` is at most half the declared size in both dimensions: the
 /// reduction is the largest of 8, 4, 2 with `declared >= need * reduction` in both
-/// dimensions.
+/// dimensions. With libjpeg-turbo such a JPEG that cannot be reduced takes the DCT path
+/// at reduction 1.
 pub fn choose_path(header: &Header, need: Option<(u32, u32)>) -> DecodePath {
     let (Some(frame), Some((need_w, need_h))) = (header.jpeg, need) else {
         return DecodePath::Full;
@@ -460,7 +466,12 @@ pub fn choose_path(header: &Header, need: Option<(u32, u32)>) -> DecodePath {
             }
         }
     }
-    DecodePath::Full
+    if cfg!(feature = "turbojpeg") {
+        // libjpeg-turbo's full-scale decode is faster than zune-jpeg's too.
+        DecodePath::JpegDct { reduction: 1 }
+    } else {
+        DecodePath::Full
+    }
 }
 
 /// Decodes an image to RGB8: probes the header, applies the limits, picks the path with
@@ -487,9 +498,18 @@ pub fn decode_path(
     bytes: &[u8],
     path: DecodePath,
 ) -> Result<Decoded, DecodeError> {
-    let (width, height, pixels) = match path {
-        DecodePath::Full => decode_image(header, bytes)?,
-        DecodePath::JpegDct { reduction } => decode_jpeg_dct(header, bytes, reduction)?,
+    let (path, (width, height, pixels)) = match path {
+        DecodePath::Full => (path, decode_image(header, bytes)?),
+        DecodePath::JpegDct { reduction } => match decode_jpeg_dct(header, bytes, reduction) {
+            Ok(decoded) => (path, decoded),
+            // libjpeg-turbo (through the turbojpeg crate) fails on recoverable damage
+            // too, such as extraneous bytes before a marker, which zune-jpeg decodes:
+            // such an image takes the full-size path, so that no build loses it.
+            Err(_) if cfg!(feature = "turbojpeg") => {
+                (DecodePath::Full, decode_image(header, bytes)?)
+            }
+            Err(e) => return Err(e),
+        },
     };
     Ok(Decoded {
         header: *header,
@@ -559,30 +579,25 @@ fn decode_image(header: &Header, bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), De
     Ok((w, h, rgb.into_raw()))
 }
 
-/// JPEG decode through `jpeg-decoder` at `1/reduction` scale.
+/// The decoder behind [`DecodePath::JpegDct`] in this build.
+#[cfg(feature = "turbojpeg")]
+pub const JPEG_DCT_DECODER: &str = super::jpeg_turbo::DECODER;
+/// The decoder behind [`DecodePath::JpegDct`] in this build.
+#[cfg(not(feature = "turbojpeg"))]
+pub const JPEG_DCT_DECODER: &str = "jpeg-decoder";
+
+/// JPEG decode in the DCT domain at `1/reduction` scale, by [`JPEG_DCT_DECODER`]: the
+/// checks on the request and on the result, around the build's backend.
 fn decode_jpeg_dct(
     header: &Header,
     bytes: &[u8],
     reduction: u32,
 ) -> Result<(u32, u32, Vec<u8>), DecodeError> {
-    const DECODER: &str = "jpeg-decoder";
     let format = ImageFormat::Jpeg;
-    let failed = |e: jpeg_decoder::Error| match e {
-        jpeg_decoder::Error::Unsupported(u) => DecodeError::Unsupported {
-            format,
-            decoder: DECODER,
-            what: format!("{u:?}"),
-        },
-        other => DecodeError::Decoder {
-            format,
-            decoder: DECODER,
-            message: other.to_string(),
-        },
-    };
     if header.format != format || !matches!(reduction, 1 | 2 | 4 | 8) {
         return Err(DecodeError::Unsupported {
             format: header.format,
-            decoder: DECODER,
+            decoder: JPEG_DCT_DECODER,
             what: format!("reduction 1/{reduction}"),
         });
     }
@@ -591,16 +606,10 @@ fn decode_jpeg_dct(
         dct_scaled(header.width, scale),
         dct_scaled(header.height, scale),
     );
-    let mut d = jpeg_decoder::Decoder::new(bytes);
-    // CMYK is the widest output: 4 bytes per pixel.
-    d.set_max_decoding_buffer_size((header.pixels() * 4) as usize);
-    if reduction > 1 {
-        // Dimensions were checked against the header, and JPEG sizes fit in u16.
-        d.scale(expect.0 as u16, expect.1 as u16).map_err(failed)?;
-    }
-    let raw = d.decode().map_err(failed)?;
-    let info = d.info().expect("decode succeeded, so the header was read");
-    let got = (info.width as u32, info.height as u32);
+    #[cfg(feature = "turbojpeg")]
+    let (got, pixels) = super::jpeg_turbo::decode(header, bytes, reduction)?;
+    #[cfg(not(feature = "turbojpeg"))]
+    let (got, pixels) = jpeg_decoder_dct(header, bytes, expect)?;
     if got != expect {
         return Err(DecodeError::SizeMismatch {
             format,
@@ -610,25 +619,59 @@ fn decode_jpeg_dct(
             got_height: got.1,
         });
     }
+    if pixels.len() != got.0 as usize * got.1 as usize * 3 {
+        return Err(DecodeError::Decoder {
+            format,
+            decoder: JPEG_DCT_DECODER,
+            message: format!("returned {} bytes for {}x{}", pixels.len(), got.0, got.1),
+        });
+    }
+    Ok((got.0, got.1, pixels))
+}
+
+/// `jpeg-decoder` asked for `expect` pixels (the scaled size); returns the size it
+/// decoded and RGB8 pixels.
+#[cfg(not(feature = "turbojpeg"))]
+#[allow(clippy::type_complexity)]
+fn jpeg_decoder_dct(
+    header: &Header,
+    bytes: &[u8],
+    expect: (u32, u32),
+) -> Result<((u32, u32), Vec<u8>), DecodeError> {
+    let format = ImageFormat::Jpeg;
+    let failed = |e: jpeg_decoder::Error| match e {
+        jpeg_decoder::Error::Unsupported(u) => DecodeError::Unsupported {
+            format,
+            decoder: JPEG_DCT_DECODER,
+            what: format!("{u:?}"),
+        },
+        other => DecodeError::Decoder {
+            format,
+            decoder: JPEG_DCT_DECODER,
+            message: other.to_string(),
+        },
+    };
+    let mut d = jpeg_decoder::Decoder::new(bytes);
+    // CMYK is the widest output: 4 bytes per pixel.
+    d.set_max_decoding_buffer_size((header.pixels() * 4) as usize);
+    if expect != (header.width, header.height) {
+        // Dimensions were checked against the header, and JPEG sizes fit in u16.
+        d.scale(expect.0 as u16, expect.1 as u16).map_err(failed)?;
+    }
+    let raw = d.decode().map_err(failed)?;
+    let info = d.info().expect("decode succeeded, so the header was read");
     let pixels = match info.pixel_format {
         jpeg_decoder::PixelFormat::RGB24 => raw,
         jpeg_decoder::PixelFormat::L8 => raw.iter().flat_map(|&v| [v, v, v]).collect(),
         other => {
             return Err(DecodeError::Unsupported {
                 format,
-                decoder: DECODER,
+                decoder: JPEG_DCT_DECODER,
                 what: format!("pixel format {other:?}"),
             })
         }
     };
-    if pixels.len() != got.0 as usize * got.1 as usize * 3 {
-        return Err(DecodeError::Decoder {
-            format,
-            decoder: DECODER,
-            message: format!("returned {} bytes for {}x{}", pixels.len(), got.0, got.1),
-        });
-    }
-    Ok((got.0, got.1, pixels))
+    Ok(((info.width as u32, info.height as u32), pixels))
 }
 
 #[cfg(test)]
@@ -651,9 +694,15 @@ mod tests {
     #[test]
     fn path_takes_the_largest_reduction_that_still_covers_the_need() {
         let h = jpeg_header(1024, 768);
+        // With libjpeg-turbo, a JPEG that cannot be reduced is decoded by it at full scale.
+        let unreduced = if cfg!(feature = "turbojpeg") {
+            DecodePath::JpegDct { reduction: 1 }
+        } else {
+            DecodePath::Full
+        };
         assert_eq!(choose_path(&h, None), DecodePath::Full);
-        assert_eq!(choose_path(&h, Some((1024, 768))), DecodePath::Full);
-        assert_eq!(choose_path(&h, Some((513, 100))), DecodePath::Full);
+        assert_eq!(choose_path(&h, Some((1024, 768))), unreduced);
+        assert_eq!(choose_path(&h, Some((513, 100))), unreduced);
         assert_eq!(
             choose_path(&h, Some((512, 384))),
             DecodePath::JpegDct { reduction: 2 }
@@ -708,8 +757,9 @@ mod tests {
             for hgt in 1..40 {
                 let h = jpeg_header(w, hgt);
                 for need in [(1, 1), (w / 2, hgt / 2), (w / 3, hgt / 5)] {
-                    if let DecodePath::JpegDct { reduction } = choose_path(&h, Some(need)) {
-                        let s = 8 / reduction;
+                    let path = choose_path(&h, Some(need));
+                    if let DecodePath::JpegDct { reduction: 2.. } = path {
+                        let s = 8 / path.reduction();
                         let (rw, rh) = (dct_scaled(w, s), dct_scaled(hgt, s));
                         assert_eq!(jpeg_decoder_choice(w, hgt, rw, rh), s);
                         assert!(rw >= need.0 && rh >= need.1);

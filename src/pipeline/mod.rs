@@ -9,6 +9,8 @@ pub mod buffers;
 pub mod collate;
 pub mod decode;
 pub mod direction;
+#[cfg(feature = "turbojpeg")]
+pub mod jpeg_turbo;
 pub mod pool;
 pub mod prepare;
 pub mod stream;
