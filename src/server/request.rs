@@ -78,13 +78,20 @@ pub fn augment_from_wire(
 }
 
 /// The fingerprint extra: every setting besides the plan spec that changes batch bytes.
+/// With DCT scaling on, JPEG pixels also depend on the build's DCT-domain decoder, so its
+/// name is part of it: a cursor from a daemon built with the other one is refused.
 fn output_fingerprint(
     aug: &AugmentSpec,
     size: (u32, u32),
     buckets: &[(u32, u32)],
     kind: OutputKind,
 ) -> Vec<u8> {
-    format!("{aug:?}|{size:?}|{buckets:?}|{kind:?}").into_bytes()
+    let mut extra = format!("{aug:?}|{size:?}|{buckets:?}|{kind:?}");
+    if aug.jpeg_dct_scaling {
+        extra.push('|');
+        extra.push_str(crate::pipeline::decode::JPEG_DCT_DECODER);
+    }
+    extra.into_bytes()
 }
 
 /// Validates a request against the registry entry and the limits; returns what the
@@ -232,4 +239,29 @@ pub fn validate(
         prefetch_batches: config.prefetch_batches,
     };
     Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dct_decoder_is_in_the_fingerprint_only_when_it_is_used() {
+        let fp = |jpeg_dct_scaling| {
+            let aug = AugmentSpec {
+                jpeg_dct_scaling,
+                ..AugmentSpec::default()
+            };
+            String::from_utf8(output_fingerprint(
+                &aug,
+                (256, 256),
+                &[],
+                OutputKind::Pixels,
+            ))
+            .unwrap()
+        };
+        let decoder = crate::pipeline::decode::JPEG_DCT_DECODER;
+        assert!(fp(true).ends_with(&format!("|{decoder}")), "{}", fp(true));
+        assert!(!fp(false).contains(decoder), "{}", fp(false));
+    }
 }

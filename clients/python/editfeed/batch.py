@@ -8,9 +8,10 @@ Tensors per subset (B = global batch / world size, uint8 HWC pixels):
 - encoded output: ``encoded`` uint8 ``[N]`` and ``encoded_offsets`` int64 ``[B, S+1]``
   (plus ``turn_counts`` for multi-turn).
 
-The arrays are built with ``np.frombuffer`` over the message's ``bytes`` fields, so
-they are read-only views that keep those bytes alive: no pixel is copied after the
-protobuf parse.
+The arrays are built with ``np.frombuffer`` over the tensors' data, so they are
+read-only views that keep those bytes alive. Streams parse their messages with
+``wire.parse_batch``, whose tensor data are views of the buffer gRPC received: no pixel
+is copied after it arrives.
 """
 
 from __future__ import annotations
@@ -92,7 +93,9 @@ class Batch:
         ordinals, epochs: each sample's canonical position in its subset, and its epoch.
         replaced_keys: the planned sample each one replaced ("" if none).
         endpoint: the daemon that sent it.
-        message: the ``editfeed.v1.Batch`` message the arrays are views of.
+        message: the message the arrays are views of: a ``wire.WireBatch`` for batches
+            from a stream (``message.to_message()`` gives the protobuf ``Batch``), or
+            the protobuf message given to ``from_message``.
     """
 
     step: int
@@ -120,7 +123,8 @@ class Batch:
 
     @classmethod
     def from_message(cls, message: Any, endpoint: str = "") -> Batch:
-        """Wraps a ``Batch`` message without copying its tensor bytes."""
+        """Wraps a ``Batch`` message (protobuf or ``wire.WireBatch``) without copying its
+        tensor bytes (a protobuf message copies each on access)."""
         samples = message.samples
         return cls(
             step=message.step,

@@ -25,8 +25,12 @@ import grpc
 
 from ._pb import dataset_pb2, loader_pb2, loader_pb2_grpc
 from .batch import Batch
+from .wire import parse_batch
 from .errors import EditFeedError
 from .spec import Cursor, SpecLike, augment_message, load_spec, output_message
+
+STREAM_METHOD = "/editfeed.v1.Loader/Stream"
+"""The full gRPC method name of Loader.Stream."""
 
 DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     # Batches are tens to hundreds of MB: accept messages of any size (the daemon
@@ -175,6 +179,7 @@ class Client:
         self._root_certificates = root_certificates
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[str, loader_pb2_grpc.LoaderStub] = {}
+        self._streams: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -189,7 +194,7 @@ class Client:
     def __getstate__(self) -> dict[str, Any]:
         # Channels cannot cross processes; a copy reopens them lazily.
         state = self.__dict__.copy()
-        state.update(_channels={}, _stubs={}, _lock=None)
+        state.update(_channels={}, _stubs={}, _streams={}, _lock=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -202,6 +207,7 @@ class Client:
             channels = list(self._channels.values())
             self._channels.clear()
             self._stubs.clear()
+            self._streams.clear()
         for channel in channels:
             channel.close()
 
@@ -218,7 +224,20 @@ class Client:
                     channel = grpc.insecure_channel(target, options=self._options)
                 self._channels[endpoint] = channel
                 stub = self._stubs[endpoint] = loader_pb2_grpc.LoaderStub(channel)
+                # Loader.Stream again, with the zero-copy deserializer of wire.py.
+                self._streams[endpoint] = channel.unary_stream(
+                    STREAM_METHOD,
+                    request_serializer=loader_pb2.StreamRequest.SerializeToString,
+                    response_deserializer=parse_batch,
+                )
             return stub
+
+    def stream_method(self, endpoint: str) -> Any:
+        """Loader.Stream of one endpoint, its responses parsed by ``wire.parse_batch``
+        (``WireBatch`` messages whose tensor bytes are views of the received buffer)."""
+        self.stub(endpoint)
+        with self._lock:
+            return self._streams[endpoint]
 
     def describe(self, timeout: float = 10.0) -> dataset_pb2.DescribeResponse:
         """The datasets served (names, versions, subsets with counts), from the first
@@ -356,7 +375,7 @@ class BatchStream(Iterator[Batch]):
         if self._max:
             request.max_batches = self._max - self.received
         self.endpoint = self._client.endpoints[self._index]
-        self._call = self._client.stub(self.endpoint).Stream(request, wait_for_ready=False)
+        self._call = self._client.stream_method(self.endpoint)(request, wait_for_ready=False)
 
     def __next__(self) -> Batch:
         while True:
