@@ -120,6 +120,21 @@ async fn health_is_not_serving_before_load_and_while_draining() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_stream_ends_cleanly_and_exits_zero() {
+    sigterm_mid_stream(16, Duration::ZERO).await;
+}
+
+/// The client stops reading through the drain period: the flow-control windows and the
+/// stream's response channel are full when it ends, and the error still comes, after
+/// the batches already queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_stream_of_a_client_that_is_behind() {
+    sigterm_mid_stream(512, Duration::from_millis(1500)).await;
+}
+
+/// Streams an endless stream of `size` px batches, takes one, sends SIGTERM, waits
+/// `behind` without reading (the drain period is 1 s), then reads to the end: the stream
+/// must end with UNAVAILABLE "shutting down" and the daemon exit 0.
+async fn sigterm_mid_stream(size: u32, behind: Duration) {
     let dir = tempfile::tempdir().unwrap();
     write_dataset(
         dir.path(),
@@ -152,12 +167,13 @@ async fn sigterm_mid_stream_ends_cleanly_and_exits_zero() {
     let mut client = editfeed::client::connect(&endpoint).await.unwrap();
     // An endless stream: it cannot finish within the drain period.
     let mut stream = client
-        .stream(request("d", 0, 2, 1, 0, 16, 0))
+        .stream(request("d", 0, 2, 1, 0, size, 0))
         .await
         .unwrap()
         .into_inner();
     let first = stream.message().await.unwrap().unwrap();
     sigterm(&child);
+    tokio::time::sleep(behind).await;
     let mut last = first;
     let end = loop {
         match stream.message().await {

@@ -5,7 +5,7 @@
 //! dropping its pool queue discards the work it had waiting.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -66,9 +66,20 @@ pub struct StreamProgress {
     pub sent: AtomicU64,
     /// The step of the last batch the transport took.
     pub step: AtomicU64,
+    /// The producer stopped for the daemon's shutdown while the channel was full, so
+    /// the ShuttingDown error is still owed: the transport sends it after the batches
+    /// already queued.
+    pub shutdown_owed: AtomicBool,
 }
 
 impl StreamProgress {
+    /// The ShuttingDown error the producer could not queue, once, if it is owed.
+    pub fn owed_shutdown(&self) -> Option<StreamError> {
+        self.shutdown_owed
+            .swap(false, Ordering::AcqRel)
+            .then_some(StreamError::ShuttingDown)
+    }
+
     /// Records a batch taken by the transport.
     pub fn taken(&self, step: u64) {
         self.sent.fetch_add(1, Ordering::Relaxed);
@@ -99,6 +110,16 @@ enum Inflight {
     Failed(StreamError),
 }
 
+/// Ends a stream for the daemon's shutdown: queues the ShuttingDown error without
+/// waiting (a client that stopped reading must not hold the shutdown), or, when the
+/// channel is full, leaves it owed in `progress` for the transport to send after the
+/// queued batches.
+fn shut_down(tx: &mpsc::Sender<Result<Batch, StreamError>>, progress: &StreamProgress) {
+    if tx.try_send(Err(StreamError::ShuttingDown)).is_err() {
+        progress.shutdown_owed.store(true, Ordering::Release);
+    }
+}
+
 /// Runs the producer until the stream ends, the client leaves or an error occurs.
 pub async fn produce(
     params: StreamParams,
@@ -127,12 +148,7 @@ pub async fn produce(
             let submitted = tokio::select! {
                 r = submit_batch(&params, &queue, step) => r,
                 _ = tx.closed() => return,
-                _ = stopped(&stop) => {
-                    // Never waits: a client that stopped reading must not hold the
-                    // daemon's shutdown.
-                    let _ = tx.try_send(Err(StreamError::ShuttingDown));
-                    return;
-                }
+                _ = stopped(&stop) => return shut_down(&tx, &progress),
             };
             match submitted {
                 Ok(rx) => {
@@ -153,10 +169,7 @@ pub async fn produce(
                 let result = tokio::select! {
                     r = rx => r,
                     _ = tx.closed() => return,
-                    _ = stopped(&stop) => {
-                        let _ = tx.try_send(Err(StreamError::ShuttingDown));
-                        return;
-                    }
+                    _ = stopped(&stop) => return shut_down(&tx, &progress),
                 };
                 match result {
                     Ok(Ok(batch)) => Ok(batch),
@@ -177,7 +190,7 @@ pub async fn produce(
         let sent = tokio::select! {
             r = tx.send(item) => r.is_ok(),
             _ = stopped(&stop) => {
-                let _ = tx.try_send(Err(StreamError::ShuttingDown));
+                shut_down(&tx, &progress);
                 false
             }
         };

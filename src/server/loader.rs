@@ -255,13 +255,18 @@ impl Loader for LoaderService {
             job,
             progress.clone(),
         ));
-        let stream = ReceiverStream::new(rx).map(move |item| {
-            let _keep = (&slot, &client_slot, &active);
-            if let Ok(b) = &item {
-                progress.taken(b.step);
-            }
-            item.map_err(Status::from)
-        });
+        let owed = progress.clone();
+        // After the producer's last item, a ShuttingDown error it could not queue.
+        let tail = std::iter::once_with(move || owed.owed_shutdown().map(Err)).flatten();
+        let stream = ReceiverStream::new(rx)
+            .chain(tokio_stream::iter(tail))
+            .map(move |item| {
+                let _keep = (&slot, &client_slot, &active);
+                if let Ok(b) = &item {
+                    progress.taken(b.step);
+                }
+                item.map_err(Status::from)
+            });
         Ok(Response::new(match deadline {
             Some(d) => Box::pin(UntilDeadline::new(stream, d)),
             None => Box::pin(stream),
