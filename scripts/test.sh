@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 . scripts/tools.sh
 # zstd: the interoperability tests pipe shards through zstd -dc.
 # openssl: tests/security.rs makes its test CA and server certificate with it.
-# cmake, nasm: the `turbojpeg` feature builds libjpeg-turbo from source.
-ensure_tools zstd openssl cmake nasm
+# cmake, make, nasm: the `turbojpeg` feature builds libjpeg-turbo from source.
+ensure_tools zstd openssl cmake make nasm
 
 # promtool (from Debian's prometheus package, extracted rather than installed so no
 # service starts) checks the /metrics output in tests/ops.rs.
@@ -41,13 +41,15 @@ pip ./clients/python
 pip "moto[server]"
 
 cargo fmt --all -- --check
+# The build with the `turbojpeg` feature (libjpeg-turbo decodes JPEGs, DCT scaling on by
+# default): lints and the whole suite.
+cargo clippy --all-targets --locked --features turbojpeg -- -D warnings
+cargo test --locked --features turbojpeg
+# The default build, last, so that target/debug/editfeed (which the Python tests run)
+# is the default binary.
 cargo clippy --all-targets --locked -- -D warnings
 cargo build --locked --bins
 cargo test --locked
-# The build with the `turbojpeg` feature (libjpeg-turbo decodes JPEGs, DCT scaling on by
-# default): lints and the whole suite again.
-cargo clippy --all-targets --locked --features turbojpeg -- -D warnings
-cargo test --locked --features turbojpeg
 
 # deploy/: manifests against the Kubernetes schemas, the Helm chart linted and
 # rendered, the Grafana dashboard against the metric names in src/metrics.rs.

@@ -1,5 +1,5 @@
 # Sourced by scripts/test.sh and bench/run: `ensure_tools CMD...` installs each missing
-# command from the Debian package of the same name (zstd, openssl, cmake, nasm).
+# command from the Debian package of the same name (zstd, openssl, cmake, make, nasm).
 need() { command -v "$1" >/dev/null 2>&1; }
 ensure_tools() {
   local tool

@@ -1,8 +1,9 @@
 //! The libjpeg-turbo backend of [`DecodePath::JpegDct`] (cargo feature `turbojpeg`).
 //!
 //! libjpeg-turbo scales in the DCT domain at 1/2, 1/4 and 1/8 with SIMD IDCT, upsampling
-//! and colour conversion; at full scale it is also faster than zune-jpeg on the
-//! Pico-Banana sources (`benches/decode.rs`). Each worker thread keeps one decompressor.
+//! and colour conversion; at full scale it is also faster than zune-jpeg on 1024x768
+//! q90 photo-like JPEGs (`benches/decode.rs`). Each worker thread keeps one
+//! decompressor.
 
 use std::cell::RefCell;
 

@@ -78,16 +78,22 @@ pub fn augment_from_wire(
 }
 
 /// The fingerprint extra: every setting besides the plan spec that changes batch bytes.
-/// With DCT scaling on, JPEG pixels also depend on the build's DCT-domain decoder, so its
-/// name is part of it: a cursor from a daemon built with the other one is refused.
+/// With DCT scaling on, JPEG pixels also depend on the build's DCT-domain decoder: a
+/// libjpeg-turbo build names it, so that a cursor is refused by a daemon of the other
+/// build. Encoded output decodes nothing, so the decode switch (whose default depends on
+/// the build) is left out of it.
 fn output_fingerprint(
     aug: &AugmentSpec,
     size: (u32, u32),
     buckets: &[(u32, u32)],
     kind: OutputKind,
 ) -> Vec<u8> {
+    let mut aug = aug.clone();
+    if kind == OutputKind::Encoded {
+        aug.jpeg_dct_scaling = false;
+    }
     let mut extra = format!("{aug:?}|{size:?}|{buckets:?}|{kind:?}");
-    if aug.jpeg_dct_scaling {
+    if cfg!(feature = "turbojpeg") && aug.jpeg_dct_scaling {
         extra.push('|');
         extra.push_str(crate::pipeline::decode::JPEG_DCT_DECODER);
     }
@@ -246,22 +252,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_dct_decoder_is_in_the_fingerprint_only_when_it_is_used() {
-        let fp = |jpeg_dct_scaling| {
+    fn the_dct_decoder_is_in_the_fingerprint_only_when_it_changes_the_bytes() {
+        let fp = |jpeg_dct_scaling, kind| {
             let aug = AugmentSpec {
                 jpeg_dct_scaling,
                 ..AugmentSpec::default()
             };
-            String::from_utf8(output_fingerprint(
-                &aug,
-                (256, 256),
-                &[],
-                OutputKind::Pixels,
-            ))
-            .unwrap()
+            String::from_utf8(output_fingerprint(&aug, (256, 256), &[], kind)).unwrap()
         };
-        let decoder = crate::pipeline::decode::JPEG_DCT_DECODER;
-        assert!(fp(true).ends_with(&format!("|{decoder}")), "{}", fp(true));
-        assert!(!fp(false).contains(decoder), "{}", fp(false));
+        let turbo = "|libjpeg-turbo";
+        let on = fp(true, OutputKind::Pixels);
+        assert_eq!(on.ends_with(turbo), cfg!(feature = "turbojpeg"), "{on}");
+        assert!(!fp(false, OutputKind::Pixels).contains(turbo));
+        assert_ne!(on, fp(false, OutputKind::Pixels));
+        assert_eq!(
+            fp(true, OutputKind::Encoded),
+            fp(false, OutputKind::Encoded)
+        );
     }
 }

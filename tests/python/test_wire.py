@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import re
 
 import numpy as np
@@ -44,6 +46,16 @@ def test_parse_matches_protobuf_and_copies_no_tensor_bytes() -> None:
     assert batch.tensors["turn_counts"].tolist() == [0, 3]
     assert not batch.tensors["source"].flags.writeable
     assert batch.keys == ["k0", "k1"] and batch.turn_texts == [["a"], ["a", ""]]
+    # Multi-byte tensors sit at any offset of the message: they are copied, aligned.
+    counts = batch.tensors["turn_counts"]
+    assert counts.flags.aligned and not counts.flags.writeable
+
+    # The message as received, and nothing protobuf-like that would drop the tensors.
+    assert wire.SerializeToString() == raw
+    with pytest.raises(AttributeError, match="to_message"):
+        wire.ByteSize()
+    for clone in (copy.copy(wire), pickle.loads(pickle.dumps(wire))):
+        assert clone.to_message() == message
 
 
 def test_unpacked_shapes_and_unknown_fields_are_read() -> None:

@@ -71,6 +71,10 @@ def tensor_array(tensor: Any) -> np.ndarray:
             f"tensor {tensor.name!r} of shape {list(shape)} and dtype {tensor.dtype} needs {expected} bytes, "
             f"the message holds {len(data)}",
         )
+    if dtype.itemsize > 1 and isinstance(data, memoryview):
+        # A view may start at any offset of the message; multi-byte tensors (turn
+        # counts, offsets: a few bytes) get their own aligned copy.
+        data = bytes(data)
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 

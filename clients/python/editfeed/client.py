@@ -213,6 +213,14 @@ class Client:
 
     def stub(self, endpoint: str) -> loader_pb2_grpc.LoaderStub:
         """The Loader stub of one endpoint, opening its channel on first use."""
+        return self._open(endpoint)[0]
+
+    def stream_method(self, endpoint: str) -> Any:
+        """Loader.Stream of one endpoint, its responses parsed by ``wire.parse_batch``
+        (``WireBatch`` messages whose tensor bytes are views of the received buffer)."""
+        return self._open(endpoint)[1]
+
+    def _open(self, endpoint: str) -> tuple[loader_pb2_grpc.LoaderStub, Any]:
         with self._lock:
             stub = self._stubs.get(endpoint)
             if stub is None:
@@ -230,14 +238,7 @@ class Client:
                     request_serializer=loader_pb2.StreamRequest.SerializeToString,
                     response_deserializer=parse_batch,
                 )
-            return stub
-
-    def stream_method(self, endpoint: str) -> Any:
-        """Loader.Stream of one endpoint, its responses parsed by ``wire.parse_batch``
-        (``WireBatch`` messages whose tensor bytes are views of the received buffer)."""
-        self.stub(endpoint)
-        with self._lock:
-            return self._streams[endpoint]
+            return stub, self._streams[endpoint]
 
     def describe(self, timeout: float = 10.0) -> dataset_pb2.DescribeResponse:
         """The datasets served (names, versions, subsets with counts), from the first

@@ -38,10 +38,14 @@ class WireTensor(NamedTuple):
     data: memoryview
 
 
+FIELDS = frozenset(("step", "rank", "world_size", "subset", "samples", "cursor", "dataset_version"))
+"""The ``Batch`` fields besides ``tensors`` that a ``WireBatch`` reads from protobuf."""
+
+
 class WireBatch:
-    """A ``Batch`` message whose tensors are ``WireTensor`` views: every other field
-    (``step``, ``rank``, ``world_size``, ``subset``, ``samples``, ``cursor``,
-    ``dataset_version``) reads as on the protobuf message."""
+    """A ``Batch`` message whose tensors are ``WireTensor`` views: the other fields
+    (``FIELDS``) read as on the protobuf message. For anything else (protobuf methods),
+    ``to_message()`` gives the whole protobuf message."""
 
     __slots__ = ("tensors", "_rest", "_raw")
 
@@ -51,7 +55,16 @@ class WireBatch:
         self._raw = raw
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._rest, name)
+        if name in FIELDS:
+            return getattr(self._rest, name)
+        raise AttributeError(f"WireBatch has no attribute {name!r} (to_message() gives the protobuf Batch)")
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return parse_batch, (self._raw,)
+
+    def SerializeToString(self) -> bytes:  # noqa: N802 - protobuf's name
+        """The message as received."""
+        return self._raw
 
     def to_message(self) -> Any:
         """The whole ``editfeed.v1.Batch`` protobuf message (copies the tensor bytes)."""
