@@ -37,6 +37,7 @@ fn dataset() -> PathBuf {
         WriteOptions {
             target: ShardTarget::Samples(16),
             level: 3,
+            compress_literals: false,
             overwrite: true,
         },
     )

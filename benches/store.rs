@@ -55,6 +55,7 @@ fn datasets() -> [PathBuf; 2] {
                 WriteOptions {
                     target: ShardTarget::Samples(n),
                     level: 3,
+                    compress_literals: false,
                     overwrite: true,
                 },
             )

@@ -153,12 +153,38 @@ async fn resharding_keeps_sample_identity_and_order_whatever_the_shard_size() {
     )
     .await;
     assert_ne!(job.version, manifest.version);
+    // Huffman-coded literals: the same layout and samples in smaller frames.
+    let lit = dir.path().join("literals");
+    let job = run_job(
+        &mut c,
+        pb::ReshardRequest {
+            compress_literals: true,
+            ..reshard_request("d", &lit, 4, 0)
+        },
+    )
+    .await;
+    assert_eq!(job.version, manifest.version);
+    let shard_bytes = |dir: &Path| -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(".tar.zst"))
+            .map(|p| p.metadata().unwrap().len())
+            .sum()
+    };
+    assert_eq!(shard_count(&lit), shard_count(&src));
+    assert!(
+        shard_bytes(&lit) < shard_bytes(&src),
+        "{} bytes with coded literals, {} without",
+        shard_bytes(&lit),
+        shard_bytes(&src)
+    );
     let jobs = c
         .list_jobs(pb::ListJobsRequest {})
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(jobs.jobs.len(), 5);
+    assert_eq!(jobs.jobs.len(), 6);
     srv.stop().await;
 }
 

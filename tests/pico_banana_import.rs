@@ -130,6 +130,7 @@ fn writer(out: &Path) -> DatasetWriter {
     let opts = WriteOptions {
         target: ShardTarget::Samples(2),
         level: 3,
+        compress_literals: false,
         overwrite: false,
     };
     DatasetWriter::create(out, opts).unwrap()
@@ -659,6 +660,7 @@ fn an_interrupted_pack_leaves_no_manifest() {
     let opts = WriteOptions {
         target: ShardTarget::Samples(2),
         level: 3,
+        compress_literals: false,
         overwrite: true,
     };
     let mut w = DatasetWriter::create(&out, opts).unwrap();

@@ -30,6 +30,7 @@ fn pack_to_s3(url: &str, samples: &[Sample], target: ShardTarget) -> editfeed::d
         WriteOptions {
             target,
             level: 3,
+            compress_literals: false,
             overwrite: false,
         },
         &s3_config(),
@@ -351,6 +352,7 @@ fn large_shards_are_packed_to_s3_in_parts_and_verify() {
         WriteOptions {
             target: ShardTarget::Samples(100),
             level: 1,
+            compress_literals: false,
             overwrite: false,
         },
         &cfg,

@@ -48,6 +48,7 @@ fn write_to(store: Store, samples: &[Sample], target: ShardTarget) -> Manifest {
         WriteOptions {
             target,
             level: 3,
+            compress_literals: false,
             overwrite: true,
         },
     )
@@ -198,6 +199,7 @@ fn large_shards_are_uploaded_in_parts_and_read_back() {
         WriteOptions {
             target: ShardTarget::Samples(100),
             level: 1,
+            compress_literals: false,
             overwrite: false,
         },
     )

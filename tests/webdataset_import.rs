@@ -86,6 +86,7 @@ fn writer(out: &Path) -> DatasetWriter {
     let opts = WriteOptions {
         target: ShardTarget::Samples(2),
         level: 3,
+        compress_literals: false,
         overwrite: false,
     };
     DatasetWriter::create(out, opts).unwrap()

@@ -92,6 +92,10 @@ pub struct ReshardArgs {
     /// zstd level (1..=22).
     #[arg(long, default_value_t = 3)]
     pub level: i32,
+    /// Huffman-code the literals of each zstd frame: a few percent smaller shards on
+    /// images, at twice the decode time of every read.
+    #[arg(long)]
+    pub compress_literals: bool,
     /// Re-encode edited images: jpeg:QUALITY, png or webp.
     #[arg(long, value_name = "FORMAT")]
     pub transcode_edits: Option<String>,
@@ -168,6 +172,7 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<()> {
                 shard_bytes: a.shard_bytes.unwrap_or(0),
                 destination: a.dest,
                 level: a.level,
+                compress_literals: a.compress_literals,
                 transcode_edits: a.transcode_edits.unwrap_or_default(),
                 max_side: a.max_side.unwrap_or(0),
                 subsets: a.subsets,

@@ -58,6 +58,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             shard_samples: Some(32),
             shard_bytes: None,
             level: 3,
+            compress_literals: false,
             overwrite: true,
         };
         super::synth::write_synth(

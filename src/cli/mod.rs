@@ -117,9 +117,13 @@ pub struct WriteArgs {
     /// Close a shard once it reaches this size, e.g. 256MiB (the default).
     #[arg(long, value_parser = editfeed::units::parse_bytes)]
     pub shard_bytes: Option<u64>,
-    /// zstd compression level (1..=19).
+    /// zstd compression level (1..=22).
     #[arg(long, default_value_t = 3)]
     pub level: i32,
+    /// Huffman-code the literals of each zstd frame: a few percent smaller shards on
+    /// images, at twice the decode time of every read.
+    #[arg(long)]
+    pub compress_literals: bool,
     /// Replace a dataset already in --out.
     #[arg(long)]
     pub overwrite: bool,
@@ -136,6 +140,7 @@ impl WriteArgs {
         WriteOptions {
             target,
             level: self.level,
+            compress_literals: self.compress_literals,
             overwrite: self.overwrite,
         }
     }

@@ -322,6 +322,7 @@ mod tests {
         WriteOptions {
             target,
             level: 3,
+            compress_literals: false,
             overwrite: false,
         }
     }

@@ -40,8 +40,15 @@ pub enum ShardTarget {
 pub struct WriteOptions {
     /// Shard size target.
     pub target: ShardTarget,
-    /// zstd level (1..=19).
+    /// zstd level (1..=22).
     pub level: i32,
+    /// Entropy-code the literals of each frame (zstd's Huffman stage). Off by default:
+    /// a sample is almost all JPEG, PNG, WebP or QOI bytes, which are entropy-coded
+    /// already, so the Huffman stage re-codes them for a few percent of size
+    /// (3.4% on the benchmark's shards) and doubles the frame decode time on every
+    /// read (1.26 against 3.05 GB/s, `BENCHMARKS.md`). Matches are still found at
+    /// `level`.
+    pub compress_literals: bool,
     /// Replace an existing dataset in the output folder.
     pub overwrite: bool,
 }
@@ -51,6 +58,7 @@ impl Default for WriteOptions {
         WriteOptions {
             target: ShardTarget::Bytes(256 << 20),
             level: 3,
+            compress_literals: false,
             overwrite: false,
         }
     }
@@ -256,7 +264,8 @@ impl DatasetWriter {
             let name = format!("{}-{:06}.tar.zst", subset.name(), state.shards.len());
             let out = self.store.writer(&name)?;
             let url = PathBuf::from(out.url());
-            let writer = ShardWriter::new(out, self.opts.level).map_err(io_err(&url))?;
+            let writer = ShardWriter::new(out, self.opts.level, self.opts.compress_literals)
+                .map_err(io_err(&url))?;
             state.open = Some(OpenShard {
                 name,
                 writer,

@@ -31,12 +31,20 @@ pub struct ShardWriter<W: Write> {
 }
 
 impl<W: Write> ShardWriter<W> {
-    /// A writer compressing at a zstd level (1..=19; 3 is zstd's default).
-    pub fn new(out: W, level: i32) -> std::io::Result<Self> {
+    /// A writer compressing at a zstd level (1..=22; 3 is zstd's default), with or
+    /// without zstd's Huffman coding of literals (see [`crate::dataset::writer::WriteOptions::compress_literals`]).
+    pub fn new(out: W, level: i32, compress_literals: bool) -> std::io::Result<Self> {
+        use zstd::zstd_safe::{CParameter, ParamSwitch};
         let mut compressor = zstd::bulk::Compressor::new(level)?;
         // A content checksum in every frame: images are stored raw inside the frame, so
         // without it a flipped byte would decode silently into a wrong image.
-        compressor.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
+        compressor.set_parameter(CParameter::ChecksumFlag(true))?;
+        let literals = if compress_literals {
+            ParamSwitch::Enable
+        } else {
+            ParamSwitch::Disable
+        };
+        compressor.set_parameter(CParameter::LiteralCompressionMode(literals))?;
         Ok(ShardWriter {
             out,
             hasher: Sha256::new(),
@@ -120,4 +128,48 @@ pub fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::reader::decode_frame;
+
+    /// Random bytes from a 16-symbol alphabet: matches save little, a Huffman stage
+    /// halves them.
+    fn skewed(len: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b'a' + (x >> 60) as u8
+            })
+            .collect()
+    }
+
+    fn one_frame(compress_literals: bool, members: &[(&str, &[u8])]) -> (Vec<u8>, IndexEntry) {
+        let mut w = ShardWriter::new(Vec::new(), 3, compress_literals).unwrap();
+        w.add("k", members.iter().copied()).unwrap();
+        let (out, shard) = w.finish().unwrap();
+        let e = shard.index.entries[0].clone();
+        (out[..e.frame_len as usize].to_vec(), e)
+    }
+
+    #[test]
+    fn literals_are_huffman_coded_only_when_asked_and_read_back_the_same() {
+        let text = skewed(64 << 10);
+        let members: &[(&str, &[u8])] = &[("json", b"{\"a\": 1}"), ("txt", &text)];
+        let (plain, plain_entry) = one_frame(false, members);
+        let (coded, coded_entry) = one_frame(true, members);
+        assert!(plain.len() > text.len() * 9 / 10, "{} bytes", plain.len());
+        assert!(coded.len() < text.len() * 6 / 10, "{} bytes", coded.len());
+        for (frame, entry) in [(&plain, &plain_entry), (&coded, &coded_entry)] {
+            let sample = decode_frame("s", 0, frame, entry.raw_len).unwrap();
+            assert_eq!(sample.members.len(), 2);
+            assert_eq!(&sample.members[1].1[..], &text[..]);
+            assert_eq!(sample.digest(), entry.digest);
+        }
+    }
 }

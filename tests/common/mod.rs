@@ -34,6 +34,7 @@ pub fn write_dataset(root: &Path, samples: &[Sample], target: ShardTarget) -> Ma
         WriteOptions {
             target,
             level: 3,
+            compress_literals: false,
             overwrite: true,
         },
     )

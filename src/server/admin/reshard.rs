@@ -25,6 +25,7 @@ struct Checked {
     source: Arc<ServedDataset>,
     target: ShardTarget,
     level: i32,
+    compress_literals: bool,
     opts: ReshardOptions,
 }
 
@@ -119,6 +120,7 @@ fn check(state: &ServerState, req: &ReshardRequest) -> Result<Checked, AdminErro
         source,
         target,
         level,
+        compress_literals: req.compress_literals,
         opts: ReshardOptions {
             subsets,
             transcode_edits,
@@ -167,6 +169,7 @@ pub fn start(state: &Arc<ServerState>, req: ReshardRequest) -> Result<ReshardRes
         WriteOptions {
             target: checked.target,
             level: checked.level,
+            compress_literals: checked.compress_literals,
             // An interrupted job owns its destination: it may have got as far as the
             // manifest before the daemon died.
             overwrite: resume.is_some(),
