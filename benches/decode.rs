@@ -180,7 +180,7 @@ fn main() {
 
     println!("\n-- decode (wall time per image, single caller thread)");
     bench("jpeg 1024x768 full, image (zune-jpeg)", pj, || {
-        black_box(decode::decode_path(&hj, &jpeg, DecodePath::Full).unwrap());
+        black_box(decode::decode_path(&hj, &jpeg, DecodePath::Full, None).unwrap());
     });
     for reduction in [1, 2, 4, 8] {
         bench(
@@ -188,7 +188,8 @@ fn main() {
             pj,
             || {
                 black_box(
-                    decode::decode_path(&hj, &jpeg, DecodePath::JpegDct { reduction }).unwrap(),
+                    decode::decode_path(&hj, &jpeg, DecodePath::JpegDct { reduction }, None)
+                        .unwrap(),
                 );
             },
         );
@@ -200,7 +201,7 @@ fn main() {
         "jpeg 3072x2304 full, image (zune-jpeg)",
         hb.pixels(),
         || {
-            black_box(decode::decode_path(&hb, &big, DecodePath::Full).unwrap());
+            black_box(decode::decode_path(&hb, &big, DecodePath::Full, None).unwrap());
         },
     );
     for reduction in [4, 8] {
@@ -209,22 +210,23 @@ fn main() {
             hb.pixels(),
             || {
                 black_box(
-                    decode::decode_path(&hb, &big, DecodePath::JpegDct { reduction }).unwrap(),
+                    decode::decode_path(&hb, &big, DecodePath::JpegDct { reduction }, None)
+                        .unwrap(),
                 );
             },
         );
     }
     bench("png 1024x1024, image (png)", pp, || {
-        black_box(decode::decode_path(&hp, &png, DecodePath::Full).unwrap());
+        black_box(decode::decode_path(&hp, &png, DecodePath::Full, None).unwrap());
     });
     bench("png 1024x1024 fast compression, image (png)", pp, || {
-        black_box(decode::decode_path(&hf, &png_fast, DecodePath::Full).unwrap());
+        black_box(decode::decode_path(&hf, &png_fast, DecodePath::Full, None).unwrap());
     });
     bench("qoi 1024x1024, image (qoi)", pp, || {
-        black_box(decode::decode_path(&hq, &qoi, DecodePath::Full).unwrap());
+        black_box(decode::decode_path(&hq, &qoi, DecodePath::Full, None).unwrap());
     });
     bench("webp lossless 1024x1024, image (image-webp)", pp, || {
-        black_box(decode::decode_path(&hw, &webp, DecodePath::Full).unwrap());
+        black_box(decode::decode_path(&hw, &webp, DecodePath::Full, None).unwrap());
     });
 
     println!("\n-- resize 1024x768 RGB8 (fast_image_resize convolution)");

@@ -487,14 +487,14 @@ fn a_jpeg_with_recoverable_damage_decodes_on_every_path() {
         DecodePath::JpegDct { reduction: 1 },
         DecodePath::JpegDct { reduction: 2 },
     ] {
-        let want = decode::decode_path(&header, &clean, path).unwrap();
+        let want = decode::decode_path(&header, &clean, path, None).unwrap();
         assert_eq!(want.path, path);
-        let got = decode::decode_path(&header, &damaged, path)
+        let got = decode::decode_path(&header, &damaged, path, None)
             .unwrap_or_else(|e| panic!("{path:?}: {e}"));
         if cfg!(feature = "turbojpeg") && path != DecodePath::Full {
             // libjpeg-turbo refuses it; the full-size decoder takes over.
             assert_eq!(got.path, DecodePath::Full, "{path:?}");
-            let full = decode::decode_path(&header, &clean, DecodePath::Full).unwrap();
+            let full = decode::decode_path(&header, &clean, DecodePath::Full, None).unwrap();
             assert!(got.pixels == full.pixels, "{path:?}");
         } else {
             assert_eq!(got.path, path);
@@ -603,7 +603,7 @@ fn reduced_scale_jpeg_decode_is_chosen_for_small_targets_and_close_to_full() {
         let (_, out) = run(&sample, &texts("x"), &spec, key(0), target).unwrap();
 
         // The reference: a full decode resized the same way.
-        let full = decode::decode_path(&header, &bytes, DecodePath::Full).unwrap();
+        let full = decode::decode_path(&header, &bytes, DecodePath::Full, None).unwrap();
         let mut reference = vec![0u8; out.len()];
         let src = ImageRef::new(full.width, full.height, &full.pixels, PixelType::U8x3).unwrap();
         let mut dst =
@@ -698,4 +698,141 @@ fn bad_targets_and_buffers_are_refused() {
     let mut out = vec![0u8; 144];
     let e = process(&refs, &texts("x"), &bad, key(0), (4, 4), &mut out).unwrap_err();
     assert!(e.to_string().starts_with("augment.crop_scale: "), "{e}");
+}
+
+/// JPEGs of `img` with every chroma subsampling libjpeg-turbo names, baseline and
+/// progressive, and greyscale.
+fn jpeg_variants(img: &RgbImage) -> Vec<(String, Bytes)> {
+    use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
+    let (w, h) = (img.width() as u16, img.height() as u16);
+    let grey: Vec<u8> = img
+        .pixels()
+        .map(|p| ((p[0] as u32 * 77 + p[1] as u32 * 150 + p[2] as u32 * 29) >> 8) as u8)
+        .collect();
+    let mut out = Vec::new();
+    let factors = [
+        ("444", SamplingFactor::R_4_4_4),
+        ("422", SamplingFactor::R_4_2_2),
+        ("420", SamplingFactor::R_4_2_0),
+        ("440", SamplingFactor::R_4_4_0),
+        ("411", SamplingFactor::R_4_1_1),
+    ];
+    for (name, factor) in factors {
+        for progressive in [false, true] {
+            let mut buf = Vec::new();
+            let mut e = Encoder::new(&mut buf, 90);
+            e.set_sampling_factor(factor);
+            e.set_progressive(progressive);
+            e.encode(img.as_raw(), w, h, ColorType::Rgb).unwrap();
+            out.push((
+                format!("{name} progressive={progressive}"),
+                Bytes::from(buf),
+            ));
+        }
+    }
+    let mut buf = Vec::new();
+    Encoder::new(&mut buf, 90)
+        .encode(&grey, w, h, ColorType::Luma)
+        .unwrap();
+    out.push(("grey".into(), Bytes::from(buf)));
+    out
+}
+
+/// PNGs of `img`: 8-bit RGB and RGBA (decoded row by row down to the crop), and
+/// greyscale and 16-bit RGB (decoded whole).
+fn png_variants(img: &RgbImage) -> Vec<(String, Bytes)> {
+    let (w, h) = img.dimensions();
+    let rgba: Vec<u8> = img
+        .pixels()
+        .flat_map(|p| [p[0], p[1], p[2], p[0] ^ 0x5A])
+        .collect();
+    let grey: Vec<u8> = img.pixels().map(|p| p[1]).collect();
+    let rgb16: Vec<u8> = img.as_raw().iter().flat_map(|&v| [v, v ^ 0x33]).collect();
+    let encode = |data: &[u8], color| {
+        let mut buf = Vec::new();
+        PngEncoder::new(&mut buf)
+            .write_image(data, w, h, color)
+            .unwrap();
+        Bytes::from(buf)
+    };
+    vec![
+        (
+            "png rgb8".into(),
+            encode(img.as_raw(), ExtendedColorType::Rgb8),
+        ),
+        ("png rgba8".into(), encode(&rgba, ExtendedColorType::Rgba8)),
+        ("png l8".into(), encode(&grey, ExtendedColorType::L8)),
+        ("png rgb16".into(), encode(&rgb16, ExtendedColorType::Rgb16)),
+    ]
+}
+
+#[test]
+fn decoding_only_what_the_resize_reads_gives_the_bytes_of_a_whole_decode() {
+    use editfeed::pipeline::augment::{crop_box, resize_crop, resize_reads};
+    use editfeed::rng::{Purpose, Rng};
+    let spec = AugmentSpec {
+        crop_scale: [0.08, 1.0],
+        ..AugmentSpec::default()
+    };
+    // Decodes expected to skip work, and how many did.
+    let (mut expected, mut partial) = (0, 0);
+    for (size, seed) in [((640, 480), 1), ((333, 517), 2)] {
+        let img = photo(size.0, size.1, seed);
+        let pngs = png_variants(&img);
+        for (name, bytes) in jpeg_variants(&img).into_iter().chain(pngs) {
+            let header = decode::probe(ImageFormat::Jpeg, &bytes).unwrap();
+            let row_by_row = name == "png rgb8" || name == "png rgba8";
+            for (i, target) in [(64, 64), (512, 512), (300, 200)].into_iter().enumerate() {
+                for ordinal in 0..2u64 {
+                    let mut rng = Rng::keyed(seed as u64, 0, i as u64, ordinal, Purpose::Crop);
+                    let crop = crop_box(&spec, size, target, &mut rng);
+                    let [x0, y0, x1, y1] = crop;
+                    let need = (
+                        (target.0 as f64 / (x1 - x0)).ceil() as u32,
+                        (target.1 as f64 / (y1 - y0)).ceil() as u32,
+                    );
+                    let path = decode::choose_path(&header, Some(need));
+                    let read = resize_reads(crop, &header, path, target);
+                    let whole = decode::decode_path(&header, &bytes, path, None).unwrap();
+                    let part = decode::decode_path(&header, &bytes, path, Some(read)).unwrap();
+                    let out = |d: &decode::Decoded| {
+                        let mut out = vec![0u8; target.0 as usize * target.1 as usize * 3];
+                        resize_crop(d, crop, target, &mut out).unwrap();
+                        out
+                    };
+                    let what = format!("{name} {size:?} -> {target:?} {path:?} crop {crop:?}");
+                    let want = out(&whole);
+                    assert!(out(&part) == want, "{what}: the output differs");
+                    // The resize reads nothing outside `read`.
+                    let mut masked = whole.clone();
+                    let row = masked.width as usize * 3;
+                    let (x0, x1) = (read.x0 as usize * 3, read.x1 as usize * 3);
+                    for (y, line) in masked.pixels.chunks_exact_mut(row).enumerate() {
+                        if (read.y0..read.y1).contains(&(y as u32)) {
+                            line[..x0].fill(0);
+                            line[x1..].fill(0);
+                        } else {
+                            line.fill(0);
+                        }
+                    }
+                    assert!(
+                        out(&masked) == want,
+                        "{what}: the resize reads outside {read:?}"
+                    );
+                    let turbo = cfg!(feature = "turbojpeg") && path != DecodePath::Full;
+                    if turbo || row_by_row {
+                        expected += 1;
+                        partial += usize::from(part.pixels != whole.pixels);
+                    } else {
+                        assert!(part.pixels == whole.pixels, "{what}");
+                    }
+                }
+            }
+        }
+    }
+    // Most crops skip part of the image.
+    assert!(
+        partial * 2 > expected,
+        "{partial} of {expected} decodes were partial"
+    );
 }

@@ -40,7 +40,7 @@ pub enum ShardTarget {
 pub struct WriteOptions {
     /// Shard size target.
     pub target: ShardTarget,
-    /// zstd level (1..=22).
+    /// zstd level: 1..=22, or zstd's fast levels -7..=-1 (see [`check_level`]).
     pub level: i32,
     /// Entropy-code the literals of each frame (zstd's Huffman stage). Off by default:
     /// a sample is almost all JPEG, PNG, WebP or QOI bytes, which are entropy-coded
@@ -61,6 +61,20 @@ impl Default for WriteOptions {
             compress_literals: false,
             overwrite: false,
         }
+    }
+}
+
+/// Checks a zstd level: zstd's levels 1..=22, or its fast levels -7..=-1. On image
+/// members the fast levels find almost nothing to gain and store the frames nearly raw:
+/// shards about 6% larger than at level 3 without literals, and frames that decode
+/// several times faster (`BENCHMARKS.md`).
+pub fn check_level(level: i32) -> Result<(), String> {
+    if (-7..=-1).contains(&level) || (1..=22).contains(&level) {
+        Ok(())
+    } else {
+        Err(format!(
+            "zstd level {level} is not in 1..=22 or -7..=-1 (zstd's fast levels)"
+        ))
     }
 }
 
@@ -163,12 +177,7 @@ impl DatasetWriter {
             }
             _ => {}
         }
-        if !(1..=22).contains(&opts.level) {
-            return Err(WriteError::Options(format!(
-                "zstd level {} is not in 1..=22",
-                opts.level
-            )));
-        }
+        check_level(opts.level).map_err(WriteError::Options)?;
         let location = out.as_location()?;
         let store = Store::open(&location, config)?;
         DatasetWriter::with_store(store, opts)

@@ -56,6 +56,12 @@
 //! 1/8 scale while never upsampling the crop because of it. The reduced path gives
 //! slightly different bytes, which is why the switch is part of the spec.
 //!
+//! **Decode region.** Each image's decoder is told which pixels the resize will read
+//! ([`resize_reads`]: the source rectangle widened by the kernel's reach); libjpeg-turbo
+//! decodes only those (plus an iMCU of context), and an 8-bit RGB or RGBA PNG stops after
+//! their last row. This changes no byte of the output (`tests/augment.rs` compares it
+//! with whole decodes), so it is not part of the spec.
+//!
 //! **Flip.** `coin = Rng::keyed(seed, subset, epoch, ordinal, Flip).next_f64() < hflip`,
 //! always drawn. If the sample's texts name a direction ([`direction::names_direction`]
 //! on the text, the summarized text and every turn): `skip` does not flip, `swap` flips
@@ -92,6 +98,10 @@ pub use super::direction::FlipPolicy;
 /// Lanczos3 0.67 ms; to 512x512 0.47, 0.62 and 0.97 ms. Against about 11 ms to decode and
 /// augment a JPEG + PNG pair, the cheaper bilinear kernel would save 1%.
 pub const FILTER: FilterType = FilterType::CatmullRom;
+
+/// [`FILTER`]'s support in source pixels at scale 1 (fast_image_resize's CatmullRom
+/// covers -2..2), which bounds what a resize reads around the crop box.
+const FILTER_SUPPORT: f64 = 2.0;
 
 /// Attempts at a random crop before the centred fallback (as torchvision).
 pub const CROP_ATTEMPTS: u32 = 10;
@@ -551,60 +561,101 @@ pub fn process(
             (th as f64 / (y1 - y0)).ceil() as u32,
         )
     });
-    let alg = ResizeAlg::Convolution(FILTER);
-    RESIZER.with(|resizer| -> Result<(), AugmentError> {
-        let mut resizer = resizer.borrow_mut();
-        for ((img, header), dst) in images
-            .iter()
-            .zip(&headers)
-            .zip(out.chunks_exact_mut(per_image))
-        {
-            let path = decode::choose_path(header, need);
-            let decoded = decode::decode_path(header, &img.bytes, path).map_err(|source| {
+    for ((img, header), dst) in images
+        .iter()
+        .zip(&headers)
+        .zip(out.chunks_exact_mut(per_image))
+    {
+        let path = decode::choose_path(header, need);
+        let read = resize_reads(crop, header, path, target);
+        let decoded =
+            decode::decode_path(header, &img.bytes, path, Some(read)).map_err(|source| {
                 AugmentError::Decode {
                     role: img.role,
                     source,
                 }
             })?;
-            let (lw, lh) = decoded.logical_size();
-            let (left, top) = (x0 * lw, y0 * lh);
-            // The logical size never exceeds the buffer; the clamp only absorbs rounding.
-            let width = ((x1 - x0) * lw).min(decoded.width as f64 - left);
-            let height = ((y1 - y0) * lh).min(decoded.height as f64 - top);
-            let resize_err = |e: &dyn std::fmt::Display| AugmentError::Resize {
-                role: img.role,
-                message: e.to_string(),
-            };
-            let src = ImageRef::new(
-                decoded.width,
-                decoded.height,
-                &decoded.pixels,
-                PixelType::U8x3,
-            )
-            .map_err(|e| resize_err(&e))?;
-            let mut dst_img =
-                Image::from_slice_u8(tw, th, dst, PixelType::U8x3).map_err(|e| resize_err(&e))?;
-            let options = ResizeOptions::new()
-                .resize_alg(alg)
-                .crop(left, top, width, height);
-            resizer
-                .resize(&src, &mut dst_img, &options)
-                .map_err(|e| resize_err(&e))?;
-            if flipped {
-                mirror_rows(dst, tw as usize);
-            }
-            if let Some(factors) = jitter {
-                apply_jitter(dst, factors);
-            }
+        resize_crop(&decoded, crop, target, dst).map_err(|message| AugmentError::Resize {
+            role: img.role,
+            message,
+        })?;
+        if flipped {
+            mirror_rows(dst, tw as usize);
         }
-        Ok(())
-    })?;
+        if let Some(factors) = jitter {
+            apply_jitter(dst, factors);
+        }
+    }
     Ok(Augmented {
         texts: swapped.unwrap_or_else(|| texts.clone()),
         flipped,
         crop,
         jitter,
     })
+}
+
+/// Resizes the crop box `crop` (relative) of `decoded` to `target` into `dst` (packed
+/// RGB8), as the module docs describe; the resizer reads the rectangle in place.
+pub fn resize_crop(
+    decoded: &decode::Decoded,
+    crop: [f64; 4],
+    target: (u32, u32),
+    dst: &mut [u8],
+) -> Result<(), String> {
+    let [x0, y0, x1, y1] = crop;
+    let (lw, lh) = decoded.logical_size();
+    let (left, top) = (x0 * lw, y0 * lh);
+    // The logical size never exceeds the buffer; the clamp only absorbs rounding.
+    let width = ((x1 - x0) * lw).min(decoded.width as f64 - left);
+    let height = ((y1 - y0) * lh).min(decoded.height as f64 - top);
+    let src = ImageRef::new(
+        decoded.width,
+        decoded.height,
+        &decoded.pixels,
+        PixelType::U8x3,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut dst = Image::from_slice_u8(target.0, target.1, dst, PixelType::U8x3)
+        .map_err(|e| e.to_string())?;
+    let options = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FILTER))
+        .crop(left, top, width, height);
+    RESIZER
+        .with_borrow_mut(|resizer| resizer.resize(&src, &mut dst, &options))
+        .map_err(|e| e.to_string())
+}
+
+/// The pixels the resize of the crop box `crop` to `target` reads from an image of
+/// `header` decoded by `path`: the box's source rectangle (as in [`process`]) widened by
+/// the kernel's reach on each side (fast_image_resize reads `FILTER_SUPPORT` times the
+/// scale factor, at least 1, around each output pixel's centre), plus one pixel for
+/// rounding, within the image. The decoder may skip everything else; `tests/augment.rs`
+/// checks that the output bytes are those of a whole decode.
+pub fn resize_reads(
+    crop: [f64; 4],
+    header: &decode::Header,
+    path: decode::DecodePath,
+    target: (u32, u32),
+) -> decode::Region {
+    let r = path.reduction() as f64;
+    let (lw, lh) = (header.width as f64 / r, header.height as f64 / r);
+    let (w, h) = path.decoded_size(header);
+    let [x0, y0, x1, y1] = crop;
+    let span = |from: f64, to: f64, out: u32, len: u32| -> (u32, u32) {
+        let reach = FILTER_SUPPORT * ((to - from) / out as f64).max(1.0) + 1.0;
+        // `as` saturates at 0 below and the min keeps the end within the image.
+        let lo = (from - reach).floor() as u32;
+        let hi = ((to + reach).ceil() as u32).min(len);
+        (lo.min(hi), hi)
+    };
+    let (cx0, cx1) = span(x0 * lw, x1 * lw, target.0, w);
+    let (cy0, cy1) = span(y0 * lh, y1 * lh, target.1, h);
+    decode::Region {
+        x0: cx0,
+        y0: cy0,
+        x1: cx1,
+        y1: cy1,
+    }
 }
 
 /// Mirrors packed RGB8 rows left to right in place.

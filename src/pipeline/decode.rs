@@ -30,7 +30,11 @@
 //!    libjpeg-turbo the augment stage only asks for a reduced decode when its spec says
 //!    so. A JPEG that libjpeg-turbo refuses (it also fails on recoverable damage, such
 //!    as stray bytes before a marker) is decoded by the full-size path instead.
-//! 3. The result is converted to RGB8: greyscale is expanded, alpha is dropped (not
+//! 3. When the caller names the region it will read ([`decode_path`]), libjpeg-turbo
+//!    decodes only that region (with an iMCU of context around it) and an 8-bit RGB or
+//!    RGBA PNG that is not interlaced is decoded row by row down to the region's last
+//!    row; the pixels in the region are those of a whole decode.
+//! 4. The result is converted to RGB8: greyscale is expanded, alpha is dropped (not
 //!    composited), 16-bit samples are rounded to 8 bits. EXIF orientation is not applied:
 //!    pixels are used in stored order.
 //!
@@ -120,6 +124,38 @@ impl DecodePath {
             DecodePath::JpegDct { reduction } => reduction,
         }
     }
+
+    /// The size of the pixels this path decodes an image of `header` to: the declared
+    /// size divided by the reduction, rounded up.
+    pub fn decoded_size(self, header: &Header) -> (u32, u32) {
+        let r = self.reduction();
+        (header.width.div_ceil(r), header.height.div_ceil(r))
+    }
+}
+
+/// A rectangle of decoded pixels: columns `x0..x1`, rows `y0..y1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    /// First column.
+    pub x0: u32,
+    /// First row.
+    pub y0: u32,
+    /// One past the last column.
+    pub x1: u32,
+    /// One past the last row.
+    pub y1: u32,
+}
+
+impl Region {
+    /// All of an image of `(width, height)`.
+    pub fn whole((width, height): (u32, u32)) -> Region {
+        Region {
+            x0: 0,
+            y0: 0,
+            x1: width,
+            y1: height,
+        }
+    }
 }
 
 /// A decoded image: packed RGB8, row-major, `width * height * 3` bytes.
@@ -135,6 +171,9 @@ pub struct Decoded {
     pub height: u32,
     /// The pixels, RGB8.
     pub pixels: Vec<u8>,
+    /// The pixels that were decoded: at least the region the caller asked to read, and
+    /// the whole image when the decoder cannot skip work. Those outside it are zero.
+    pub valid: Region,
 }
 
 impl Decoded {
@@ -148,6 +187,9 @@ impl Decoded {
         (self.header.width as f64 / r, self.header.height as f64 / r)
     }
 }
+
+/// A decoder's output: width, height and packed RGB8 pixels.
+type Raster = (u32, u32, Vec<u8>);
 
 /// Why an image could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -486,30 +528,53 @@ pub fn decode(
 ) -> Result<Decoded, DecodeError> {
     let header = probe(declared, bytes)?;
     check_limits(&header, limits)?;
-    decode_path(&header, bytes, choose_path(&header, need))
+    decode_path(&header, bytes, choose_path(&header, need), None)
 }
 
 /// Decodes an image by a given path. `header` must come from [`probe`] on the same bytes
 /// and have passed [`check_limits`]: the decoders are held to the header's size, which
-/// is what bounds their allocations. Exposed for benchmarks and tests; [`decode`] is the
-/// normal entry point.
+/// is what bounds their allocations. `read`, in the coordinates of the path's decoded
+/// size ([`DecodePath::decoded_size`]), is the part of the image the caller will read
+/// (`None`: all of it). libjpeg-turbo then decodes only that part, and an 8-bit RGB or
+/// RGBA PNG only the rows down to its bottom; both give the same pixels there as a whole
+/// decode and leave the rest zero ([`Decoded::valid`]). Damage outside the part read
+/// goes unnoticed then; `editfeed verify` decodes every image whole. Exposed for
+/// benchmarks and tests; [`decode`] is the normal entry point.
 pub fn decode_path(
     header: &Header,
     bytes: &[u8],
     path: DecodePath,
+    read: Option<Region>,
 ) -> Result<Decoded, DecodeError> {
+    let mut valid = None;
     let (path, (width, height, pixels)) = match path {
-        DecodePath::Full => (path, decode_image(header, bytes)?),
-        DecodePath::JpegDct { reduction } => match decode_jpeg_dct(header, bytes, reduction) {
-            Ok(decoded) => (path, decoded),
-            // libjpeg-turbo (through the turbojpeg crate) fails on recoverable damage
-            // too, such as extraneous bytes before a marker, which zune-jpeg decodes:
-            // such an image takes the full-size path, so that no build loses it.
-            Err(_) if cfg!(feature = "turbojpeg") => {
-                (DecodePath::Full, decode_image(header, bytes)?)
+        DecodePath::Full => {
+            let rows = read
+                .filter(|r| header.format == ImageFormat::Png && r.y1 < header.height)
+                .and_then(|r| decode_png_rows(header, bytes, r.y1));
+            match rows {
+                Some(decoded) => {
+                    valid = read;
+                    (path, decoded?)
+                }
+                None => (path, decode_image(header, bytes)?),
             }
-            Err(e) => return Err(e),
-        },
+        }
+        DecodePath::JpegDct { reduction } => {
+            match decode_jpeg_dct(header, bytes, reduction, read) {
+                Ok(decoded) => {
+                    valid = read.filter(|_| cfg!(feature = "turbojpeg"));
+                    (path, decoded)
+                }
+                // libjpeg-turbo (through the turbojpeg crate) fails on recoverable damage
+                // too, such as extraneous bytes before a marker, which zune-jpeg decodes:
+                // such an image takes the full-size path, so that no build loses it.
+                Err(_) if cfg!(feature = "turbojpeg") => {
+                    (DecodePath::Full, decode_image(header, bytes)?)
+                }
+                Err(e) => return Err(e),
+            }
+        }
     };
     Ok(Decoded {
         header: *header,
@@ -517,11 +582,75 @@ pub fn decode_path(
         width,
         height,
         pixels,
+        valid: valid.unwrap_or(Region::whole((width, height))),
     })
 }
 
+/// Decodes the first `rows` rows of an 8-bit RGB or RGBA PNG that is not interlaced (the
+/// form of nearly every edit) and stops there: the rest of the image data is neither
+/// inflated nor unfiltered. The rows below are left zero; alpha is dropped, as in
+/// [`decode_image`], whose pixels these rows are. `None` for any other PNG, which
+/// [`decode_image`] decodes whole.
+fn decode_png_rows(
+    header: &Header,
+    bytes: &[u8],
+    rows: u32,
+) -> Option<Result<Raster, DecodeError>> {
+    let failed = |message: String| DecodeError::Decoder {
+        format: ImageFormat::Png,
+        decoder: "png",
+        message,
+    };
+    // As `image` does: the same allocation cap, and EXPAND (palette and low bit depths to
+    // 8 bits, tRNS to alpha).
+    let limits = png::Limits {
+        bytes: usize::try_from(header.pixels() * 8 + (64 << 20)).unwrap_or(usize::MAX),
+    };
+    let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), limits);
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = match decoder.read_info() {
+        Ok(reader) => reader,
+        Err(e) => return Some(Err(failed(e.to_string()))),
+    };
+    let info = reader.info();
+    if info.interlaced || (info.width, info.height) != (header.width, header.height) {
+        return None;
+    }
+    let channels = match reader.output_color_type() {
+        (png::ColorType::Rgb, png::BitDepth::Eight) => 3,
+        (png::ColorType::Rgba, png::BitDepth::Eight) => 4,
+        _ => return None,
+    };
+    let width = header.width as usize;
+    let mut pixels = vec![0u8; width * header.height as usize * 3];
+    for (y, dst) in pixels
+        .chunks_exact_mut(width * 3)
+        .take(rows as usize)
+        .enumerate()
+    {
+        let ended = || failed(format!("image data ends at row {y}"));
+        if channels == 3 {
+            match reader.read_row(dst) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Some(Err(ended())),
+                Err(e) => return Some(Err(failed(e.to_string()))),
+            }
+            continue;
+        }
+        let row = match reader.next_row() {
+            Ok(Some(row)) => row.data(),
+            Ok(None) => return Some(Err(ended())),
+            Err(e) => return Some(Err(failed(e.to_string()))),
+        };
+        for (d, s) in dst.chunks_exact_mut(3).zip(row.chunks_exact(4)) {
+            d.copy_from_slice(&s[..3]);
+        }
+    }
+    Some(Ok((header.width, header.height, pixels)))
+}
+
 /// Full-size decode through `image`.
-fn decode_image(header: &Header, bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), DecodeError> {
+fn decode_image(header: &Header, bytes: &[u8]) -> Result<Raster, DecodeError> {
     let format = header.format;
     let failed = |e: image::ImageError| match e {
         image::ImageError::Unsupported(u) => DecodeError::Unsupported {
@@ -592,7 +721,8 @@ fn decode_jpeg_dct(
     header: &Header,
     bytes: &[u8],
     reduction: u32,
-) -> Result<(u32, u32, Vec<u8>), DecodeError> {
+    read: Option<Region>,
+) -> Result<Raster, DecodeError> {
     let format = ImageFormat::Jpeg;
     if header.format != format || !matches!(reduction, 1 | 2 | 4 | 8) {
         return Err(DecodeError::Unsupported {
@@ -607,9 +737,12 @@ fn decode_jpeg_dct(
         dct_scaled(header.height, scale),
     );
     #[cfg(feature = "turbojpeg")]
-    let (got, pixels) = super::jpeg_turbo::decode(header, bytes, reduction)?;
+    let (got, pixels) = super::jpeg_turbo::decode(header, bytes, reduction, read)?;
     #[cfg(not(feature = "turbojpeg"))]
-    let (got, pixels) = jpeg_decoder_dct(header, bytes, expect)?;
+    let (got, pixels) = {
+        let _ = read; // jpeg-decoder decodes every pixel.
+        jpeg_decoder_dct(header, bytes, expect)?
+    };
     if got != expect {
         return Err(DecodeError::SizeMismatch {
             format,

@@ -31,8 +31,9 @@ pub struct ShardWriter<W: Write> {
 }
 
 impl<W: Write> ShardWriter<W> {
-    /// A writer compressing at a zstd level (1..=22; 3 is zstd's default), with or
-    /// without zstd's Huffman coding of literals (see [`crate::dataset::writer::WriteOptions::compress_literals`]).
+    /// A writer compressing at a zstd level (1..=22, or -7..=-1 for zstd's fast levels),
+    /// with or without zstd's Huffman coding of literals (see
+    /// [`crate::dataset::writer::WriteOptions::compress_literals`]).
     pub fn new(out: W, level: i32, compress_literals: bool) -> std::io::Result<Self> {
         use zstd::zstd_safe::{CParameter, ParamSwitch};
         let mut compressor = zstd::bulk::Compressor::new(level)?;

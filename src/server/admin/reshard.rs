@@ -72,12 +72,7 @@ fn check(state: &ServerState, req: &ReshardRequest) -> Result<Checked, AdminErro
     } else {
         req.level
     };
-    if !(1..=22).contains(&level) {
-        return Err(invalid(
-            "level",
-            format!("zstd level {level} is not in 1..=22"),
-        ));
-    }
+    crate::dataset::writer::check_level(level).map_err(|why| invalid("level", why))?;
     let dest = same_place(&req.destination);
     if dest.is_empty() {
         return Err(invalid("destination", "is empty; give a folder or URL"));
