@@ -183,6 +183,46 @@ fn a_truncated_shard_is_an_error_naming_shard_and_offset() {
 }
 
 #[test]
+fn zstd_fast_levels_write_the_same_dataset_and_bad_levels_are_named() {
+    let samples = all_samples(&small_synth(6, 5));
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let default = write_dataset(a.path(), &samples, ShardTarget::Samples(3));
+    let mut w = DatasetWriter::create(
+        b.path(),
+        WriteOptions {
+            target: ShardTarget::Samples(3),
+            level: -1,
+            ..WriteOptions::default()
+        },
+    )
+    .unwrap();
+    for s in &samples {
+        w.add(s).unwrap();
+    }
+    let fast = w.finish().unwrap();
+    assert_eq!(fast.version, default.version);
+    let ds = Dataset::open(b.path()).unwrap();
+    for (i, s) in of_subset(&samples, Subset::Sft).into_iter().enumerate() {
+        assert_eq!(&ds.read_sample(Subset::Sft, i as u64).unwrap(), s);
+    }
+    for level in [0, -8, 23] {
+        let e = DatasetWriter::create(
+            tempfile::tempdir().unwrap().path(),
+            WriteOptions {
+                level,
+                ..WriteOptions::default()
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.to_string().contains(&format!("zstd level {level} ")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn an_interrupted_write_leaves_no_manifest() {
     let dir = tempfile::tempdir().unwrap();
     let samples = all_samples(&small_synth(6, 7));
