@@ -101,7 +101,8 @@ def make_datasets(binary: str, data: Path, samples: int) -> dict[str, Path]:
     out = {"published": pub}
     for kind in KINDS:
         qoi = data / f"qoi-{samples}-{kind}"
-        shards = sorted(pub.glob(f"{kind}-*.tar.zst"))
+        manifest = json.loads((pub / "manifest.json").read_text())
+        shards = [pub / sh["path"] for sh in manifest["subsets"][kind]["shards"]]
         if fresh:
             (qoi / "recipe.json").unlink(missing_ok=True)
         made(qoi, [kind, *BEST_PACK], f"packing the {kind} shards with {' '.join(BEST_PACK)} into {qoi}",

@@ -738,8 +738,8 @@ fn jpeg_variants(img: &RgbImage) -> Vec<(String, Bytes)> {
     out
 }
 
-/// PNGs of `img`: 8-bit RGB and RGBA (decoded row by row down to the crop), and
-/// greyscale and 16-bit RGB (decoded whole).
+/// PNGs of `img`: palette, 8-bit RGB and RGBA (decoded row by row down to the crop),
+/// and greyscale and 16-bit RGB (decoded whole).
 fn png_variants(img: &RgbImage) -> Vec<(String, Bytes)> {
     let (w, h) = img.dimensions();
     let rgba: Vec<u8> = img
@@ -755,7 +755,24 @@ fn png_variants(img: &RgbImage) -> Vec<(String, Bytes)> {
             .unwrap();
         Bytes::from(buf)
     };
+    let mut palette = Vec::new();
+    {
+        let mut e = png::Encoder::new(&mut palette, w, h);
+        e.set_color(png::ColorType::Indexed);
+        e.set_depth(png::BitDepth::Eight);
+        e.set_palette(
+            (0..=255u8)
+                .flat_map(|i| [i, 255 - i, i.wrapping_mul(7)])
+                .collect::<Vec<_>>(),
+        );
+        let indices: Vec<u8> = img.pixels().map(|p| p[0]).collect();
+        e.write_header()
+            .unwrap()
+            .write_image_data(&indices)
+            .unwrap();
+    }
     vec![
+        ("png palette".into(), Bytes::from(palette)),
         (
             "png rgb8".into(),
             encode(img.as_raw(), ExtendedColorType::Rgb8),
@@ -781,7 +798,7 @@ fn decoding_only_what_the_resize_reads_gives_the_bytes_of_a_whole_decode() {
         let pngs = png_variants(&img);
         for (name, bytes) in jpeg_variants(&img).into_iter().chain(pngs) {
             let header = decode::probe(ImageFormat::Jpeg, &bytes).unwrap();
-            let row_by_row = name == "png rgb8" || name == "png rgba8";
+            let row_by_row = ["png rgb8", "png rgba8", "png palette"].contains(&name.as_str());
             for (i, target) in [(64, 64), (512, 512), (300, 200)].into_iter().enumerate() {
                 for ordinal in 0..2u64 {
                     let mut rng = Rng::keyed(seed as u64, 0, i as u64, ordinal, Purpose::Crop);
@@ -835,4 +852,30 @@ fn decoding_only_what_the_resize_reads_gives_the_bytes_of_a_whole_decode() {
         partial * 2 > expected,
         "{partial} of {expected} decodes were partial"
     );
+}
+
+#[test]
+fn a_png_cut_short_decodes_for_regions_above_the_cut_only() {
+    use editfeed::pipeline::decode::Region;
+    let (w, h) = (320, 240);
+    let bytes = encode(&photo(w, h, 5), ImageFormat::Png);
+    let cut = bytes.slice(..bytes.len() * 6 / 10);
+    let header = decode::probe(ImageFormat::Png, &cut).unwrap();
+    let whole = decode::decode_path(&header, &bytes, DecodePath::Full, None).unwrap();
+    let rows = |y1| Region {
+        x0: 0,
+        y0: 0,
+        x1: w,
+        y1,
+    };
+    let top = decode::decode_path(&header, &cut, DecodePath::Full, Some(rows(40))).unwrap();
+    let n = (w * 40 * 3) as usize;
+    assert!(top.pixels[..n] == whole.pixels[..n]);
+    for read in [None, Some(rows(h - 1))] {
+        let e = decode::decode_path(&header, &cut, DecodePath::Full, read).unwrap_err();
+        assert!(
+            e.to_string().starts_with("png decode with "),
+            "{read:?}: {e}"
+        );
+    }
 }

@@ -66,7 +66,7 @@ impl Default for WriteOptions {
 
 /// Checks a zstd level: zstd's levels 1..=22, or its fast levels -7..=-1. On image
 /// members the fast levels find almost nothing to gain and store the frames nearly raw:
-/// shards about 6% larger than at level 3 without literals, and frames that decode
+/// shards about 7% larger than at level 3 without literals, and frames that decode
 /// several times faster (`BENCHMARKS.md`).
 pub fn check_level(level: i32) -> Result<(), String> {
     if (-7..=-1).contains(&level) || (1..=22).contains(&level) {

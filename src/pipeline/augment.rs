@@ -602,12 +602,11 @@ pub fn resize_crop(
     target: (u32, u32),
     dst: &mut [u8],
 ) -> Result<(), String> {
-    let [x0, y0, x1, y1] = crop;
-    let (lw, lh) = decoded.logical_size();
-    let (left, top) = (x0 * lw, y0 * lh);
-    // The logical size never exceeds the buffer; the clamp only absorbs rounding.
-    let width = ((x1 - x0) * lw).min(decoded.width as f64 - left);
-    let height = ((y1 - y0) * lh).min(decoded.height as f64 - top);
+    let [left, top, width, height] = source_rect(
+        crop,
+        decoded.logical_size(),
+        (decoded.width, decoded.height),
+    );
     let src = ImageRef::new(
         decoded.width,
         decoded.height,
@@ -625,6 +624,19 @@ pub fn resize_crop(
         .map_err(|e| e.to_string())
 }
 
+/// The source rectangle `[left, top, width, height]`, in pixels, of the crop box `crop`
+/// (relative) in an image of `logical` size (see [`decode::Decoded::logical_size`])
+/// decoded to a `buffer` of pixels.
+fn source_rect(crop: [f64; 4], logical: (f64, f64), buffer: (u32, u32)) -> [f64; 4] {
+    let [x0, y0, x1, y1] = crop;
+    let (lw, lh) = logical;
+    let (left, top) = (x0 * lw, y0 * lh);
+    // The logical size never exceeds the buffer; the clamp only absorbs rounding.
+    let width = ((x1 - x0) * lw).min(buffer.0 as f64 - left);
+    let height = ((y1 - y0) * lh).min(buffer.1 as f64 - top);
+    [left, top, width, height]
+}
+
 /// The pixels the resize of the crop box `crop` to `target` reads from an image of
 /// `header` decoded by `path`: the box's source rectangle (as in [`process`]) widened by
 /// the kernel's reach on each side (fast_image_resize reads `FILTER_SUPPORT` times the
@@ -637,10 +649,8 @@ pub fn resize_reads(
     path: decode::DecodePath,
     target: (u32, u32),
 ) -> decode::Region {
-    let r = path.reduction() as f64;
-    let (lw, lh) = (header.width as f64 / r, header.height as f64 / r);
     let (w, h) = path.decoded_size(header);
-    let [x0, y0, x1, y1] = crop;
+    let [left, top, width, height] = source_rect(crop, path.logical_size(header), (w, h));
     let span = |from: f64, to: f64, out: u32, len: u32| -> (u32, u32) {
         let reach = FILTER_SUPPORT * ((to - from) / out as f64).max(1.0) + 1.0;
         // `as` saturates at 0 below and the min keeps the end within the image.
@@ -648,8 +658,8 @@ pub fn resize_reads(
         let hi = ((to + reach).ceil() as u32).min(len);
         (lo.min(hi), hi)
     };
-    let (cx0, cx1) = span(x0 * lw, x1 * lw, target.0, w);
-    let (cy0, cy1) = span(y0 * lh, y1 * lh, target.1, h);
+    let (cx0, cx1) = span(left, left + width, target.0, w);
+    let (cy0, cy1) = span(top, top + height, target.1, h);
     decode::Region {
         x0: cx0,
         y0: cy0,

@@ -125,6 +125,13 @@ impl DecodePath {
         }
     }
 
+    /// The declared size of `header` divided by the reduction, unrounded (see
+    /// [`Decoded::logical_size`]).
+    pub fn logical_size(self, header: &Header) -> (f64, f64) {
+        let r = self.reduction() as f64;
+        (header.width as f64 / r, header.height as f64 / r)
+    }
+
     /// The size of the pixels this path decodes an image of `header` to: the declared
     /// size divided by the reduction, rounded up.
     pub fn decoded_size(self, header: &Header) -> (u32, u32) {
@@ -169,11 +176,9 @@ pub struct Decoded {
     pub width: u32,
     /// Height of `pixels`.
     pub height: u32,
-    /// The pixels, RGB8.
+    /// The pixels, RGB8. With a region to read ([`decode_path`]), only those in it are
+    /// sure to be decoded.
     pub pixels: Vec<u8>,
-    /// The pixels that were decoded: at least the region the caller asked to read, and
-    /// the whole image when the decoder cannot skip work. Those outside it are zero.
-    pub valid: Region,
 }
 
 impl Decoded {
@@ -183,8 +188,7 @@ impl Decoded {
     /// partial last column or row beyond it when the size is not a multiple of the
     /// reduction.
     pub fn logical_size(&self) -> (f64, f64) {
-        let r = self.path.reduction() as f64;
-        (self.header.width as f64 / r, self.header.height as f64 / r)
+        self.path.logical_size(&self.header)
     }
 }
 
@@ -497,10 +501,7 @@ pub fn choose_path(header: &Header, need: Option<(u32, u32)>) -> DecodePath {
         let r = reduction as u64;
         if w >= need_w.max(1) as u64 * r && h >= need_h.max(1) as u64 * r {
             let scale = 8 / reduction;
-            let (rw, rh) = (
-                dct_scaled(header.width, scale),
-                dct_scaled(header.height, scale),
-            );
+            let (rw, rh) = DecodePath::JpegDct { reduction }.decoded_size(header);
             // Tiny images can make jpeg-decoder pick another scale for this request;
             // then try the next smaller reduction.
             if jpeg_decoder_choice(header.width, header.height, rw, rh) == scale {
@@ -535,40 +536,36 @@ pub fn decode(
 /// and have passed [`check_limits`]: the decoders are held to the header's size, which
 /// is what bounds their allocations. `read`, in the coordinates of the path's decoded
 /// size ([`DecodePath::decoded_size`]), is the part of the image the caller will read
-/// (`None`: all of it). libjpeg-turbo then decodes only that part, and an 8-bit RGB or
-/// RGBA PNG only the rows down to its bottom; both give the same pixels there as a whole
-/// decode and leave the rest zero ([`Decoded::valid`]). Damage outside the part read
-/// goes unnoticed then; `editfeed verify` decodes every image whole. Exposed for
-/// benchmarks and tests; [`decode`] is the normal entry point.
+/// (`None`: all of it). libjpeg-turbo then decodes only that part, and a PNG that decodes
+/// to 8-bit RGB or RGBA only the rows down to its bottom; both give the same pixels there
+/// as a whole decode, and the pixels outside may be left zero. Damage outside the part
+/// read goes unnoticed then: a truncated or corrupt image decodes for the crops that do
+/// not reach the damage (deterministically, as the crop is), where a whole decode would
+/// fail, or for a JPEG fall back to zune-jpeg. `editfeed verify` decodes every image
+/// whole. Exposed for benchmarks and tests; [`decode`] is the normal entry point.
 pub fn decode_path(
     header: &Header,
     bytes: &[u8],
     path: DecodePath,
     read: Option<Region>,
 ) -> Result<Decoded, DecodeError> {
-    let mut valid = None;
     let (path, (width, height, pixels)) = match path {
         DecodePath::Full => {
             let rows = read
                 .filter(|r| header.format == ImageFormat::Png && r.y1 < header.height)
                 .and_then(|r| decode_png_rows(header, bytes, r.y1));
             match rows {
-                Some(decoded) => {
-                    valid = read;
-                    (path, decoded?)
-                }
+                Some(decoded) => (path, decoded?),
                 None => (path, decode_image(header, bytes)?),
             }
         }
         DecodePath::JpegDct { reduction } => {
             match decode_jpeg_dct(header, bytes, reduction, read) {
-                Ok(decoded) => {
-                    valid = read.filter(|_| cfg!(feature = "turbojpeg"));
-                    (path, decoded)
-                }
-                // libjpeg-turbo (through the turbojpeg crate) fails on recoverable damage
-                // too, such as extraneous bytes before a marker, which zune-jpeg decodes:
-                // such an image takes the full-size path, so that no build loses it.
+                Ok(decoded) => (path, decoded),
+                // libjpeg-turbo (TurboJPEG counts its warnings as errors) fails on
+                // recoverable damage too, such as extraneous bytes before a marker, which
+                // zune-jpeg decodes: such an image takes the full-size path, so that no
+                // build loses it.
                 Err(_) if cfg!(feature = "turbojpeg") => {
                     (DecodePath::Full, decode_image(header, bytes)?)
                 }
@@ -582,15 +579,20 @@ pub fn decode_path(
         width,
         height,
         pixels,
-        valid: valid.unwrap_or(Region::whole((width, height))),
     })
 }
 
-/// Decodes the first `rows` rows of an 8-bit RGB or RGBA PNG that is not interlaced (the
-/// form of nearly every edit) and stops there: the rest of the image data is neither
-/// inflated nor unfiltered. The rows below are left zero; alpha is dropped, as in
-/// [`decode_image`], whose pixels these rows are. `None` for any other PNG, which
-/// [`decode_image`] decodes whole.
+/// The most a decoder may allocate for an image of `header` (which passed
+/// [`check_limits`]): a 16-bit RGBA image of its size plus working room.
+fn alloc_cap(header: &Header) -> u64 {
+    header.pixels() * 8 + (64 << 20)
+}
+
+/// Decodes the first `rows` rows of a PNG that decodes to 8-bit RGB or RGBA (palette
+/// images included) and is not interlaced, the form of nearly every edit, and stops
+/// there: the rest of the image data is neither inflated nor unfiltered. The rows below
+/// are left zero; alpha is dropped, as in [`decode_image`], whose pixels these rows are.
+/// `None` for any other PNG, which [`decode_image`] decodes whole.
 fn decode_png_rows(
     header: &Header,
     bytes: &[u8],
@@ -604,7 +606,7 @@ fn decode_png_rows(
     // As `image` does: the same allocation cap, and EXPAND (palette and low bit depths to
     // 8 bits, tRNS to alpha).
     let limits = png::Limits {
-        bytes: usize::try_from(header.pixels() * 8 + (64 << 20)).unwrap_or(usize::MAX),
+        bytes: usize::try_from(alloc_cap(header)).unwrap_or(usize::MAX),
     };
     let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), limits);
     decoder.set_transformations(png::Transformations::EXPAND);
@@ -665,12 +667,11 @@ fn decode_image(header: &Header, bytes: &[u8]) -> Result<Raster, DecodeError> {
         },
     };
     // A second line behind check_limits: the decoder must find the size the header
-    // declared (which passed the cap), and may allocate at most a 16-bit RGBA image of
-    // that size plus working room.
+    // declared (which passed the cap), and may allocate at most `alloc_cap`.
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(header.width);
     limits.max_image_height = Some(header.height);
-    limits.max_alloc = Some(header.pixels() * 8 + (64 << 20));
+    limits.max_alloc = Some(alloc_cap(header));
     let cursor = Cursor::new(bytes);
     let img = match format {
         ImageFormat::Jpeg => {
@@ -731,11 +732,7 @@ fn decode_jpeg_dct(
             what: format!("reduction 1/{reduction}"),
         });
     }
-    let scale = 8 / reduction;
-    let expect = (
-        dct_scaled(header.width, scale),
-        dct_scaled(header.height, scale),
-    );
+    let expect = DecodePath::JpegDct { reduction }.decoded_size(header);
     #[cfg(feature = "turbojpeg")]
     let (got, pixels) = super::jpeg_turbo::decode(header, bytes, reduction, read)?;
     #[cfg(not(feature = "turbojpeg"))]

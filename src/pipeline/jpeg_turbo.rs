@@ -4,17 +4,21 @@
 //! libjpeg-turbo scales in the DCT domain at 1/2, 1/4 and 1/8 with SIMD IDCT, upsampling
 //! and colour conversion; at full scale it is also faster than zune-jpeg on 1024x768
 //! q90 photo-like JPEGs (`benches/decode.rs`). Given the region the caller will read, it
-//! decodes only that region, widened to whole iMCUs plus one iMCU of context on every
-//! side: rows below it are not decoded at all, and rows above it and columns beside it
-//! skip the IDCT, upsampling and colour conversion. The region's pixels are the same as
-//! a whole decode's (`tests/augment.rs`). Each worker thread keeps one decompressor.
+//! decodes only that region plus one iMCU of context on every side, its left edge
+//! aligned to an iMCU as libjpeg-turbo requires: rows above it and columns beside it
+//! skip the IDCT, upsampling and colour conversion, and in a baseline JPEG the rows
+//! below it are not decoded at all (a progressive JPEG's scans are all read first). The
+//! region's pixels are the same as a whole decode's (`tests/augment.rs`); a cropped
+//! decode that fails is retried whole, so that the crop never decides between this
+//! decoder and the fallback for an image this decoder can read. Each worker thread
+//! keeps one decompressor.
 
 use std::cell::RefCell;
 use std::ffi::CStr;
 
 use turbojpeg_sys as tj;
 
-use super::decode::{DecodeError, Header, Region};
+use super::decode::{DecodeError, DecodePath, Header, Region};
 use crate::dataset::sample::ImageFormat;
 
 /// The decoder's name in errors.
@@ -80,13 +84,28 @@ pub fn decode(
     reduction: u32,
     read: Option<Region>,
 ) -> Result<((u32, u32), Vec<u8>), DecodeError> {
+    let result = with_decompressor(|d| decode_with(d, header, bytes, reduction, read));
+    match result {
+        // libjpeg-turbo's own iMCU can be wider than TurboJPEG's table says (unusual
+        // sampling factors), which refuses the cropping region: decode it whole.
+        Err(_) if read.is_some() => {
+            with_decompressor(|d| decode_with(d, header, bytes, reduction, None))
+        }
+        result => result,
+    }
+}
+
+/// Runs `f` with this thread's decompressor, replacing it after a failure.
+fn with_decompressor<T>(
+    f: impl FnOnce(&mut Decompressor) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
     DECOMPRESSOR.with(|slot| {
         let mut slot = slot.borrow_mut();
         let d = match slot.as_mut() {
             Some(d) => d,
             None => slot.insert(Decompressor::new()?),
         };
-        let result = decode_with(d, header, bytes, reduction, read);
+        let result = f(d);
         if result.is_err() {
             // A fresh decompressor for the next image, whatever state this one is in.
             *slot = None;
@@ -151,10 +170,7 @@ fn decode_with(
     // SAFETY: the handle is valid and holds a header.
     d.check(unsafe { tj::tj3SetScalingFactor(d.0, factor) })?;
     // TJSCALED: the scaled size, rounded up.
-    let (w, h) = (
-        header.width.div_ceil(reduction),
-        header.height.div_ceil(reduction),
-    );
+    let (w, h) = DecodePath::JpegDct { reduction }.decoded_size(header);
     let crop = read
         .zip(scaled_imcu(d.get(tj::TJPARAM_TJPARAM_SUBSAMP), reduction))
         .and_then(|(read, imcu)| cropping(read, (w, h), imcu));

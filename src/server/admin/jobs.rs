@@ -25,6 +25,10 @@ use crate::server::registry::RegistryError;
 /// How often running progress is written to the job's file.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 
+fn literals_were_coded() -> bool {
+    true
+}
+
 /// A job as persisted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,7 +40,9 @@ struct JobRecord {
     shard_bytes: u64,
     destination: String,
     level: i32,
-    #[serde(default)]
+    /// Missing in records written before frames could be written without coded
+    /// literals, whose jobs coded them: a resumed job keeps writing what it started.
+    #[serde(default = "literals_were_coded")]
     compress_literals: bool,
     transcode_edits: String,
     max_side: u32,
@@ -574,6 +580,23 @@ mod tests {
             },
             max_turns: 0,
         }
+    }
+
+    #[test]
+    fn a_record_from_before_the_literals_switch_keeps_coded_literals() {
+        let job = Job {
+            id: "job-1".into(),
+            request: Some(ReshardRequest {
+                dataset: "d".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut json = serde_json::to_value(JobRecord::from_job(&job)).unwrap();
+        assert_eq!(json["compress_literals"], false);
+        json.as_object_mut().unwrap().remove("compress_literals");
+        let old: JobRecord = serde_json::from_value(json).unwrap();
+        assert!(old.into_job().request.unwrap().compress_literals);
     }
 
     #[test]
