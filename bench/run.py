@@ -7,7 +7,8 @@ and reported as medians and ratios:
 - the datasets: ``editfeed synth`` at Pico-Banana's sizes (JPEG sources of about
   1024x768, PNG edits of about 1 MP, photo-like content) written with the default
   options, and the same samples in editfeed's best lossless pack: ``pack webdataset
-  --transcode-edits qoi --level -1`` (pixel-identical edits, frames stored nearly raw);
+  --transcode-edits ppm --level -100`` (edits as the raw RGB pixels the daemon serves,
+  which its workers read in place; frames stored nearly raw);
 - the floor: ``editfeed bench floor``, decode + crop + resize alone, in process, on one
   thread and on all cores;
 - through one daemon (``editfeed serve``, one worker per core): end to end into
@@ -72,9 +73,10 @@ def curriculum(tmp: Path, kind: str) -> Path:
     return path
 
 
-# editfeed's best lossless pack option: edits transcoded to QOI, frames at zstd's fast
-# level (image members are stored nearly raw and decode several times faster).
-BEST_PACK = ["--transcode-edits", "qoi", "--level", "-1"]
+# editfeed's best lossless pack option: edits stored as the raw RGB pixels the daemon
+# serves (PPM, read in place by the resizer), frames at a zstd fast level that finds
+# almost no matches in raw pixels, so that they decode at memory speed.
+BEST_PACK = ["--transcode-edits", "ppm", "--level", "-100"]
 # Bumped when the writer's defaults change, so that cached datasets are rewritten.
 WRITER = "literals-off"
 
@@ -100,14 +102,14 @@ def make_datasets(binary: str, data: Path, samples: int) -> dict[str, Path]:
                  [binary, "synth", "--out", pub, "--samples", samples, "--shard-samples", per_shard, "--overwrite"])
     out = {"published": pub}
     for kind in KINDS:
-        qoi = data / f"qoi-{samples}-{kind}"
+        best = data / f"best-{samples}-{kind}"
         manifest = json.loads((pub / "manifest.json").read_text())
         shards = [pub / sh["path"] for sh in manifest["subsets"][kind]["shards"]]
         if fresh:
-            (qoi / "recipe.json").unlink(missing_ok=True)
-        made(qoi, [kind, *BEST_PACK], f"packing the {kind} shards with {' '.join(BEST_PACK)} into {qoi}",
-             [binary, "pack", "webdataset", *shards, "--subset", kind, "--out", qoi, *BEST_PACK, "--shard-samples", per_shard, "--overwrite"])
-        out[f"qoi-{kind}"] = qoi
+            (best / "recipe.json").unlink(missing_ok=True)
+        made(best, [kind, *BEST_PACK], f"packing the {kind} shards with {' '.join(BEST_PACK)} into {best}",
+             [binary, "pack", "webdataset", *shards, "--subset", kind, "--out", best, *BEST_PACK, "--shard-samples", per_shard, "--overwrite"])
+        out[f"best-{kind}"] = best
     big = data / f"replicated-{samples}"
     if fresh:
         (big / "recipe.json").unlink(missing_ok=True)
@@ -249,7 +251,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         curs = {k: curriculum(tmp, k) for k in KINDS}
-        daemons = {"bench": pub, "large": ds["large"], **{f"qoi-{k}": ds[f"qoi-{k}"] for k in KINDS}}
+        daemons = {"bench": pub, "large": ds["large"], **{f"best-{k}": ds[f"best-{k}"] for k in KINDS}}
         proc, endpoint = bc.start_daemon(args.bin, daemons, 0)
         client = editfeed.Client(endpoint)
         client.describe()
@@ -260,18 +262,18 @@ def main() -> None:
                     for size in sizes:
                         n = BATCHES[kind]
                         key = f"{kind}/{size}"
-                        qoi = f"qoi-{kind}"
+                        best = f"best-{kind}"
                         add(f"floor1/{key}", floor(args.bin, pub, kind, size, 1, 8 * n // 2))
                         add(f"floorN/{key}", floor(args.bin, pub, kind, size, cores, 8 * n))
-                        add(f"floorN-qoi/{key}", floor(args.bin, ds[qoi], kind, size, cores, 8 * n))
+                        add(f"floorN-best/{key}", floor(args.bin, ds[best], kind, size, cores, 8 * n))
                         add(f"fetch/{key}", fetch(args.bin, endpoint, "bench", kind, size, n, curs[kind])["samples_per_s"])
                         add(f"python/{key}", python_client(client, "bench", kind, size, n, curs[kind]))
-                        add(f"fetch-qoi/{key}", fetch(args.bin, endpoint, qoi, kind, size, n, curs[kind])["samples_per_s"])
-                        add(f"python-qoi/{key}", python_client(client, qoi, kind, size, n, curs[kind]))
+                        add(f"fetch-best/{key}", fetch(args.bin, endpoint, best, kind, size, n, curs[kind])["samples_per_s"])
+                        add(f"python-best/{key}", python_client(client, best, kind, size, n, curs[kind]))
                         add(f"reference/{key}", reference(python, pub, kind, size, n))
                         log(
                             f"  {key}: floor {results[f'floorN/{key}'][-1]:.1f}, fetch {results[f'fetch/{key}'][-1]:.1f}, "
-                            f"python {results[f'python/{key}'][-1]:.1f}, python qoi {results[f'python-qoi/{key}'][-1]:.1f}, "
+                            f"python {results[f'python/{key}'][-1]:.1f}, python best pack {results[f'python-best/{key}'][-1]:.1f}, "
                             f"reference {results[f'reference/{key}'][-1]:.1f} samples/s"
                         )
                 # Transport: the stored bytes passed through, global batch 32.
@@ -311,8 +313,8 @@ def print_tables(results, kinds, sizes, cores, start, mem, samples, rounds) -> N
             print(
                 f"| {kind} | {size} | {m[f'floor1/{k}']:.1f} | {m[f'floorN/{k}']:.1f} | {m[f'fetch/{k}']:.1f} | {m[f'python/{k}']:.1f} | "
                 f"{m[f'reference/{k}']:.1f} | **{ratio(f'python/{k}', f'reference/{k}'):.2f}x** | {ratio(f'python/{k}', f'floorN/{k}'):.0%} | "
-                f"{m[f'fetch-qoi/{k}']:.1f} | {m[f'python-qoi/{k}']:.1f} | **{ratio(f'python-qoi/{k}', f'reference/{k}'):.2f}x** | "
-                f"{ratio(f'python-qoi/{k}', f'floorN-qoi/{k}'):.0%} |"
+                f"{m[f'fetch-best/{k}']:.1f} | {m[f'python-best/{k}']:.1f} | **{ratio(f'python-best/{k}', f'reference/{k}'):.2f}x** | "
+                f"{ratio(f'python-best/{k}', f'floorN-best/{k}'):.0%} |"
             )
     print(f"\ntransport (fetch --encoded, sft, global batch 32): {m['transport/MBps']:.0f} MB/s ({m['transport/samples']:.0f} samples/s)")
     print(

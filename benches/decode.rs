@@ -83,6 +83,7 @@ fn encode(img: &RgbImage, format: ImageFormat) -> Bytes {
         ImageFormat::Qoi => QoiEncoder::new(&mut buf)
             .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
             .unwrap(),
+        ImageFormat::Ppm => buf = editfeed::pipeline::ppm::write(w, h, img.as_raw()),
     }
     Bytes::from(buf)
 }
@@ -146,6 +147,7 @@ fn main() {
     let png = encode(&edit, ImageFormat::Png);
     let webp = encode(&edit, ImageFormat::Webp);
     let qoi = encode(&edit, ImageFormat::Qoi);
+    let ppm = encode(&edit, ImageFormat::Ppm);
     // `editfeed synth` writes its PNGs with fast compression.
     let mut png_fast = Vec::new();
     PngEncoder::new_with_quality(
@@ -161,8 +163,9 @@ fn main() {
     )
     .unwrap();
     println!(
-        "fixtures: qoi 1024x1024 {} KiB, png (fast compression) 1024x1024 {} KiB",
+        "fixtures: qoi 1024x1024 {} KiB, ppm 1024x1024 {} KiB, png (fast compression) 1024x1024 {} KiB",
         qoi.len() / 1024,
+        ppm.len() / 1024,
         png_fast.len() / 1024
     );
     println!(
@@ -175,6 +178,7 @@ fn main() {
     let hp = header(&png, ImageFormat::Png);
     let hw = header(&webp, ImageFormat::Webp);
     let hq = header(&qoi, ImageFormat::Qoi);
+    let hm = header(&ppm, ImageFormat::Ppm);
     let hf = header(&png_fast, ImageFormat::Png);
     let (pj, pp) = (hj.pixels(), hp.pixels());
 
@@ -224,6 +228,9 @@ fn main() {
     });
     bench("qoi 1024x1024, image (qoi)", pp, || {
         black_box(decode::decode_path(&hq, &qoi, DecodePath::Full, None).unwrap());
+    });
+    bench("ppm 1024x1024, raster read in place", pp, || {
+        black_box(decode::decode_path(&hm, &ppm, DecodePath::Full, None).unwrap());
     });
     bench("webp lossless 1024x1024, image (image-webp)", pp, || {
         black_box(decode::decode_path(&hw, &webp, DecodePath::Full, None).unwrap());

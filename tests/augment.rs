@@ -123,6 +123,7 @@ fn encode(img: &RgbImage, format: ImageFormat) -> Bytes {
         ImageFormat::Qoi => image::codecs::qoi::QoiEncoder::new(&mut buf)
             .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
             .unwrap(),
+        ImageFormat::Ppm => buf = editfeed::pipeline::ppm::write(w, h, img.as_raw()),
     }
     Bytes::from(buf)
 }
@@ -189,6 +190,7 @@ fn marker_sample() -> Vec<SampleImage> {
             ImageFormat::Webp,
             &marker_image(320, 200),
         ),
+        sample_image(Role::Rejected(1), ImageFormat::Ppm, &marker_image(300, 225)),
     ]
 }
 
@@ -504,6 +506,42 @@ fn a_jpeg_with_recoverable_damage_decodes_on_every_path() {
 }
 
 #[test]
+fn a_cut_or_malformed_ppm_gives_an_error_naming_the_role_and_the_fault() {
+    let source = sample_image(Role::Source, ImageFormat::Jpeg, &photo(64, 48, 4));
+    let ppm = encode(&photo(40, 30, 5), ImageFormat::Ppm);
+    let cases: [(&[u8], &str); 3] = [
+        (
+            &ppm[..ppm.len() - 7],
+            "turn2 image: ppm header: raster of 40x30 needs 3600 bytes, 3593 are there",
+        ),
+        (
+            b"P6\n40 30\n0\n",
+            "turn2 image: ppm header: maximum value 0 is outside 1..=65535",
+        ),
+        (
+            b"P6\n40",
+            "turn2 image: ppm header: truncated after the width",
+        ),
+    ];
+    for (bytes, want) in cases {
+        let bad = SampleImage {
+            role: Role::Turn(2),
+            format: ImageFormat::Ppm,
+            bytes: Bytes::copy_from_slice(bytes),
+        };
+        let err = run(
+            &[source.clone(), bad],
+            &texts("x"),
+            &AugmentSpec::default(),
+            key(1),
+            (16, 16),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), want);
+    }
+}
+
+#[test]
 fn a_corrupt_jpeg_gives_an_error_naming_the_role() {
     let source = sample_image(Role::Source, ImageFormat::Png, &photo(64, 48, 4));
     let jpeg = encode(&photo(64, 48, 5), ImageFormat::Jpeg);
@@ -687,7 +725,7 @@ fn bad_targets_and_buffers_are_refused() {
     let e = process(&refs, &texts("x"), &spec, key(0), (4, 4), &mut out).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "output buffer holds 10 bytes, 3 images at the target size need 144"
+        "output buffer holds 10 bytes, 4 images at the target size need 192"
     );
     let e = process(&[], &texts("x"), &spec, key(0), (4, 4), &mut out).unwrap_err();
     assert!(matches!(e, AugmentError::NoImages));
@@ -695,7 +733,7 @@ fn bad_targets_and_buffers_are_refused() {
         crop_scale: [0.9, 0.2],
         ..spec
     };
-    let mut out = vec![0u8; 144];
+    let mut out = vec![0u8; 192];
     let e = process(&refs, &texts("x"), &bad, key(0), (4, 4), &mut out).unwrap_err();
     assert!(e.to_string().starts_with("augment.crop_scale: "), "{e}");
 }
@@ -824,7 +862,7 @@ fn decoding_only_what_the_resize_reads_gives_the_bytes_of_a_whole_decode() {
                     let mut masked = whole.clone();
                     let row = masked.width as usize * 3;
                     let (x0, x1) = (read.x0 as usize * 3, read.x1 as usize * 3);
-                    for (y, line) in masked.pixels.chunks_exact_mut(row).enumerate() {
+                    for (y, line) in masked.pixels.to_mut().chunks_exact_mut(row).enumerate() {
                         if (read.y0..read.y1).contains(&(y as u32)) {
                             line[..x0].fill(0);
                             line[x1..].fill(0);

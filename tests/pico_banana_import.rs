@@ -507,6 +507,13 @@ fn transcode_and_max_side_give_decodable_images_of_the_asked_format_and_size() {
             (64, 48),
             (64, 64),
         ),
+        (
+            Some(TranscodeTarget::Ppm),
+            Some(48),
+            ImageFormat::Ppm,
+            (48, 36),
+            (48, 48),
+        ),
         (None, Some(16), ImageFormat::Png, (16, 12), (16, 16)),
     ];
     for (i, (target, max_side, format, src_size, edit_size)) in cases.into_iter().enumerate() {

@@ -388,13 +388,12 @@ fn the_pack_command_imports_webdataset_shards() {
     assert!(!usage.status.success());
 }
 
-/// Packing with `--transcode-edits qoi` is lossless: the sources keep their bytes, every
-/// edit becomes QOI, and the augmented pixels the daemon would serve are identical.
-#[test]
-fn qoi_transcode_serves_the_same_pixels() {
+/// Packing with `--transcode-edits qoi` or `ppm` keeps what is served: the sources keep
+/// their bytes, every edit becomes QOI or PPM, and the augmented pixels the daemon would
+/// serve are identical.
+fn transcode_serves_the_same_pixels(target: editfeed::dataset::transcode::TranscodeTarget) {
     use editfeed::dataset::sample::ImageFormat;
     use editfeed::dataset::synth::{synth_sample, SynthOptions};
-    use editfeed::dataset::transcode::TranscodeTarget;
     use editfeed::pipeline::augment::{process, AugmentSpec, SampleRng, Texts};
 
     let dir = tempfile::tempdir().unwrap();
@@ -409,25 +408,25 @@ fn qoi_transcode_serves_the_same_pixels() {
     }
     let original = w.finish().unwrap();
     let shards = sft_shards(&first, &original);
-    let second = dir.path().join("qoi");
+    let second = dir.path().join("packed");
     let mut o = options(&shards, Subset::Sft);
-    o.transcode_edits = Some(TranscodeTarget::Qoi);
+    o.transcode_edits = Some(target);
     let done = import_webdataset(&o, writer(&second), &|_| {}).unwrap();
     assert_eq!(done.manifest.total_samples(), 4);
-    let (png, qoi) = (
+    let (png, packed) = (
         Dataset::open(&first).unwrap(),
         Dataset::open(&second).unwrap(),
     );
     for i in 0..4 {
         let (a, b) = (
             png.read_sample(Subset::Sft, i).unwrap(),
-            qoi.read_sample(Subset::Sft, i).unwrap(),
+            packed.read_sample(Subset::Sft, i).unwrap(),
         );
         assert_eq!(a.key, b.key);
         assert_eq!(a.meta, b.meta);
         assert_eq!(a.image(Role::Source), b.image(Role::Source));
         let (ea, eb) = (a.image(Role::Edit).unwrap(), b.image(Role::Edit).unwrap());
-        assert_eq!((ea.format, eb.format), (ImageFormat::Png, ImageFormat::Qoi));
+        assert_eq!((ea.format, eb.format), (ImageFormat::Png, target.format()));
         assert_ne!(ea.bytes, eb.bytes);
         let pixels = |s: &Sample| {
             let images: Vec<_> = s.images.iter().collect();
@@ -452,6 +451,19 @@ fn qoi_transcode_serves_the_same_pixels() {
         };
         let (pa, pb) = (pixels(&a), pixels(&b));
         assert!(pa.iter().any(|&v| v != pa[0]));
-        assert!(pa == pb, "sample {i}: the qoi pack serves other pixels");
+        assert!(
+            pa == pb,
+            "sample {i}: the {target} pack serves other pixels"
+        );
     }
+}
+
+#[test]
+fn qoi_transcode_serves_the_same_pixels() {
+    transcode_serves_the_same_pixels(editfeed::dataset::transcode::TranscodeTarget::Qoi);
+}
+
+#[test]
+fn ppm_transcode_serves_the_same_pixels() {
+    transcode_serves_the_same_pixels(editfeed::dataset::transcode::TranscodeTarget::Ppm);
 }

@@ -117,8 +117,8 @@ pub struct WriteArgs {
     /// Close a shard once it reaches this size, e.g. 256MiB (the default).
     #[arg(long, value_parser = editfeed::units::parse_bytes)]
     pub shard_bytes: Option<u64>,
-    /// zstd compression level: 1..=22, or -7..=-1 for zstd's fast levels, which store
-    /// image members nearly raw and decode several times faster.
+    /// zstd compression level: 1..=22, or -1 down to -131072 for zstd's fast levels,
+    /// which store image members nearly raw and decode several times faster.
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     pub level: i32,
     /// Huffman-code the literals of each zstd frame: a few percent smaller shards on

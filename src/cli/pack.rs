@@ -49,8 +49,9 @@ pub struct PicoBananaArgs {
     /// The folder of `<ImageID>.jpg` files for --source-map.
     #[arg(long, requires = "source_map")]
     pub source_images: Option<PathBuf>,
-    /// Re-encode edited images: jpeg:QUALITY, png, webp (lossless) or qoi (lossless,
-    /// decodes several times faster than PNG). Default: stored exactly as published.
+    /// Re-encode edited images: jpeg:QUALITY, png, webp (lossless), qoi (lossless,
+    /// decodes several times faster than PNG) or ppm (the served RGB pixels stored raw:
+    /// about 1.5x PNG's size, no decoding). Default: stored exactly as published.
     #[arg(long, value_name = "FORMAT")]
     pub transcode_edits: Option<TranscodeTarget>,
     /// Shrink every image of a sample so its longer side is at most PX (keeps the
@@ -80,8 +81,9 @@ pub struct WebDatasetArgs {
     /// <out>/import-report.json).
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Re-encode every image but the source: jpeg:QUALITY, png, webp (lossless) or qoi
-    /// (lossless, decodes several times faster than PNG). Default: bytes kept as stored.
+    /// Re-encode every image but the source: jpeg:QUALITY, png, webp (lossless), qoi
+    /// (lossless, decodes several times faster than PNG) or ppm (the served RGB pixels
+    /// stored raw: larger, no decoding). Default: bytes kept as stored.
     #[arg(long, value_name = "FORMAT")]
     pub transcode_edits: Option<TranscodeTarget>,
     #[command(flatten)]

@@ -21,7 +21,7 @@ pub struct ReshardArgs {
     /// Keep only this subset (repeat for more; default: all).
     #[arg(long = "subset", value_parser = parse_subset)]
     pub subsets: Vec<Subset>,
-    /// Re-encode every image but the source: jpeg:QUALITY, png, webp or qoi.
+    /// Re-encode every image but the source: jpeg:QUALITY, png, webp, qoi or ppm.
     #[arg(long, value_name = "FORMAT")]
     pub transcode_edits: Option<TranscodeTarget>,
     /// Shrink every image so that its longer side is at most this many pixels.

@@ -29,6 +29,9 @@ pub enum ImageFormat {
     /// QOI, the "Quite OK Image" format (`.qoi`): lossless, and several times faster to
     /// decode than PNG; written only when a pack transcodes to it.
     Qoi,
+    /// The binary Netpbm pixmap (`.ppm`, `P6`): raw RGB samples after a short header,
+    /// read in place by the resizer; written only when a pack transcodes to it.
+    Ppm,
 }
 
 impl ImageFormat {
@@ -39,6 +42,7 @@ impl ImageFormat {
             ImageFormat::Png => "png",
             ImageFormat::Webp => "webp",
             ImageFormat::Qoi => "qoi",
+            ImageFormat::Ppm => "ppm",
         }
     }
 
@@ -49,6 +53,7 @@ impl ImageFormat {
             "png" => Some(ImageFormat::Png),
             "webp" => Some(ImageFormat::Webp),
             "qoi" => Some(ImageFormat::Qoi),
+            "ppm" => Some(ImageFormat::Ppm),
             _ => None,
         }
     }
@@ -63,6 +68,8 @@ impl ImageFormat {
             Some(ImageFormat::Webp)
         } else if bytes.starts_with(b"qoif") {
             Some(ImageFormat::Qoi)
+        } else if crate::pipeline::ppm::sniff(bytes) {
+            Some(ImageFormat::Ppm)
         } else {
             None
         }

@@ -44,6 +44,10 @@ pub enum TranscodeTarget {
     /// Lossless QOI: larger than PNG, but several times faster to decode, so the
     /// daemon's workers spend far less time per edit (`BENCHMARKS.md`).
     Qoi,
+    /// The binary pixmap (8-bit RGB): the pixels the daemon serves, stored raw, so its
+    /// workers read them in place instead of decoding. Larger than PNG; alpha and 16-bit
+    /// depth, which the daemon drops when it decodes, are not kept.
+    Ppm,
 }
 
 impl TranscodeTarget {
@@ -54,6 +58,7 @@ impl TranscodeTarget {
             TranscodeTarget::Png => ImageFormat::Png,
             TranscodeTarget::WebpLossless => ImageFormat::Webp,
             TranscodeTarget::Qoi => ImageFormat::Qoi,
+            TranscodeTarget::Ppm => ImageFormat::Ppm,
         }
     }
 }
@@ -62,7 +67,7 @@ impl FromStr for TranscodeTarget {
     type Err = String;
 
     /// Parses `jpeg:QUALITY` (or `jpg:QUALITY`, or `jpeg` for quality 90), `png`,
-    /// `webp` (lossless) and `qoi`.
+    /// `webp` (lossless), `qoi` and `ppm`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (name, arg) = match s.split_once(':') {
             Some((n, a)) => (n, Some(a)),
@@ -80,12 +85,13 @@ impl FromStr for TranscodeTarget {
             },
             ("png", None) => Ok(TranscodeTarget::Png),
             ("qoi", None) => Ok(TranscodeTarget::Qoi),
+            ("ppm", None) => Ok(TranscodeTarget::Ppm),
             ("webp", None) | ("webp", Some("lossless")) => Ok(TranscodeTarget::WebpLossless),
-            (n @ ("png" | "webp" | "qoi"), Some(a)) => {
+            (n @ ("png" | "webp" | "qoi" | "ppm"), Some(a)) => {
                 Err(format!("{n} is lossless and takes no option (got {a:?})"))
             }
             _ => Err(format!(
-                "unknown image target {s:?}: expected jpeg:QUALITY, png, webp or qoi"
+                "unknown image target {s:?}: expected jpeg:QUALITY, png, webp, qoi or ppm"
             )),
         }
     }
@@ -98,6 +104,7 @@ impl std::fmt::Display for TranscodeTarget {
             TranscodeTarget::Png => f.write_str("png"),
             TranscodeTarget::WebpLossless => f.write_str("webp"),
             TranscodeTarget::Qoi => f.write_str("qoi"),
+            TranscodeTarget::Ppm => f.write_str("ppm"),
         }
     }
 }
@@ -105,8 +112,8 @@ impl std::fmt::Display for TranscodeTarget {
 /// Why an image could not be probed or transcoded.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TranscodeError {
-    /// The bytes are not JPEG, PNG, WebP or QOI.
-    #[error("not a jpeg, png, webp or qoi image")]
+    /// The bytes are not JPEG, PNG, WebP, QOI or PPM.
+    #[error("not a jpeg, png, webp, qoi or ppm image")]
     Unrecognised,
     /// The header or pixel data does not decode.
     #[error("{} does not decode: {why}", format.ext())]
@@ -154,6 +161,7 @@ fn reader(bytes: &[u8], format: ImageFormat) -> ImageReader<Cursor<&[u8]>> {
         ImageFormat::Png => image::ImageFormat::Png,
         ImageFormat::Webp => image::ImageFormat::WebP,
         ImageFormat::Qoi => image::ImageFormat::Qoi,
+        ImageFormat::Ppm => image::ImageFormat::Pnm,
     });
     r
 }
@@ -227,6 +235,7 @@ pub fn transcode(
         ImageFormat::Png => TranscodeTarget::Png,
         ImageFormat::Webp => TranscodeTarget::WebpLossless,
         ImageFormat::Qoi => TranscodeTarget::Qoi,
+        ImageFormat::Ppm => TranscodeTarget::Ppm,
     });
     let decode_err = |e: image::ImageError| TranscodeError::Decode {
         format: info.format,
@@ -289,6 +298,11 @@ pub fn encode(img: &DynamicImage, target: TranscodeTarget) -> Result<Vec<u8>, Tr
             }
             .map_err(enc_err)?;
         }
+        TranscodeTarget::Ppm => {
+            // The daemon's own conversion (`decode`): alpha dropped, 16 bits rounded.
+            let rgb = img.to_rgb8();
+            out = crate::pipeline::ppm::write(rgb.width(), rgb.height(), rgb.as_raw());
+        }
     }
     Ok(out)
 }
@@ -322,6 +336,9 @@ mod tests {
         assert_eq!("webp".parse(), Ok(TranscodeTarget::WebpLossless));
         assert_eq!("qoi".parse(), Ok(TranscodeTarget::Qoi));
         assert!("qoi:1".parse::<TranscodeTarget>().is_err());
+        assert_eq!("PPM".parse(), Ok(TranscodeTarget::Ppm));
+        assert_eq!(TranscodeTarget::Ppm.to_string(), "ppm");
+        assert!("ppm:16".parse::<TranscodeTarget>().is_err());
         assert!("jpeg:0".parse::<TranscodeTarget>().is_err());
         assert!("jpeg:101".parse::<TranscodeTarget>().is_err());
         assert!("png:9".parse::<TranscodeTarget>().is_err());
@@ -375,13 +392,15 @@ mod tests {
         assert_eq!((info.width, info.height), (18, 24));
     }
 
-    /// QOI is a lossless pack option: the pipeline must decode exactly the PNG's pixels
-    /// from it, so that packing with `--transcode-edits qoi` leaves every batch unchanged.
+    /// QOI and PPM are pack options that keep the served pixels: the pipeline must
+    /// decode exactly the PNG's pixels from them, so that packing with
+    /// `--transcode-edits qoi` or `ppm` leaves every batch unchanged.
     #[test]
-    fn qoi_decodes_to_exactly_the_pixels_of_the_png() {
+    fn qoi_and_ppm_decode_to_exactly_the_pixels_of_the_png() {
         use crate::dataset::synth::{synth_sample, SynthOptions};
         use crate::dataset::Subset;
         use crate::pipeline::decode::{decode, DecodeLimits};
+        use std::borrow::Cow;
         let opts = SynthOptions {
             scale: 0.25,
             ..Default::default()
@@ -390,32 +409,49 @@ mod tests {
         let photo = sample.image(crate::dataset::sample::Role::Edit).unwrap();
         assert_eq!(photo.format, ImageFormat::Png);
         let rgba = png(67, 41);
-        for png_bytes in [&photo.bytes, &rgba] {
-            let (format, qoi) = transcode(
-                png_bytes,
-                Some(TranscodeTarget::Qoi),
-                None,
-                DEFAULT_PIXEL_LIMIT,
-            )
-            .unwrap();
-            assert_eq!(format, ImageFormat::Qoi);
-            assert!(qoi.starts_with(b"qoif"));
-            assert_ne!(&qoi, png_bytes);
-            // Through the pipeline's decoder (RGB8)...
-            let limits = DecodeLimits::default();
-            let from_png = decode(ImageFormat::Png, png_bytes, None, &limits).unwrap();
-            let from_qoi = decode(ImageFormat::Qoi, &qoi, None, &limits).unwrap();
-            assert_eq!(
-                (from_qoi.width, from_qoi.height),
-                (from_png.width, from_png.height)
-            );
-            assert!(from_png.pixels.iter().any(|&v| v != from_png.pixels[0]));
-            assert!(from_qoi.pixels == from_png.pixels, "decoded pixels differ");
-            // ...and every channel, alpha included.
-            let a = image::load_from_memory(png_bytes).unwrap().into_rgba8();
-            let b = image::load_from_memory(&qoi).unwrap().into_rgba8();
-            assert!(a == b, "rgba pixels differ");
+        for target in [TranscodeTarget::Qoi, TranscodeTarget::Ppm] {
+            for png_bytes in [&photo.bytes, &rgba] {
+                let (format, out) =
+                    transcode(png_bytes, Some(target), None, DEFAULT_PIXEL_LIMIT).unwrap();
+                assert_eq!(format, target.format());
+                assert_eq!(ImageFormat::sniff(&out), Some(format));
+                assert_ne!(&out, png_bytes);
+                // Through the pipeline's decoder (RGB8)...
+                let limits = DecodeLimits::default();
+                let from_png = decode(ImageFormat::Png, png_bytes, None, &limits).unwrap();
+                let from_out = decode(format, &out, None, &limits).unwrap();
+                assert_eq!(
+                    (from_out.width, from_out.height),
+                    (from_png.width, from_png.height)
+                );
+                assert!(from_png.pixels.iter().any(|&v| v != from_png.pixels[0]));
+                assert!(
+                    from_out.pixels == from_png.pixels,
+                    "{target}: pixels differ"
+                );
+                // A PPM's pixels are its raster, read in place.
+                let borrowed = matches!(from_out.pixels, Cow::Borrowed(_));
+                assert_eq!(borrowed, target == TranscodeTarget::Ppm);
+                // ...and through `image`: QOI keeps every channel, alpha included; PPM
+                // the RGB the daemon serves.
+                let a = image::load_from_memory(png_bytes).unwrap();
+                let b = image::load_from_memory(&out).unwrap();
+                if target == TranscodeTarget::Qoi {
+                    assert!(a.into_rgba8() == b.into_rgba8(), "rgba pixels differ");
+                } else {
+                    assert!(a.into_rgb8() == b.into_rgb8(), "rgb pixels differ");
+                }
+            }
         }
+        // A transcoded pack can be transcoded again.
+        let (_, ppm) =
+            transcode(&rgba, Some(TranscodeTarget::Ppm), None, DEFAULT_PIXEL_LIMIT).unwrap();
+        let (format, back) =
+            transcode(&ppm, Some(TranscodeTarget::Png), None, DEFAULT_PIXEL_LIMIT).unwrap();
+        assert_eq!(
+            (format, probe(&back).unwrap().width),
+            (ImageFormat::Png, 67)
+        );
     }
 
     #[test]

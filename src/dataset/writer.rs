@@ -40,7 +40,7 @@ pub enum ShardTarget {
 pub struct WriteOptions {
     /// Shard size target.
     pub target: ShardTarget,
-    /// zstd level: 1..=22, or zstd's fast levels -7..=-1 (see [`check_level`]).
+    /// zstd level: 1..=22, or zstd's fast levels -1 down to -131072 (see [`check_level`]).
     pub level: i32,
     /// Entropy-code the literals of each frame (zstd's Huffman stage). Off by default:
     /// a sample is almost all JPEG, PNG, WebP or QOI bytes, which are entropy-coded
@@ -64,16 +64,21 @@ impl Default for WriteOptions {
     }
 }
 
-/// Checks a zstd level: zstd's levels 1..=22, or its fast levels -7..=-1. On image
-/// members the fast levels find almost nothing to gain and store the frames nearly raw:
-/// shards about 7% larger than at level 3 without literals, and frames that decode
-/// several times faster (`BENCHMARKS.md`).
+/// Checks a zstd level: zstd's levels 1..=22, or its fast levels -1 down to -131072
+/// ([`zstd::compression_level_range`]). On image members the fast levels find almost
+/// nothing to gain and store the frames nearly raw: at -1 shards about 7% larger than at
+/// level 3 without literals, and frames that decode several times faster; further down
+/// (-100) frames of raw pixels (`--transcode-edits ppm`) decode at memory speed
+/// (`BENCHMARKS.md`).
 pub fn check_level(level: i32) -> Result<(), String> {
-    if (-7..=-1).contains(&level) || (1..=22).contains(&level) {
+    let range = zstd::compression_level_range();
+    if level != 0 && range.contains(&level) {
         Ok(())
     } else {
         Err(format!(
-            "zstd level {level} is not in 1..=22 or -7..=-1 (zstd's fast levels)"
+            "zstd level {level} is not in 1..={} or {}..=-1 (zstd's fast levels)",
+            range.end(),
+            range.start()
         ))
     }
 }

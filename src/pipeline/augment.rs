@@ -597,7 +597,7 @@ pub fn process(
 /// Resizes the crop box `crop` (relative) of `decoded` to `target` into `dst` (packed
 /// RGB8), as the module docs describe; the resizer reads the rectangle in place.
 pub fn resize_crop(
-    decoded: &decode::Decoded,
+    decoded: &decode::Decoded<'_>,
     crop: [f64; 4],
     target: (u32, u32),
     dst: &mut [u8],

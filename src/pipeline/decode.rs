@@ -1,4 +1,4 @@
-//! Image decoding: JPEG, PNG, WebP and QOI bytes to packed RGB8, with a pixel cap checked
+//! Image decoding: JPEG, PNG, WebP, QOI and PPM bytes to packed RGB8, with a pixel cap checked
 //! against the header before anything is allocated, and JPEG decoding at a reduced DCT
 //! scale when the caller needs a much smaller image.
 //!
@@ -9,7 +9,8 @@
 //! How an image is decoded:
 //!
 //! 1. [`probe`] reads the declared width and height from the header with a small parser
-//!    of our own (PNG `IHDR`, JPEG `SOFn`, WebP `VP8 `/`VP8L`/`VP8X`, the QOI header);
+//!    of our own (PNG `IHDR`, JPEG `SOFn`, WebP `VP8 `/`VP8L`/`VP8X`, the QOI and PPM
+//!    headers);
 //!    the format is
 //!    sniffed from the magic bytes and the declared format is only a fallback, because
 //!    real datasets hold `.png` members that are JPEGs. An image whose declared pixel
@@ -33,7 +34,8 @@
 //! 3. When the caller names the region it will read ([`decode_path`]), libjpeg-turbo
 //!    decodes only that region (with an iMCU of context around it) and an 8-bit RGB or
 //!    RGBA PNG that is not interlaced is decoded row by row down to the region's last
-//!    row; the pixels in the region are those of a whole decode.
+//!    row; the pixels in the region are those of a whole decode. An 8-bit PPM is not
+//!    decoded at all: its raster is the pixels, borrowed from the member's bytes.
 //! 4. The result is converted to RGB8: greyscale is expanded, alpha is dropped (not
 //!    composited), 16-bit samples are rounded to 8 bits. EXIF orientation is not applied:
 //!    pixels are used in stored order.
@@ -45,10 +47,12 @@
 //! augment spec, the target size and the sample's RNG key. The same sample with the same
 //! spec is always decoded by the same path to the same bytes.
 
+use std::borrow::Cow;
 use std::io::Cursor;
 
 use image::{DynamicImage, ImageDecoder};
 
+use super::ppm;
 use crate::dataset::sample::ImageFormat;
 
 /// The default pixel cap: 64 megapixels (an 8000x8000 image).
@@ -167,7 +171,7 @@ impl Region {
 
 /// A decoded image: packed RGB8, row-major, `width * height * 3` bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decoded {
+pub struct Decoded<'a> {
     /// What the header declared.
     pub header: Header,
     /// How it was decoded.
@@ -177,11 +181,12 @@ pub struct Decoded {
     /// Height of `pixels`.
     pub height: u32,
     /// The pixels, RGB8. With a region to read ([`decode_path`]), only those in it are
-    /// sure to be decoded.
-    pub pixels: Vec<u8>,
+    /// sure to be decoded. Borrowed from the encoded bytes when they hold raw RGB8 (an
+    /// 8-bit PPM).
+    pub pixels: Cow<'a, [u8]>,
 }
 
-impl Decoded {
+impl Decoded<'_> {
     /// The declared size in units of decoded pixels: `(width, height) / reduction`,
     /// unrounded. A relative coordinate `x` in [0, 1] of the full image is at
     /// `x * logical_size().0` in `pixels`, whatever the path; a reduced decode has a
@@ -268,6 +273,7 @@ fn name(format: ImageFormat) -> &'static str {
         ImageFormat::Png => "png",
         ImageFormat::Webp => "webp",
         ImageFormat::Qoi => "qoi",
+        ImageFormat::Ppm => "ppm",
     }
 }
 
@@ -308,6 +314,15 @@ pub fn probe(declared: ImageFormat, bytes: &[u8]) -> Result<Header, DecodeError>
         ImageFormat::Jpeg => probe_jpeg(bytes)?,
         ImageFormat::Webp => probe_webp(bytes)?,
         ImageFormat::Qoi => probe_qoi(bytes)?,
+        ImageFormat::Ppm => {
+            let p = ppm::parse(bytes).map_err(|why| bad(ImageFormat::Ppm, why))?;
+            Header {
+                format: ImageFormat::Ppm,
+                width: p.width,
+                height: p.height,
+                jpeg: None,
+            }
+        }
     };
     if header.width == 0 || header.height == 0 {
         return Err(bad(
@@ -521,12 +536,12 @@ pub fn choose_path(header: &Header, need: Option<(u32, u32)>) -> DecodePath {
 /// [`choose_path`] and decodes. `need` is the smallest size of the whole image the
 /// caller can use (`None`: full size); the result may be smaller than the declared size
 /// but is never smaller than `need`.
-pub fn decode(
+pub fn decode<'a>(
     declared: ImageFormat,
-    bytes: &[u8],
+    bytes: &'a [u8],
     need: Option<(u32, u32)>,
     limits: &DecodeLimits,
-) -> Result<Decoded, DecodeError> {
+) -> Result<Decoded<'a>, DecodeError> {
     let header = probe(declared, bytes)?;
     check_limits(&header, limits)?;
     decode_path(&header, bytes, choose_path(&header, need), None)
@@ -538,17 +553,29 @@ pub fn decode(
 /// size ([`DecodePath::decoded_size`]), is the part of the image the caller will read
 /// (`None`: all of it). libjpeg-turbo then decodes only that part, and a PNG that decodes
 /// to 8-bit RGB or RGBA only the rows down to its bottom; both give the same pixels there
-/// as a whole decode, and the pixels outside may be left zero. Damage outside the part
+/// as a whole decode, and the pixels outside may be left zero. An 8-bit PPM's raster is
+/// returned as it is, borrowed from `bytes`. Damage outside the part
 /// read goes unnoticed then: a truncated or corrupt image decodes for the crops that do
 /// not reach the damage (deterministically, as the crop is), where a whole decode would
 /// fail, or for a JPEG fall back to zune-jpeg. `editfeed verify` decodes every image
 /// whole. Exposed for benchmarks and tests; [`decode`] is the normal entry point.
-pub fn decode_path(
+pub fn decode_path<'a>(
     header: &Header,
-    bytes: &[u8],
+    bytes: &'a [u8],
     path: DecodePath,
     read: Option<Region>,
-) -> Result<Decoded, DecodeError> {
+) -> Result<Decoded<'a>, DecodeError> {
+    if let (ImageFormat::Ppm, DecodePath::Full) = (header.format, path) {
+        if let Some(raster) = ppm_raster(header, bytes)? {
+            return Ok(Decoded {
+                header: *header,
+                path,
+                width: header.width,
+                height: header.height,
+                pixels: Cow::Borrowed(raster),
+            });
+        }
+    }
     let (path, (width, height, pixels)) = match path {
         DecodePath::Full => {
             let rows = read
@@ -578,8 +605,24 @@ pub fn decode_path(
         path,
         width,
         height,
-        pixels,
+        pixels: Cow::Owned(pixels),
     })
+}
+
+/// The raster of an 8-bit PPM of `header`: its packed RGB8 pixels, in place. `None` for
+/// a 16-bit PPM, which [`decode_image`] converts.
+fn ppm_raster<'a>(header: &Header, bytes: &'a [u8]) -> Result<Option<&'a [u8]>, DecodeError> {
+    let p = ppm::parse(bytes).map_err(|why| bad(ImageFormat::Ppm, why))?;
+    if (p.width, p.height) != (header.width, header.height) {
+        return Err(DecodeError::SizeMismatch {
+            format: ImageFormat::Ppm,
+            width: header.width,
+            height: header.height,
+            got_width: p.width,
+            got_height: p.height,
+        });
+    }
+    Ok(p.is_rgb8().then(|| &bytes[p.raster]))
 }
 
 /// The most a decoder may allocate for an image of `header` (which passed
@@ -690,6 +733,11 @@ fn decode_image(header: &Header, bytes: &[u8]) -> Result<Raster, DecodeError> {
         }
         ImageFormat::Qoi => {
             let mut d = image::codecs::qoi::QoiDecoder::new(cursor).map_err(failed)?;
+            d.set_limits(limits).map_err(failed)?;
+            DynamicImage::from_decoder(d)
+        }
+        ImageFormat::Ppm => {
+            let mut d = image::codecs::pnm::PnmDecoder::new(cursor).map_err(failed)?;
             d.set_limits(limits).map_err(failed)?;
             DynamicImage::from_decoder(d)
         }
@@ -937,6 +985,45 @@ mod tests {
         assert_eq!((h.format, h.width, h.height), (ImageFormat::Qoi, 1184, 864));
         assert!(probe(ImageFormat::Qoi, &qoi[..9]).is_err());
         assert!(probe(ImageFormat::Png, b"GIF89a").is_err());
+    }
+
+    #[test]
+    fn ppm_rasters_are_read_in_place_and_16_bit_ones_converted() {
+        let limits = DecodeLimits::default();
+        let pixels: Vec<u8> = (0..36u8).map(|v| v.wrapping_mul(7)).collect();
+        let ppm8 = ppm::write(4, 3, &pixels);
+        // Sniffed whatever the member's name says.
+        let d = decode(ImageFormat::Png, &ppm8, None, &limits).unwrap();
+        assert_eq!(
+            (d.header.format, d.width, d.height),
+            (ImageFormat::Ppm, 4, 3)
+        );
+        let raster = &ppm8[ppm8.len() - 36..];
+        assert!(matches!(d.pixels, Cow::Borrowed(p) if std::ptr::eq(p, raster)));
+        // 16-bit samples are rounded to 8 bits, as for PNG.
+        let mut ppm16 = b"P6 4 3 65535\n".to_vec();
+        for &v in &pixels {
+            ppm16.extend_from_slice(&(u16::from(v) * 257 + 100).to_be_bytes());
+        }
+        let d16 = decode(ImageFormat::Ppm, &ppm16, None, &limits).unwrap();
+        assert!(matches!(d16.pixels, Cow::Owned(_)));
+        assert_eq!(&*d16.pixels, &pixels[..]);
+        let cut = decode(ImageFormat::Ppm, &ppm8[..ppm8.len() - 1], None, &limits);
+        assert_eq!(
+            cut.unwrap_err().to_string(),
+            "ppm header: raster of 4x3 needs 36 bytes, 35 are there"
+        );
+        let empty = decode(ImageFormat::Ppm, b"P6\n0 5\n255\n", None, &limits);
+        assert_eq!(
+            empty.unwrap_err().to_string(),
+            "ppm header: declares an empty image (0x5)"
+        );
+        let mut big = b"P6\n9000 8000\n255\n".to_vec();
+        big.resize(big.len() + 9000 * 8000 * 3, 0);
+        assert!(matches!(
+            decode(ImageFormat::Ppm, &big, None, &limits),
+            Err(DecodeError::TooLarge { .. })
+        ));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod direction;
 #[cfg(feature = "turbojpeg")]
 pub mod jpeg_turbo;
 pub mod pool;
+pub mod ppm;
 pub mod prepare;
 pub mod stream;
 pub mod timing;

@@ -31,7 +31,7 @@ pub struct ShardWriter<W: Write> {
 }
 
 impl<W: Write> ShardWriter<W> {
-    /// A writer compressing at a zstd level (1..=22, or -7..=-1 for zstd's fast levels),
+    /// A writer compressing at a zstd level (1..=22, or -1 down to -131072 for zstd's fast levels),
     /// with or without zstd's Huffman coding of literals (see
     /// [`crate::dataset::writer::WriteOptions::compress_literals`]).
     pub fn new(out: W, level: i32, compress_literals: bool) -> std::io::Result<Self> {

@@ -43,3 +43,28 @@ def test_webdataset_reads_the_same_keys_and_bytes(tmp_path: Path):
             if not stored or stored[-1] != key:
                 stored.append(key)
         assert keys == stored
+
+
+def test_a_ppm_pack_decodes_in_webdataset_to_the_pixels_of_the_published_edits(tmp_path: Path):
+    out = tmp_path / "ds"
+    editfeed("synth", "--out", str(out), "--samples", "12", "--scale", "0.1", "--shard-samples", "4")
+    members = [line.split() for line in editfeed("inspect", str(out), "--members").splitlines()]
+    shards = sorted({shard for subset, shard, *_ in members if subset == "sft"})
+    assert shards, "the synthetic set has single-turn shards"
+    packed = tmp_path / "ppm"
+    editfeed("pack", "webdataset", *[str(out / s) for s in shards], "--subset", "sft", "--out", str(packed),
+             "--transcode-edits", "ppm", "--level", "-100")
+
+    def samples(folder: Path) -> dict:
+        names = sorted(p.name for p in folder.glob("*.tar.zst"))
+        urls = [f"pipe:zstd -dc {folder / n}" for n in names]
+        return {s["__key__"]: s for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("rgb8")}
+
+    published, ppm = samples(out), samples(packed)
+    assert set(ppm) <= set(published) and len(ppm) >= 4
+    for key, sample in ppm.items():
+        assert "edit.ppm" in sample and "edit.png" not in sample
+        want = published[key]["edit.png"]
+        assert sample["edit.ppm"].dtype == want.dtype and sample["edit.ppm"].shape == want.shape
+        assert (sample["edit.ppm"] == want).all(), key
+        assert (sample["src.jpg"] == published[key]["src.jpg"]).all(), key
