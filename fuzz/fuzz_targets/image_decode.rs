@@ -1,5 +1,5 @@
 //! The image-decode wrapper (header probe, pixel cap, decoder choice, decode) on
-//! arbitrary bytes declared as JPEG, PNG or WebP, with a small pixel cap so that a
+//! arbitrary bytes declared as JPEG, PNG, WebP, QOI or PPM, with a small pixel cap so that a
 //! header declaring a huge image must be refused before anything is allocated.
 #![no_main]
 
@@ -11,7 +11,13 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, bytes)) = data.split_first() else {
         return;
     };
-    let format = [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::Webp][pick as usize % 3];
+    let format = [
+        ImageFormat::Jpeg,
+        ImageFormat::Png,
+        ImageFormat::Webp,
+        ImageFormat::Qoi,
+        ImageFormat::Ppm,
+    ][pick as usize % 5];
     let need = (pick & 0x80 != 0).then_some((32, 32));
     let limits = DecodeLimits {
         max_pixels: 4 << 20,
