@@ -96,7 +96,7 @@ pub struct ReshardArgs {
     /// images, at twice the decode time of every read.
     #[arg(long)]
     pub compress_literals: bool,
-    /// Re-encode edited images: jpeg:QUALITY, png or webp.
+    /// Re-encode edited images: jpeg:QUALITY, png, webp, qoi or ppm.
     #[arg(long, value_name = "FORMAT")]
     pub transcode_edits: Option<String>,
     /// Shrink every image so its longer side is at most PX.

@@ -30,7 +30,7 @@ pub enum ImageFormat {
     /// decode than PNG; written only when a pack transcodes to it.
     Qoi,
     /// The binary Netpbm pixmap (`.ppm`, `P6`): raw RGB samples after a short header,
-    /// read in place by the resizer; written only when a pack transcodes to it.
+    /// read in place by the resizer; what `--transcode-edits ppm` writes.
     Ppm,
 }
 

@@ -15,7 +15,7 @@ use image::codecs::png::PngEncoder;
 use image::codecs::qoi::QoiEncoder;
 use image::codecs::webp::WebPEncoder;
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageDecoder, ImageReader};
+use image::{DynamicImage, ImageReader};
 
 use super::sample::ImageFormat;
 
@@ -44,9 +44,11 @@ pub enum TranscodeTarget {
     /// Lossless QOI: larger than PNG, but several times faster to decode, so the
     /// daemon's workers spend far less time per edit (`BENCHMARKS.md`).
     Qoi,
-    /// The binary pixmap (8-bit RGB): the pixels the daemon serves, stored raw, so its
-    /// workers read them in place instead of decoding. Larger than PNG; alpha and 16-bit
-    /// depth, which the daemon drops when it decodes, are not kept.
+    /// The binary pixmap (8-bit RGB): the pixels the daemon decodes from a lossless
+    /// image, stored raw, so its workers read them in place instead of decoding. Larger
+    /// than PNG; alpha and 16-bit depth, which the daemon drops when it decodes, are not
+    /// kept. A JPEG becomes its full-size decode, which the daemon may otherwise decode
+    /// at a reduced DCT scale for small crops.
     Ppm,
 }
 
@@ -170,13 +172,19 @@ fn reader(bytes: &[u8], format: ImageFormat) -> ImageReader<Cursor<&[u8]>> {
 /// from the header. Truncated pixel data past the header is not detected.
 pub fn probe(bytes: &[u8]) -> Result<ImageInfo, TranscodeError> {
     let format = ImageFormat::sniff(bytes).ok_or(TranscodeError::Unrecognised)?;
-    let (width, height) =
+    let (width, height) = if format == ImageFormat::Ppm {
+        // The daemon's own parser, so that nothing is imported that it would refuse.
+        let p = crate::pipeline::ppm::parse(bytes)
+            .map_err(|why| TranscodeError::Decode { format, why })?;
+        (p.width, p.height)
+    } else {
         reader(bytes, format)
             .into_dimensions()
             .map_err(|e| TranscodeError::Decode {
                 format,
                 why: e.to_string(),
-            })?;
+            })?
+    };
     if width == 0 || height == 0 {
         return Err(TranscodeError::Decode {
             format,
@@ -207,8 +215,9 @@ pub fn fit_within(width: u32, height: u32, max_side: u32) -> Option<(u32, u32)> 
 /// shrunk so its longer side is at most `max_side`. Returns the bytes unchanged when
 /// nothing needs doing: no target and it fits, or the target is its own format and it
 /// fits (re-encoding JPEG as JPEG only loses quality; PNG and lossless WebP gain nothing).
-/// Images over `pixel_limit` pixels are refused before decoding. EXIF orientation is
-/// applied to the pixels when re-encoding, since the new file carries no EXIF.
+/// Images over `pixel_limit` pixels are refused before decoding. Pixels keep their stored
+/// order: EXIF orientation is not applied, as the daemon does not apply it when it
+/// decodes, so a re-encoded image is served as the original would have been.
 pub fn transcode(
     bytes: &Bytes,
     target: Option<TranscodeTarget>,
@@ -241,14 +250,11 @@ pub fn transcode(
         format: info.format,
         why: e.to_string(),
     };
-    let mut decoder = reader(bytes, info.format)
+    let decoder = reader(bytes, info.format)
         .into_decoder()
         .map_err(decode_err)?;
-    let orientation = decoder.orientation().map_err(decode_err)?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
-    img.apply_orientation(orientation);
     if let Some(m) = max_side {
-        // Fit after orientation: a rotation swaps the sides, the longer side stays put.
         if let Some((w, h)) = fit_within(img.width(), img.height(), m) {
             img = img.resize_exact(w, h, FilterType::CatmullRom);
         }
@@ -452,6 +458,59 @@ mod tests {
             (format, probe(&back).unwrap().width),
             (ImageFormat::Png, 67)
         );
+    }
+
+    /// The daemon uses pixels in stored order, so a re-encode must not apply an EXIF
+    /// orientation either: the transcoded image is served as the original would be.
+    #[test]
+    fn an_exif_orientation_is_not_applied_when_re_encoding() {
+        use crate::pipeline::decode::{decode, DecodeLimits};
+        use image::ImageDecoder;
+        fn crc32(data: &[u8]) -> u32 {
+            let mut crc = !0u32;
+            for &b in data {
+                crc ^= u32::from(b);
+                for _ in 0..8 {
+                    crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+                }
+            }
+            !crc
+        }
+        // A big-endian TIFF block with one tag: Orientation (0x0112) = 6, "rotate 90".
+        let exif = [
+            b'M', b'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0,
+            0,
+        ];
+        let mut chunk = b"eXIf".to_vec();
+        chunk.extend_from_slice(&exif);
+        let crc = crc32(&chunk);
+        let plain = png(40, 30);
+        // After the signature (8 bytes) and IHDR (25 bytes).
+        let mut tagged = plain[..33].to_vec();
+        tagged.extend_from_slice(&(exif.len() as u32).to_be_bytes());
+        tagged.extend_from_slice(&chunk);
+        tagged.extend_from_slice(&crc.to_be_bytes());
+        tagged.extend_from_slice(&plain[33..]);
+        let tagged = Bytes::from(tagged);
+        let oriented = reader(&tagged, ImageFormat::Png)
+            .into_decoder()
+            .unwrap()
+            .orientation()
+            .unwrap();
+        assert_eq!(oriented, image::metadata::Orientation::Rotate90);
+        let limits = DecodeLimits::default();
+        let served = decode(ImageFormat::Png, &tagged, None, &limits).unwrap();
+        for target in [
+            TranscodeTarget::Ppm,
+            TranscodeTarget::Qoi,
+            TranscodeTarget::Png,
+        ] {
+            let (format, out) =
+                transcode(&tagged, Some(target), None, DEFAULT_PIXEL_LIMIT).unwrap();
+            let again = decode(format, &out, None, &limits).unwrap();
+            assert_eq!((again.width, again.height), (40, 30), "{target}");
+            assert!(again.pixels == served.pixels, "{target}: pixels differ");
+        }
     }
 
     #[test]

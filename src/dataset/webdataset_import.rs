@@ -7,7 +7,8 @@
 //! A sample that already fits the editfeed schema (`json` plus `src.*`, `edit.*`, ...)
 //! is kept member for member, bytes and order unchanged. Other samples are mapped from
 //! common WebDataset conventions, keeping every image's bytes exactly:
-//! - source: a bare `jpg`/`jpeg`/`png`/`webp` member, or `input.*`, `source.*`, `src.*`;
+//! - source: a bare `jpg`/`jpeg`/`png`/`webp`/`qoi`/`ppm` member, or `input.*`,
+//!   `source.*`, `src.*`;
 //! - edit: `edit.*`, `output.*`, `target.*` (and the editfeed names `chosen.*`,
 //!   `rejectedN.*`, `turnN.*` for the other subsets);
 //! - instruction (`meta.text`): a `instruction`, `prompt`, `txt`, `text` or `caption`
@@ -87,7 +88,7 @@ pub enum WdsSkipReason {
         /// What is missing or ambiguous.
         why: String,
     },
-    /// An image member is not a decodable JPEG, PNG or WebP.
+    /// An image member is not a decodable JPEG, PNG, WebP, QOI or PPM.
     #[error("member {field} does not decode: {why}")]
     UndecodableImage {
         /// The member's field.

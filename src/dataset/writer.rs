@@ -44,7 +44,7 @@ pub struct WriteOptions {
     pub level: i32,
     /// Entropy-code the literals of each frame (zstd's Huffman stage). Off by default:
     /// a sample is almost all JPEG, PNG, WebP or QOI bytes, which are entropy-coded
-    /// already, so the Huffman stage re-codes them for a few percent of size
+    /// already (raw PPM pixels are the exception, and compress little either way), so the Huffman stage re-codes them for a few percent of size
     /// (3.5% on the benchmark's shards) and doubles the frame decode time on every
     /// read (1.26 against 3.05 GB/s, `BENCHMARKS.md`). Matches are still found at
     /// `level`.

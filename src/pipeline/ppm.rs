@@ -5,7 +5,8 @@
 //!
 //! The header is `P6`, whitespace, the width, whitespace, the height, whitespace, the
 //! largest sample value (1 to 65535), and exactly one whitespace character; a `#` starts
-//! a comment that runs to the end of its line. Samples are one byte each when the
+//! a comment that runs to the end of its line, and may follow a number directly (the
+//! line end then delimits it). Samples are one byte each when the
 //! largest value is under 256, else two (big-endian). Bytes after the raster are
 //! ignored, as Pillow and `image` ignore them.
 
@@ -69,6 +70,12 @@ pub fn parse(bytes: &[u8]) -> Result<Pixmap, String> {
                 .ok_or_else(|| format!("{name} does not fit in 32 bits"))?;
             at += 1;
         }
+        if at > start && bytes.get(at) == Some(&b'#') {
+            // A comment may follow a number directly; the line end after it delimits.
+            while !matches!(bytes.get(at), None | Some(b'\n' | b'\r')) {
+                at += 1;
+            }
+        }
         match bytes.get(at) {
             _ if at == start => Err(format!("no {name} at byte {start}")),
             Some(&b) if is_space(b) => Ok(value),
@@ -127,7 +134,7 @@ mod tests {
         assert_eq!(&written[p.raster.clone()], &pixels[..]);
         assert!(p.is_rgb8());
 
-        let mut odd = b"P6 # a comment\r\n 2\t3 #x\n255\n".to_vec();
+        let mut odd = b"P6 # a comment\r\n 2#c\n3 #x\n255#y\n".to_vec();
         odd.extend_from_slice(&pixels);
         odd.extend_from_slice(b"trailing");
         let q = parse(&odd).unwrap();

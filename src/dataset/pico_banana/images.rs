@@ -1,5 +1,5 @@
-//! Reads one image file of a row, checks that it is a decodable JPEG, PNG or WebP and,
-//! only when the user asked, transcodes or shrinks it. Without options the bytes are
+//! Reads one image file of a row, checks that it is a decodable JPEG, PNG, WebP, QOI or
+//! PPM and, only when the user asked, transcodes or shrinks it. Without options the bytes are
 //! stored exactly as published and the member extension follows the sniffed content,
 //! not the file name.
 //!

@@ -77,7 +77,7 @@ pub enum SkipReason {
         /// The string found.
         edit_type: String,
     },
-    /// An image file is not a decodable JPEG, PNG or WebP.
+    /// An image file is not a decodable JPEG, PNG, WebP, QOI or PPM.
     #[error("image {path} does not decode: {why}")]
     UndecodableImage {
         /// The image's path.
