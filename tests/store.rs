@@ -149,6 +149,43 @@ fn bytes_read_are_counted_alike_for_local_folders_and_object_stores() {
 }
 
 #[test]
+fn local_shards_read_alike_through_memory_maps_and_positioned_reads() {
+    let samples = all_samples(&small_synth(9, 6));
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), &samples, ShardTarget::Samples(4));
+    let open = |mmap| {
+        let config = StoreConfig { mmap, ..config() };
+        let store = Store::open(&Location::Local(dir.path().to_path_buf()), &config).unwrap();
+        Dataset::open_store(store).unwrap()
+    };
+    let (mapped, read) = (open(true), open(false));
+    assert_eq!(read_all(&mapped), read_all(&read));
+    assert_eq!(mapped.bytes_read(), read.bytes_read(), "counted alike");
+    let batch: Vec<_> = (0..mapped.len(Subset::Sft)).collect();
+    assert_eq!(
+        mapped.read_raw_many(Subset::Sft, &batch).unwrap(),
+        read.read_raw_many(Subset::Sft, &batch).unwrap()
+    );
+
+    // A shard cut short after the datasets were opened (and, for the first, mapped):
+    // both name the shard, and neither reads past the new end.
+    let shard = &mapped.manifest().subsets[&Subset::Sft].shards[0];
+    let path = dir.path().join(&shard.path);
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::write(&path, &std::fs::read(&path).unwrap()[..(len / 2) as usize]).unwrap();
+    for ds in [&mapped, &read] {
+        let errors: Vec<String> = (0..4)
+            .filter_map(|i| ds.read_raw(Subset::Sft, i).err())
+            .map(|e| e.to_string())
+            .collect();
+        assert!(!errors.is_empty(), "some sample lies past the cut");
+        for e in &errors {
+            assert!(e.contains(&shard.path), "{e}");
+        }
+    }
+}
+
+#[test]
 fn read_raw_many_coalesces_adjacent_frames_into_one_request() {
     let samples = all_samples(&small_synth(20, 4));
     let mem = Arc::new(InMemory::new());

@@ -80,6 +80,13 @@ pub struct StoreConfig {
     /// Accepts sizes like `50GiB`. Environment: `EDITFEED_CACHE_BYTES`.
     #[serde(deserialize_with = "de_bytes")]
     pub cache_bytes: u64,
+    /// Read local shards through memory maps (the default): the bytes of a read are the
+    /// mapped pages themselves, not a copy. `false` reads them with positioned reads
+    /// into fresh buffers, for file systems where mapping is slow or unsupported, or
+    /// where shard files may be truncated in place by other programs while the daemon
+    /// runs (a read of a mapped file that shrank under it faults the daemon). Object
+    /// stores are not affected. Environment: `EDITFEED_STORE_MMAP`.
+    pub mmap: bool,
 }
 
 impl Default for StoreConfig {
@@ -107,6 +114,7 @@ impl Default for StoreConfig {
             upload_concurrency: 4,
             cache_dir: None,
             cache_bytes: 10 << 30,
+            mmap: true,
         }
     }
 }
@@ -138,6 +146,7 @@ impl fmt::Debug for StoreConfig {
             .field("upload_concurrency", &self.upload_concurrency)
             .field("cache_dir", &self.cache_dir)
             .field("cache_bytes", &self.cache_bytes)
+            .field("mmap", &self.mmap)
             .finish()
     }
 }
@@ -160,8 +169,8 @@ impl StoreConfig {
 
     /// Applies the environment over this configuration. Reads `EDITFEED_S3_ENDPOINT`
     /// (or `AWS_ENDPOINT_URL`), `EDITFEED_S3_ALLOW_HTTP`, `EDITFEED_S3_VIRTUAL_HOSTED`,
-    /// `AWS_REGION` (or `AWS_DEFAULT_REGION`), `EDITFEED_CACHE_DIR` and
-    /// `EDITFEED_CACHE_BYTES`. Credentials in `AWS_*` variables are read by the S3
+    /// `AWS_REGION` (or `AWS_DEFAULT_REGION`), `EDITFEED_CACHE_DIR`,
+    /// `EDITFEED_CACHE_BYTES` and `EDITFEED_STORE_MMAP`. Credentials in `AWS_*` variables are read by the S3
     /// client itself when the config sets none.
     pub fn with_env(self) -> StoreConfig {
         self.with_vars(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
@@ -188,6 +197,9 @@ impl StoreConfig {
             var("EDITFEED_CACHE_BYTES").and_then(|v| crate::units::parse_bytes(&v).ok())
         {
             self.cache_bytes = v;
+        }
+        if let Some(v) = var("EDITFEED_STORE_MMAP").and_then(|v| parse_flag(&v)) {
+            self.mmap = v;
         }
         self
     }
@@ -303,6 +315,7 @@ mod tests {
             ("EDITFEED_S3_ALLOW_HTTP", "true"),
             ("AWS_REGION", "eu-central-1"),
             ("EDITFEED_CACHE_BYTES", "1GiB"),
+            ("EDITFEED_STORE_MMAP", "off"),
         ]
         .into_iter()
         .collect();
@@ -315,6 +328,7 @@ mod tests {
         assert!(c.allow_http);
         assert_eq!(c.region.as_deref(), Some("eu-central-1"));
         assert_eq!(c.cache_bytes, 1 << 30);
+        assert!(!c.mmap && StoreConfig::default().mmap);
     }
 
     #[test]

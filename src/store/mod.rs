@@ -11,12 +11,14 @@
 //! - Every method here is blocking and safe to call from any thread (worker threads,
 //!   command-line code, even a runtime thread during startup): the caller parks until
 //!   the I/O runtime answers, so the gRPC server's runtime never runs store I/O.
-//! - Local folders are read with positioned reads straight from the calling thread:
-//!   the page cache is their cache, and a hop through a runtime would only add latency.
+//! - Local folders are read straight from the calling thread, through memory maps
+//!   ([`maps`]; positioned reads with `mmap = false`): the page cache is their cache,
+//!   and a hop through a runtime would only add latency.
 
 pub mod cache;
 pub mod config;
 pub(crate) mod io;
+pub mod maps;
 pub(crate) mod remote;
 pub mod retry;
 pub mod url;
@@ -274,6 +276,8 @@ pub struct Store {
     location: Location,
     backend: Backend,
     stats: Arc<StoreStats>,
+    /// Local folders whose shards are read through memory maps.
+    maps: Option<maps::Maps>,
 }
 
 enum Backend {
@@ -320,6 +324,7 @@ impl Store {
                 location: location.clone(),
                 backend: Backend::Local(p.clone()),
                 stats: Arc::new(StoreStats::new("file")),
+                maps: config.mmap.then(maps::Maps::default),
             }),
             Location::Remote(url) => {
                 let (store, multipart) = remote::build(url, config)?;
@@ -376,6 +381,7 @@ impl Store {
                 read_ahead_bytes: config.read_ahead_bytes,
             }),
             stats,
+            maps: None,
         })
     }
 
@@ -505,6 +511,11 @@ impl Store {
         match &self.backend {
             Backend::Local(root) => {
                 let path = Self::local_path(root, name);
+                if let Some(maps) = &self.maps {
+                    let out = maps.read(&path, ranges).map_err(self.io_err(name))?;
+                    self.stats.read(out.iter().map(|b| b.len() as u64).sum());
+                    return Ok(out);
+                }
                 let file = File::open(&path).map_err(self.io_err(name))?;
                 let all: Vec<usize> = (0..ranges.len()).collect();
                 let mut out = vec![Bytes::new(); ranges.len()];
