@@ -186,6 +186,17 @@ fn local_shards_read_alike_through_memory_maps_and_positioned_reads() {
 }
 
 #[test]
+fn a_file_that_cannot_be_mapped_is_read_with_positioned_reads() {
+    // sysfs attribute files refuse mmap (ENODEV) but read normally.
+    let dir = Path::new("/sys/kernel/mm/transparent_hugepage");
+    let want = std::fs::read(dir.join("enabled")).expect("this test reads a sysfs file");
+    let store = Store::open(&Location::Local(dir.to_path_buf()), &config()).unwrap();
+    assert!(config().mmap);
+    let got = store.read_range("enabled", 0..4, None).unwrap();
+    assert_eq!(&got[..], &want[..4]);
+}
+
+#[test]
 fn read_raw_many_coalesces_adjacent_frames_into_one_request() {
     let samples = all_samples(&small_synth(20, 4));
     let mem = Arc::new(InMemory::new());

@@ -16,6 +16,8 @@
 //!   a read of it is under way would fault the daemon (SIGBUS), as it would any program
 //!   reading memory-mapped files; `store.mmap = false` reads with positioned reads
 //!   instead.
+//! - **A file that cannot be mapped** (a file system without mmap support) is read with
+//!   positioned reads by the store, which logs it once.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -185,6 +187,19 @@ impl Maps {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         (inner.files.len(), inner.touched)
     }
+}
+
+/// Logs, once per process, that a file could not be mapped and is read with positioned
+/// reads instead (a file system without mmap support, or an exhausted map count).
+pub fn mapping_failed(path: &Path, e: &std::io::Error) {
+    static LOGGED: std::sync::Once = std::sync::Once::new();
+    LOGGED.call_once(|| {
+        tracing::warn!(
+            path = %path.display(),
+            error = %e,
+            "cannot memory-map a shard; shards that fail to map are read with positioned reads"
+        );
+    });
 }
 
 /// A range of a mapping, owned by the `Bytes` that views it.

@@ -511,10 +511,20 @@ impl Store {
         match &self.backend {
             Backend::Local(root) => {
                 let path = Self::local_path(root, name);
+                // A file that cannot be mapped (a file system without mmap support) is
+                // read with positioned reads; one that cannot be opened fails there too.
+                let mut map_error = None;
                 if let Some(maps) = &self.maps {
-                    let out = maps.read(&path, ranges).map_err(self.io_err(name))?;
-                    self.stats.read(out.iter().map(|b| b.len() as u64).sum());
-                    return Ok(out);
+                    match maps.read(&path, ranges) {
+                        Ok(out) => {
+                            self.stats.read(out.iter().map(|b| b.len() as u64).sum());
+                            return Ok(out);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            return Err(self.io_err(name)(e));
+                        }
+                        Err(e) => map_error = Some(e),
+                    }
                 }
                 let file = File::open(&path).map_err(self.io_err(name))?;
                 let all: Vec<usize> = (0..ranges.len()).collect();
@@ -530,6 +540,9 @@ impl Store {
                         out[i] = buf
                             .slice((r.start - span.start) as usize..(r.end - span.start) as usize);
                     }
+                }
+                if let Some(e) = map_error {
+                    maps::mapping_failed(&path, &e);
                 }
                 Ok(out)
             }
