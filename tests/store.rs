@@ -168,20 +168,22 @@ fn local_shards_read_alike_through_memory_maps_and_positioned_reads() {
     );
 
     // A shard cut short after the datasets were opened (and, for the first, mapped):
-    // both name the shard, and neither reads past the new end.
+    // both stores name the shard's path, and neither reads past the new end.
     let shard = &mapped.manifest().subsets[&Subset::Sft].shards[0];
     let path = dir.path().join(&shard.path);
     let len = std::fs::metadata(&path).unwrap().len();
     std::fs::write(&path, &std::fs::read(&path).unwrap()[..(len / 2) as usize]).unwrap();
     for ds in [&mapped, &read] {
-        let errors: Vec<String> = (0..4)
-            .filter_map(|i| ds.read_raw(Subset::Sft, i).err())
-            .map(|e| e.to_string())
-            .collect();
-        assert!(!errors.is_empty(), "some sample lies past the cut");
-        for e in &errors {
-            assert!(e.contains(&shard.path), "{e}");
-        }
+        let e = ds
+            .store()
+            .read_range(&shard.path, 0..len, None)
+            .unwrap_err();
+        assert_eq!(e.url(), path.display().to_string());
+        assert!(e.to_string().contains(&format!("offset 0 + {len}")), "{e}");
+        assert!(
+            ds.read_raw(Subset::Sft, 0).is_ok(),
+            "the first half still reads"
+        );
     }
 }
 
@@ -189,7 +191,10 @@ fn local_shards_read_alike_through_memory_maps_and_positioned_reads() {
 fn a_file_that_cannot_be_mapped_is_read_with_positioned_reads() {
     // sysfs attribute files refuse mmap (ENODEV) but read normally.
     let dir = Path::new("/sys/kernel/mm/transparent_hugepage");
-    let want = std::fs::read(dir.join("enabled")).expect("this test reads a sysfs file");
+    let Ok(want) = std::fs::read(dir.join("enabled")) else {
+        eprintln!("skipped: no {} on this machine", dir.display());
+        return;
+    };
     let store = Store::open(&Location::Local(dir.to_path_buf()), &config()).unwrap();
     assert!(config().mmap);
     let got = store.read_range("enabled", 0..4, None).unwrap();

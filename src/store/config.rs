@@ -81,11 +81,12 @@ pub struct StoreConfig {
     #[serde(deserialize_with = "de_bytes")]
     pub cache_bytes: u64,
     /// Read local shards through memory maps (the default): the bytes of a read are the
-    /// mapped pages themselves, not a copy. `false` reads them with positioned reads
-    /// into fresh buffers, for file systems where mapping is slow or unsupported, or
-    /// where shard files may be truncated in place by other programs while the daemon
-    /// runs (a read of a mapped file that shrank under it faults the daemon). Object
-    /// stores are not affected. Environment: `EDITFEED_STORE_MMAP`.
+    /// mapped pages themselves, not a copy (see `store::maps` for the limits). A file
+    /// system that refuses to map files is read with positioned reads. `false` reads
+    /// with positioned reads into fresh buffers: for disk, network or FUSE file systems
+    /// whose I/O errors should fail a read rather than fault the daemon (SIGBUS), or
+    /// where other programs may truncate shard files in place while the daemon runs.
+    /// Object stores are not affected. Environment: `EDITFEED_STORE_MMAP`.
     pub mmap: bool,
 }
 

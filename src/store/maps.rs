@@ -1,23 +1,30 @@
 //! Local shards read through memory maps. A range read hands out the mapped bytes
 //! themselves: no copy from the page cache into a fresh buffer, and no zeroing of that
-//! buffer first (together 6% to 7% of the daemon's CPU when it serves raw-pixel packs).
+//! buffer first (together 7% of the daemon's CPU in a profile of it serving raw-pixel
+//! packs; it then used 8% less CPU, BENCHMARKS.md).
 //!
 //! - **Bounded.** Pages of a mapping that were read count towards the daemon's RSS (they
 //!   are the page cache's, but mapped into the process). So at most [`MAX_MAPS`] files
 //!   stay mapped, and the bytes read through them (counted per file up to its size) stay
 //!   under [`MAX_MAPPED_BYTES`]: beyond either, the least recently read file is unmapped
-//!   (reads still in flight keep their mapping alive until their `Bytes` drop). A working
-//!   set under the limit is read with no page faults at all once mapped; a larger one
-//!   costs about what positioned reads cost.
+//!   (reads still in flight keep their mapping alive until their `Bytes` drop). A file
+//!   read beyond the byte limit on its own (a shard larger than it) is unmapped alone.
+//!   The limits hold per store, that is per dataset the daemon serves. A working set
+//!   under the limit is read without page faults once each page has been read; a larger
+//!   one costs about what positioned reads cost.
 //! - **A replaced file is seen at once.** Every read checks the file's identity (device,
 //!   inode, size, modification time) and maps it anew when it changed, as a fresh open
 //!   would. editfeed's own writers never change a shard in place: they write a
-//!   `.partial` file and rename it. A shard truncated in place by something else while
-//!   a read of it is under way would fault the daemon (SIGBUS), as it would any program
-//!   reading memory-mapped files; `store.mmap = false` reads with positioned reads
-//!   instead.
+//!   `.partial` file and rename it.
+//! - **The hazard of mapped files.** A read of mapped pages that cannot be read faults
+//!   the daemon (SIGBUS) instead of returning an error naming the shard, as in any
+//!   program reading memory-mapped files: a shard truncated in place by another program
+//!   (`cp` over it truncates first) while a read of it is under way, or an I/O error of
+//!   a disk or of a network or FUSE file system (NFS, gcsfuse, s3fs). On such file
+//!   systems, or where shards may be rewritten in place, `store.mmap = false` reads
+//!   with positioned reads instead.
 //! - **A file that cannot be mapped** (a file system without mmap support) is read with
-//!   positioned reads by the store, which logs it once.
+//!   positioned reads by the store, which logs it once and stops trying to map.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -71,6 +78,7 @@ pub struct Maps {
     inner: Mutex<Inner>,
     max_maps: usize,
     max_bytes: u64,
+    refused: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Maps {
@@ -94,6 +102,7 @@ impl Maps {
             inner: Mutex::default(),
             max_maps: max_maps.max(1),
             max_bytes,
+            refused: Default::default(),
         }
     }
 
@@ -142,9 +151,9 @@ impl Maps {
             let file = File::open(path)?;
             let id = FileId::of(&file.metadata()?);
             // SAFETY: the mapping is read-only and shared; the file is a shard, which
-            // editfeed never changes in place (see the module docs for the one hazard
-            // left: a truncation by another program during a read). memmap2 maps empty
-            // files too.
+            // editfeed never changes in place (the module docs name the hazards left:
+            // a truncation by another program or an I/O error during a read). memmap2
+            // maps empty files too.
             let map = Arc::new(unsafe { Mmap::map(&file)? });
             let entry = Entry {
                 id,
@@ -159,9 +168,20 @@ impl Maps {
         let e = inner.files.get_mut(path).expect("inserted above");
         e.last_read = now;
         let before = e.touched;
-        e.touched = (e.touched + bytes).min(e.id.len);
+        e.touched = e.touched.saturating_add(bytes).min(e.id.len);
         inner.touched += e.touched - before;
-        let map = e.map.clone();
+        let (map, alone_over) = (e.map.clone(), e.touched > self.max_bytes);
+        // Unmapped after the lock is released (munmap of many pages is not free).
+        let mut gone = Vec::new();
+        if alone_over {
+            // A file read beyond the limit on its own (a shard larger than the limit):
+            // only it goes. This read keeps its mapping alive, and the next read of the
+            // file maps it afresh.
+            if let Some(e) = inner.files.remove(path) {
+                inner.touched -= e.touched;
+                gone.push(e);
+            }
+        }
         while inner.files.len() > self.max_maps || inner.touched > self.max_bytes {
             let oldest = inner
                 .files
@@ -170,16 +190,25 @@ impl Maps {
                 .min_by_key(|(_, e)| e.last_read)
                 .map(|(p, _)| p.clone());
             let Some(p) = oldest else { break };
-            let gone = inner.files.remove(&p).expect("a key just seen");
-            inner.touched -= gone.touched;
+            let e = inner.files.remove(&p).expect("a key just seen");
+            inner.touched -= e.touched;
+            gone.push(e);
         }
-        if inner.touched > self.max_bytes {
-            // One file read beyond the limit on its own: this read keeps its mapping
-            // alive, and the next read of the file maps it afresh.
-            let gone = inner.files.remove(path).expect("the entry of this read");
-            inner.touched -= gone.touched;
-        }
+        drop(guard);
+        drop(gone);
         Ok(map)
+    }
+
+    /// Whether reads should still try to map files: false once a file system refused.
+    pub fn enabled(&self) -> bool {
+        !self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Notes that a file system refused to map a file: later reads of this store use
+    /// positioned reads without trying (and failing) to map every file first.
+    pub fn refuse(&self) {
+        self.refused
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Files mapped now, and the bytes counted as read through them.
@@ -197,7 +226,7 @@ pub fn mapping_failed(path: &Path, e: &std::io::Error) {
         tracing::warn!(
             path = %path.display(),
             error = %e,
-            "cannot memory-map a shard; shards that fail to map are read with positioned reads"
+            "cannot memory-map a shard; this store's shards are read with positioned reads from now on"
         );
     });
 }
@@ -307,13 +336,14 @@ mod tests {
             bytes <= 25_000 && files >= 2,
             "{files} files, {bytes} bytes"
         );
-        // One file read beyond the limit on its own is not kept.
+        // One file read beyond the limit on its own is not kept, and the others stay.
+        let kept = maps.mapped();
         let big = file(dir.path(), "big", &pattern(40_000, 9));
         assert_eq!(
             &read1(&maps, &big, 0..40_000).unwrap()[..],
             &pattern(40_000, 9)[..]
         );
-        assert!(maps.mapped().1 <= 25_000);
+        assert_eq!(maps.mapped(), kept);
         // Bytes of evicted mappings still read what they read.
         for (i, b) in held.iter().enumerate() {
             assert_eq!(&b[..], &pattern(10_000, i as u8)[..6_000]);

@@ -514,7 +514,7 @@ impl Store {
                 // A file that cannot be mapped (a file system without mmap support) is
                 // read with positioned reads; one that cannot be opened fails there too.
                 let mut map_error = None;
-                if let Some(maps) = &self.maps {
+                if let Some(maps) = self.maps.as_ref().filter(|m| m.enabled()) {
                     match maps.read(&path, ranges) {
                         Ok(out) => {
                             self.stats.read(out.iter().map(|b| b.len() as u64).sum());
@@ -541,7 +541,8 @@ impl Store {
                             .slice((r.start - span.start) as usize..(r.end - span.start) as usize);
                     }
                 }
-                if let Some(e) = map_error {
+                if let (Some(e), Some(maps)) = (map_error, &self.maps) {
+                    maps.refuse();
                     maps::mapping_failed(&path, &e);
                 }
                 Ok(out)
