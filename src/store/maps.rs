@@ -145,6 +145,8 @@ impl Maps {
         inner.reads += 1;
         let now = inner.reads;
         let current = inner.files.get(path).is_some_and(|e| e.id == id);
+        // Unmapped after the lock is released (munmap of many pages is not free).
+        let mut gone = Vec::new();
         if !current {
             // Open and map under the lock: a map costs a few microseconds, and this
             // keeps two threads from mapping the same file twice.
@@ -163,6 +165,7 @@ impl Maps {
             };
             if let Some(old) = inner.files.insert(path.to_path_buf(), entry) {
                 inner.touched -= old.touched;
+                gone.push(old);
             }
         }
         let e = inner.files.get_mut(path).expect("inserted above");
@@ -171,8 +174,6 @@ impl Maps {
         e.touched = e.touched.saturating_add(bytes).min(e.id.len);
         inner.touched += e.touched - before;
         let (map, alone_over) = (e.map.clone(), e.touched > self.max_bytes);
-        // Unmapped after the lock is released (munmap of many pages is not free).
-        let mut gone = Vec::new();
         if alone_over {
             // A file read beyond the limit on its own (a shard larger than the limit):
             // only it goes. This read keeps its mapping alive, and the next read of the
