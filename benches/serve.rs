@@ -73,6 +73,7 @@ fn request(subset: &str, size: u32, batches: u64, seed: u64) -> pb::StreamReques
         augment: None,
         max_batches: batches,
         job: String::new(),
+        shm_probe: String::new(),
     }
 }
 

@@ -72,6 +72,16 @@ pub struct ServeConfig {
     pub max_decode_pixels: u64,
     /// HTTP/2 stream and connection window in bytes (batches are tens of MB).
     pub http2_window_bytes: u32,
+    /// Shared-memory folder (a tmpfs) for trainers on this host: a client that shows it
+    /// sees the same folder (`StreamRequest.shm_probe`; the Python client does this by
+    /// default) gets large tensors there as files it maps, instead of in the gRPC
+    /// messages. Default `/dev/shm`; empty turns this off. In Kubernetes, mount one
+    /// folder into both the daemon's and the trainer's containers, and run both as the
+    /// same user.
+    pub shm_dir: String,
+    /// Bytes in shared-memory files that clients have not taken yet, for all streams;
+    /// past it, batches travel in the messages.
+    pub shm_max_bytes: u64,
     /// Seconds to finish in-flight batches after SIGTERM or SIGINT.
     pub drain_seconds: u64,
     /// Address of the Prometheus `/metrics` HTTP endpoint, e.g. `0.0.0.0:9090`; empty
@@ -115,6 +125,8 @@ impl Default for ServeConfig {
             max_batch_bytes: 1 << 30,
             max_decode_pixels: 64 << 20,
             http2_window_bytes: 16 << 20,
+            shm_dir: "/dev/shm".into(),
+            shm_max_bytes: 1 << 30,
             drain_seconds: 30,
             metrics_listen: String::new(),
             log_format: "text".into(),

@@ -13,6 +13,7 @@ pub mod proto;
 pub mod rng;
 pub mod server;
 pub mod shard;
+pub mod shared_memory;
 pub mod store;
 pub mod units;
 pub mod wire;

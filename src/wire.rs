@@ -30,6 +30,7 @@ pub fn tensor_u8(name: &str, shape: &[u64], data: Bytes) -> Tensor {
         dtype: "uint8".into(),
         shape: shape.to_vec(),
         data,
+        shm_file: String::new(),
     }
 }
 
@@ -41,6 +42,7 @@ pub fn tensor_i32(name: &str, shape: &[u64], values: &[i32]) -> Tensor {
         dtype: "int32".into(),
         shape: shape.to_vec(),
         data: data.into(),
+        shm_file: String::new(),
     }
 }
 
@@ -52,7 +54,18 @@ pub fn tensor_i64(name: &str, shape: &[u64], values: &[i64]) -> Tensor {
         dtype: "int64".into(),
         shape: shape.to_vec(),
         data: data.into(),
+        shm_file: String::new(),
     }
+}
+
+/// The bytes a tensor's shape and dtype take (an unknown dtype counts 1 byte per item).
+pub fn tensor_bytes(t: &Tensor) -> u64 {
+    let item = match t.dtype.as_str() {
+        "int32" => 4,
+        "int64" => 8,
+        _ => 1,
+    };
+    t.shape.iter().product::<u64>() * item
 }
 
 struct Hasher(Sha256);

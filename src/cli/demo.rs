@@ -124,7 +124,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             ranks.push(tokio::spawn(async move {
                 let mut seen = std::collections::BTreeSet::new();
                 let mut written = Vec::new();
-                let report = stream(&endpoint, &Default::default(), req, |batch| {
+                let report = stream(&endpoint, &Default::default(), req, None, |batch| {
                     bar.set_message(batch.subset.clone());
                     bar.inc(1);
                     if rank == 0 && seen.insert(batch.subset.clone()) {

@@ -39,6 +39,10 @@ pub struct FetchArgs {
     /// PEM certificate(s) to trust for an https:// endpoint (a daemon with TLS).
     #[arg(long)]
     pub tls_ca: Option<String>,
+    /// A shared-memory folder this host's daemon also sees (its `shm_dir`, e.g.
+    /// /dev/shm): large tensors then come as files there instead of in the messages.
+    #[arg(long)]
+    pub shm_dir: Option<PathBuf>,
 }
 
 /// What decides a stream's bytes, shared by fetch and the demo.
@@ -123,6 +127,7 @@ impl StreamArgs {
             }),
             max_batches,
             job: String::new(),
+            shm_probe: String::new(),
         })
     }
 }
@@ -144,18 +149,33 @@ pub struct FetchReport {
     pub cursor: String,
 }
 
-/// Streams a request, calling `on_batch` for each batch; returns the totals.
+/// Streams a request, calling `on_batch` for each batch; returns the totals. With
+/// `shm_dir`, tensors the daemon sends as files of that folder are read from there.
 pub async fn stream(
     endpoint: &str,
     opts: &editfeed::client::ConnectOptions,
-    req: pb::StreamRequest,
+    mut req: pb::StreamRequest,
+    shm_dir: Option<&std::path::Path>,
     mut on_batch: impl FnMut(&pb::Batch) -> anyhow::Result<()>,
 ) -> anyhow::Result<FetchReport> {
     let mut client = editfeed::client::connect_with(endpoint, opts).await?;
+    let _probe = match shm_dir {
+        Some(dir) => {
+            let probe = editfeed::shared_memory::Probe::create(dir).map_err(|e| {
+                anyhow::anyhow!("--shm-dir {}: cannot create a file: {e}", dir.display())
+            })?;
+            req.shm_probe = probe.name().to_string();
+            Some(probe)
+        }
+        None => None,
+    };
     let started = Instant::now();
     let mut stream = client.stream(req).await.map_err(status_error)?.into_inner();
     let mut report = FetchReport::default();
-    while let Some(batch) = stream.message().await.map_err(status_error)? {
+    while let Some(mut batch) = stream.message().await.map_err(status_error)? {
+        if let Some(dir) = shm_dir {
+            tokio::task::block_in_place(|| editfeed::shared_memory::take_files(&mut batch, dir))?;
+        }
         if report.batches == 0 {
             report.first_batch_seconds = started.elapsed().as_secs_f64();
         }
@@ -193,7 +213,8 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
     };
     let mut first = true;
     let opts = editfeed::client::ConnectOptions::from_files(args.tls_ca.as_deref(), None)?;
-    let report = rt.block_on(stream(&args.endpoint, &opts, req, |batch| {
+    let shm_dir = args.shm_dir.as_deref();
+    let report = rt.block_on(stream(&args.endpoint, &opts, req, shm_dir, |batch| {
         if args.hash {
             println!(
                 "{} {} {} {}",

@@ -38,6 +38,9 @@ pub struct StreamParams {
     pub buckets: Vec<(u32, u32)>,
     /// Batches prepared ahead of the client.
     pub prefetch_batches: usize,
+    /// Large tensors go to the client as shared-memory files (when it shares the
+    /// daemon's folder).
+    pub shared: Option<crate::shared_memory::StreamFiles>,
 }
 
 /// Why a stream ended early.
@@ -180,7 +183,7 @@ pub async fn produce(
         };
         let last = item.is_err();
         if let Ok(b) = &item {
-            let bytes: u64 = b.tensors.iter().map(|t| t.data.len() as u64).sum();
+            let bytes: u64 = b.tensors.iter().map(crate::wire::tensor_bytes).sum();
             let subset =
                 crate::dataset::Subset::from_name(&b.subset).map_or("unknown", |s| s.name());
             crate::metrics::batch_sent(subset, bytes, &job);
@@ -212,7 +215,12 @@ struct BatchState {
 }
 
 impl BatchState {
-    fn finish_one(&self, index: usize, result: Result<Prepared, PrepareError>) {
+    fn finish_one(
+        &self,
+        index: usize,
+        result: Result<Prepared, PrepareError>,
+        shared: Option<&crate::shared_memory::StreamFiles>,
+    ) {
         match result {
             Ok(p) => self.slots.lock().expect("slots lock")[index] = Some(p),
             Err(e) => {
@@ -237,7 +245,10 @@ impl BatchState {
         let read: f64 = samples.iter().map(|s| s.read_seconds).sum();
         let augment: f64 = samples.iter().map(|s| s.augment_seconds).sum();
         let collating = Instant::now();
-        let batch = collate(&self.header, samples);
+        let mut batch = collate(&self.header, samples);
+        if let Some(files) = shared {
+            files.offload(&mut batch);
+        }
         super::timing::record(super::timing::Stage::Collate, collating);
         crate::metrics::stage_seconds("read", read);
         crate::metrics::stage_seconds("decode_augment", augment);
@@ -293,7 +304,7 @@ async fn submit_batch(
                     return;
                 }
                 let result = prepare(&params.ctx, &sref, target);
-                state.finish_one(i, result);
+                state.finish_one(i, result, params.shared.as_ref());
             }))
             .await;
     }

@@ -222,9 +222,11 @@ impl Loader for LoaderService {
         let (rank, world_size) = (req.rank, req.world_size);
         let dataset_name = req.dataset.clone();
         let version = dataset.dataset.manifest().version.clone();
-        let params = tokio::task::spawn_blocking(move || validate(&req, dataset, &config))
-            .await
-            .map_err(|e| Status::internal(format!("request validation failed: {e}")))??;
+        let shared = state.shared_memory.clone();
+        let params =
+            tokio::task::spawn_blocking(move || validate(&req, dataset, &config, shared.as_ref()))
+                .await
+                .map_err(|e| Status::internal(format!("request validation failed: {e}")))??;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let queue = state.pool.open_queue(state.config.queue_samples);
         tracing::info!(

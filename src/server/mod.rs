@@ -65,6 +65,8 @@ pub struct ServerState {
     store: crate::store::StoreConfig,
     /// Set when open streams must end (the drain period is over).
     stop_streams: watch::Sender<bool>,
+    /// The shared-memory folder for clients on this host (`shm_dir`), if on.
+    pub shared_memory: Option<Arc<crate::shared_memory::SharedMemory>>,
 }
 
 impl ServerState {
@@ -74,6 +76,8 @@ impl ServerState {
         let versions = admin::versions::Versions::load(&config.state_dir, &config.datasets)?;
         let jobs = admin::jobs::Jobs::load(&config.state_dir, config.reshard_threads)?;
         let pool = WorkerPool::new(config.worker_threads());
+        let shared_memory =
+            crate::shared_memory::SharedMemory::new(&config.shm_dir, config.shm_max_bytes);
         let store = config.store.clone().with_env();
         Ok(Arc::new(ServerState {
             store,
@@ -87,6 +91,7 @@ impl ServerState {
             jobs,
             phase: watch::channel(Phase::Loading).0,
             stop_streams: watch::channel(false).0,
+            shared_memory,
         }))
     }
 
@@ -242,6 +247,9 @@ pub async fn serve(
             }
         }
     }
+    if let Some(shared) = state.shared_memory.clone() {
+        let _ = tokio::task::spawn_blocking(move || shared.remove_all()).await;
+    }
     Ok(())
 }
 
@@ -270,6 +278,9 @@ async fn report_pool(state: Arc<ServerState>) {
     loop {
         tick.tick().await;
         crate::metrics::pool_stats(&state.pool.stats());
+        if let Some(shared) = state.shared_memory.clone().filter(|s| s.has_orphans()) {
+            tokio::task::spawn_blocking(move || shared.sweep());
+        }
         if Arc::strong_count(&state) == 1 {
             return;
         }

@@ -13,6 +13,7 @@ use crate::pipeline::prepare::{OutputKind, PrepareCtx};
 use crate::pipeline::stream::StreamParams;
 use crate::plan::{Cursor, Plan};
 use crate::proto::v1 as pb;
+use crate::shared_memory::SharedMemory;
 
 fn invalid(field: &'static str, why: impl Into<String>) -> RequestError {
     RequestError::Invalid {
@@ -106,6 +107,7 @@ pub fn validate(
     req: &pb::StreamRequest,
     dataset: Arc<ServedDataset>,
     config: &ServeConfig,
+    shared: Option<&Arc<SharedMemory>>,
 ) -> Result<StreamParams, RequestError> {
     let wire_spec = req
         .spec
@@ -243,6 +245,14 @@ pub fn validate(
         size,
         buckets,
         prefetch_batches: config.prefetch_batches,
+        shared: match shared {
+            // Files for the batches in preparation, one being sent and a few the
+            // client has received and not given back yet.
+            Some(s) => s
+                .accept(&req.shm_probe, config.prefetch_batches + 4)
+                .map_err(|e| invalid("shm_probe", e.to_string()))?,
+            None => None,
+        },
     };
     Ok(params)
 }

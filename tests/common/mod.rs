@@ -222,6 +222,7 @@ pub fn request(
         augment: None,
         max_batches: batches,
         job: String::new(),
+        shm_probe: String::new(),
     }
 }
 

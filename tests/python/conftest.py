@@ -4,14 +4,19 @@ and real daemons started as subprocesses on loopback.
 The binary comes from ``$EDITFEED_BIN`` (default ``target/debug/editfeed`` under the
 repository root). Daemons listen on ``127.0.0.1:0`` and report the port the kernel gave
 them (``listening on ADDR`` on stdout), so parallel runs never race for a port.
+Daemons and clients share a shared-memory folder of the session's own
+(``$EDITFEED_SHM_DIR``, on /dev/shm when there is one), removed at the end, so that a
+daemon a test kills leaves no files behind.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,6 +119,21 @@ class Daemon:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shm_dir() -> Iterator[str]:
+    """The session's shared-memory folder, in ``$EDITFEED_SHM_DIR`` for daemons and
+    clients."""
+    path = tempfile.mkdtemp(prefix="editfeed-test-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    before = os.environ.get("EDITFEED_SHM_DIR")
+    os.environ["EDITFEED_SHM_DIR"] = path
+    yield path
+    if before is None:
+        del os.environ["EDITFEED_SHM_DIR"]
+    else:
+        os.environ["EDITFEED_SHM_DIR"] = before
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -338,3 +338,46 @@ def test_cursor_from_another_spec_is_refused_before_any_batch(daemon):
     # The same cursor resumes its own spec.
     resumed = next(client.stream(DATASET, {"seed": 1, "global_batch": 8}, size=32, cursor=cursor))
     assert resumed.step == 2
+
+
+def test_shared_memory_batches_equal_the_messages_and_go_back_to_the_daemon(start_daemon, tmp_path: Path, monkeypatch):
+    """With a shared-memory folder in common, pixel tensors arrive as maps of the
+    daemon's files: the same bytes and digests as in the messages, batches that pickle
+    whole, files given back and written again, and nothing left once the stream ends."""
+    import gc
+    import os
+    import pickle
+    import tempfile
+    import time
+
+    shm = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    monkeypatch.setenv("EDITFEED_SHM_DIR", str(shm))
+    d = start_daemon()
+    spec = {"seed": 9, "global_batch": 8, "curriculum": CURRICULUM}
+    inline = list(Client(d.endpoint, shm_dir="").stream(DATASET, spec, size=64))
+    assert all(not b.message.shm_files for b in inline)
+    client = Client(d.endpoint)
+    assert client.shm_dir == str(shm)
+    digests, files, pickled = [], [], None
+    for b in client.stream(DATASET, spec, size=64):
+        assert b.message.shm_files, f"step {b.step} came in the message"
+        files += b.message.shm_files
+        for name, array in b.tensors.items():
+            expected = next(i for i in inline if i.step == b.step)[name]
+            assert not array.flags.writeable
+            assert np.array_equal(array, expected), (b.step, name)
+        digests.append(b.digest())
+        if pickled is None:
+            pickled = pickle.dumps(b)
+    assert digests == [b.digest() for b in inline]
+    # Files given back were written again for later batches.
+    assert len(set(files)) < len(files)
+    again = pickle.loads(pickled)
+    assert again.digest() == inline[0].digest() and not again.message.shm_files
+    del b
+    gc.collect()
+    deadline = time.time() + 10
+    while os.listdir(shm) and time.time() < deadline:
+        time.sleep(0.05)
+    assert os.listdir(shm) == []
+    os.rmdir(shm)

@@ -14,8 +14,10 @@ raise ``EditFeedError`` with the server's code and message.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import secrets
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,7 +27,7 @@ import grpc
 
 from ._pb import dataset_pb2, loader_pb2, loader_pb2_grpc
 from .batch import Batch
-from .wire import parse_batch
+from .wire import MAPPINGS, parse_batch
 from .errors import EditFeedError
 from .spec import Cursor, SpecLike, augment_message, load_spec, output_message
 
@@ -152,6 +154,14 @@ class Client:
     ``max_attempts`` bounds consecutive failed attempts without a batch in between
     (default ``max(3, 2 * len(endpoints))``); ``backoff`` is the first pause between
     attempts in seconds, doubling up to ``max_backoff``.
+
+    ``shm_dir`` is a shared-memory folder (a tmpfs) that a daemon on this host may also
+    see (its ``shm_dir``): default ``$EDITFEED_SHM_DIR``, else ``/dev/shm`` when it
+    exists; ``""`` turns this off. Each stream checks with a probe file whether its
+    daemon sees the folder; if so, the daemon writes the pixel tensors there and the
+    batch's arrays are read-only maps of those files (no copy through gRPC), which go
+    back to the daemon once the arrays are gone. Otherwise they come in the messages.
+    The arrays hold the same bytes either way.
     """
 
     def __init__(
@@ -163,6 +173,7 @@ class Client:
         max_backoff: float = 2.0,
         channel_options: Sequence[tuple[str, Any]] = (),
         root_certificates: bytes | None = None,
+        shm_dir: str | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
@@ -177,6 +188,11 @@ class Client:
         self.max_backoff = float(max_backoff)
         self._options = list(DEFAULT_CHANNEL_OPTIONS) + list(channel_options)
         self._root_certificates = root_certificates
+        if shm_dir is None:
+            shm_dir = os.environ.get("EDITFEED_SHM_DIR")
+            if shm_dir is None:
+                shm_dir = "/dev/shm" if os.path.isdir("/dev/shm") else ""
+        self.shm_dir: str | None = shm_dir or None
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[str, loader_pb2_grpc.LoaderStub] = {}
         self._streams: dict[str, Any] = {}
@@ -236,7 +252,7 @@ class Client:
                 self._streams[endpoint] = channel.unary_stream(
                     STREAM_METHOD,
                     request_serializer=loader_pb2.StreamRequest.SerializeToString,
-                    response_deserializer=parse_batch,
+                    response_deserializer=functools.partial(parse_batch, shm_dir=self.shm_dir),
                 )
             return stub, self._streams[endpoint]
 
@@ -344,6 +360,8 @@ class BatchStream(Iterator[Batch]):
         self._last_step: int | None = None
         self._dataset_version: str | None = None
         self._resumed = False
+        self._probe: str | None = None
+        self._shm_files: set[str] = set()
 
     def __iter__(self) -> BatchStream:
         return self
@@ -355,6 +373,8 @@ class BatchStream(Iterator[Batch]):
         self.close()
 
     def __del__(self) -> None:
+        if getattr(self, "_probe", None) is not None:
+            self._drop_probe()
         call = getattr(self, "_call", None)
         if call is not None:
             try:
@@ -365,9 +385,43 @@ class BatchStream(Iterator[Batch]):
     def close(self) -> None:
         """Stops the stream; the daemon drops its queued work for it."""
         self._done = True
+        self._drop_probe()
+        self._forget_files()
         if self._call is not None:
             self._call.cancel()
             self._call = None
+
+    def _make_probe(self) -> str:
+        """Creates the probe file that shows a daemon on this host that it shares the
+        shared-memory folder; returns its name ("" when there is no folder to share)."""
+        self._drop_probe()
+        shm_dir = self._client.shm_dir
+        if not shm_dir:
+            return ""
+        name = f"editfeed-probe-{secrets.token_hex(8)}"
+        path = os.path.join(shm_dir, name)
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except OSError:
+            return ""  # not writable here: the batches come in the messages
+        self._probe = path
+        return name
+
+    def _forget_files(self) -> None:
+        """Drops the maps of the shared-memory files this stream's daemon wrote (it
+        removes them when the stream ends); arrays still in use keep theirs."""
+        if self._shm_files:
+            MAPPINGS.forget(self._shm_files)
+            self._shm_files.clear()
+
+    def _drop_probe(self) -> None:
+        """Removes the probe (the daemon removes it itself when it shares the folder)."""
+        if self._probe is not None:
+            try:
+                os.unlink(self._probe)
+            except OSError:
+                pass
+            self._probe = None
 
     def _open(self) -> None:
         request = loader_pb2.StreamRequest()
@@ -375,6 +429,7 @@ class BatchStream(Iterator[Batch]):
         request.cursor = self.cursor or ""
         if self._max:
             request.max_batches = self._max - self.received
+        request.shm_probe = self._make_probe()
         self.endpoint = self._client.endpoints[self._index]
         self._call = self._client.stream_method(self.endpoint)(request, wait_for_ready=False)
 
@@ -392,10 +447,15 @@ class BatchStream(Iterator[Batch]):
             except StopIteration:
                 self._call = None
                 self._done = True
+                self._drop_probe()
+                self._forget_files()
                 raise
             except grpc.RpcError as e:
+                self._drop_probe()
+                self._forget_files()
                 self._failed(e)
                 continue
+            self._drop_probe()
             return self._accept(message)
 
     def _accept(self, message: Any) -> Batch:
@@ -414,6 +474,7 @@ class BatchStream(Iterator[Batch]):
                 self.endpoint,
             )
         batch = Batch.from_message(message, self.endpoint)
+        self._shm_files.update(getattr(message, "shm_files", ()))
         self._dataset_version = message.dataset_version
         self._last_step = message.step
         self._resumed = False

@@ -8,19 +8,38 @@ deserializer instead: it walks the message's top level by hand, keeps every
 the received buffer, and gives every other field (step, samples, cursor, ...) to
 protobuf, re-serialised without the tensors (a few KB).
 
+A tensor the daemon sent as a file of the shared-memory folder (``Tensor.shm_file``,
+see ``Client(shm_dir=...)``) is mapped from that file instead: its ``data`` is a view of
+the mapping, and the file is given back to the daemon (renamed to ``<name>.free``) once
+the last array over it is gone. The daemon writes later batches into the files given
+back, and the maps are kept (``MAPPINGS``), so those pages are not faulted in again.
+
 Field numbers are those of ``proto/editfeed/v1/loader.proto``.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
+import re
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from ._pb import loader_pb2
 
 BATCH_TENSORS = 5
 """``Batch.tensors``."""
-TENSOR_NAME, TENSOR_DTYPE, TENSOR_SHAPE, TENSOR_DATA = 1, 2, 3, 4
-"""``Tensor.name``, ``Tensor.dtype``, ``Tensor.shape``, ``Tensor.data``."""
+TENSOR_NAME, TENSOR_DTYPE, TENSOR_SHAPE, TENSOR_DATA, TENSOR_SHM_FILE = 1, 2, 3, 4, 5
+"""``Tensor.name``, ``Tensor.dtype``, ``Tensor.shape``, ``Tensor.data``, ``Tensor.shm_file``."""
+FREE_SUFFIX = ".free"
+"""The suffix that gives a shared-memory file back to the daemon."""
+_FILE_NAME = re.compile(r"^(?!\.)[A-Za-z0-9._-]{1,128}$")
+_ITEMSIZE = {"uint8": 1, "int32": 4, "int64": 8}
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 
@@ -47,12 +66,14 @@ class WireBatch:
     (``FIELDS``) read as on the protobuf message. For anything else (protobuf methods),
     ``to_message()`` gives the whole protobuf message."""
 
-    __slots__ = ("tensors", "_rest", "_raw")
+    __slots__ = ("tensors", "_rest", "_raw", "shm_files")
 
-    def __init__(self, tensors: list[WireTensor], rest: Any, raw: bytes) -> None:
+    def __init__(self, tensors: list[WireTensor], rest: Any, raw: bytes, shm_files: list[str] | None = None) -> None:
         self.tensors = tensors
         self._rest = rest
         self._raw = raw
+        # The paths of the shared-memory files the tensors were mapped from.
+        self.shm_files: list[str] = shm_files or []
 
     def __getattr__(self, name: str) -> Any:
         if name in FIELDS:
@@ -60,15 +81,24 @@ class WireBatch:
         raise AttributeError(f"WireBatch has no attribute {name!r} (to_message() gives the protobuf Batch)")
 
     def __reduce__(self) -> tuple[Any, tuple[bytes]]:
-        return parse_batch, (self._raw,)
+        return parse_batch, (self.SerializeToString(),)
 
     def SerializeToString(self) -> bytes:  # noqa: N802 - protobuf's name
-        """The message as received."""
-        return self._raw
+        """The message as received; tensors that came as shared-memory files are put
+        back in it."""
+        if not self.shm_files:
+            return self._raw
+        return self.to_message().SerializeToString()
 
     def to_message(self) -> Any:
         """The whole ``editfeed.v1.Batch`` protobuf message (copies the tensor bytes)."""
-        return loader_pb2.Batch.FromString(self._raw)
+        message = loader_pb2.Batch.FromString(self._raw)
+        if self.shm_files:
+            for tensor, wire in zip(message.tensors, self.tensors, strict=True):
+                if tensor.shm_file:
+                    tensor.data = bytes(wire.data)
+                    tensor.shm_file = ""
+        return message
 
 
 def _varint(buf: memoryview, pos: int, end: int, what: str) -> tuple[int, int]:
@@ -107,9 +137,10 @@ def _field(buf: memoryview, pos: int, end: int, what: str) -> tuple[int, int, in
     return number, wire, pos, after
 
 
-def _tensor(buf: memoryview, start: int, end: int, index: int) -> WireTensor:
+def _tensor(buf: memoryview, start: int, end: int, index: int, shm_dir: str | None) -> tuple[WireTensor, str]:
+    """The tensor, and the path of the shared-memory file it came in ("" if none)."""
     what = f"Batch.tensors[{index}]"
-    name = dtype = ""
+    name = dtype = shm_file = ""
     shape: list[int] = []
     data = buf[start:start]
     pos = start
@@ -132,22 +163,109 @@ def _tensor(buf: memoryview, start: int, end: int, index: int) -> WireTensor:
             shape.append(_varint(buf, at, pos, what + ".shape")[0])
         elif number == TENSOR_DATA and wire == _LEN:
             data = buf[at:pos]
+        elif number == TENSOR_SHM_FILE and wire == _LEN:
+            shm_file = str(buf[at:pos], "utf-8", "replace")
         # Anything else is a field this client does not know: skipped.
-    return WireTensor(name, dtype, tuple(shape), data)
+    if shm_file:
+        if shm_dir is None:
+            raise WireError(f"{what} ({name!r}) is in shared-memory file {shm_file!r}, but this client has no shared-memory folder")
+        data = _map_file(shm_dir, shm_file, name, dtype, shape)
+        return WireTensor(name, dtype, tuple(shape), data), os.path.join(shm_dir, shm_file)
+    return WireTensor(name, dtype, tuple(shape), data), ""
 
 
-def parse_batch(raw: bytes) -> WireBatch:
-    """Parses a serialised ``editfeed.v1.Batch``; the tensors' data are views of `raw`."""
+def _give_back(path: str) -> None:
+    try:
+        os.rename(path, path + FREE_SUFFIX)
+    except OSError:
+        pass  # the daemon removed it (its stream ended long ago): nothing to give back
+
+
+class _Mappings:
+    """Read-only maps of shared-memory files, kept across batches: the daemon writes
+    its stream's next batches into the same files, so their pages stay mapped here and
+    are not faulted in again. At most ``MAX`` files (least recently used out); a file
+    replaced under the same name (another inode) is mapped afresh."""
+
+    MAX = 64
+
+    def __init__(self) -> None:
+        self._maps: OrderedDict[str, tuple[tuple[int, int], mmap.mmap]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def view(self, path: str, size: int) -> memoryview:
+        """A view of the file's `size` bytes; the file goes back to the daemon once the
+        view and every array over it are gone."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            st = os.fstat(fd)
+            if st.st_size != size:
+                raise WireError(f"shared-memory file {path} holds {st.st_size} bytes, the tensor's shape and dtype take {size}")
+            ident = (st.st_dev, st.st_ino)
+            with self._lock:
+                cached = self._maps.get(path)
+                if cached is not None and cached[0] == ident and len(cached[1]) == size:
+                    mapped = cached[1]
+                    self._maps.move_to_end(path)
+                else:
+                    mapped = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+                    self._maps[path] = (ident, mapped)
+                    while len(self._maps) > self.MAX:
+                        self._maps.popitem(last=False)
+        finally:
+            os.close(fd)
+        # One owner per batch: when it goes, so has every array over it.
+        owner = np.frombuffer(mapped, dtype=np.uint8)
+        weakref.finalize(owner, _give_back, path)
+        return memoryview(owner).toreadonly()
+
+    def forget(self, paths: Iterable[str]) -> None:
+        """Drops the maps of files a stream that ended used."""
+        with self._lock:
+            for path in paths:
+                self._maps.pop(path, None)
+
+
+MAPPINGS = _Mappings()
+"""The process's maps of shared-memory files."""
+
+
+def _map_file(shm_dir: str, file: str, name: str, dtype: str, shape: list[int]) -> memoryview:
+    """Maps a tensor's shared-memory file read-only (see ``_Mappings``)."""
+    if not _FILE_NAME.match(file):
+        raise WireError(f"tensor {name!r}: {file!r} is not a file name")
+    path = os.path.join(shm_dir, file)
+    want = _ITEMSIZE.get(dtype, 1)
+    for dim in shape:
+        want *= dim
+    if want == 0:
+        _give_back(path)
+        return memoryview(b"")
+    try:
+        return MAPPINGS.view(path, want)
+    except OSError as e:
+        raise WireError(f"tensor {name!r}: shared-memory file {path}: {e.strerror}") from None
+    except WireError as e:
+        raise WireError(f"tensor {name!r}: {e}") from None
+
+
+def parse_batch(raw: bytes, shm_dir: str | None = None) -> WireBatch:
+    """Parses a serialised ``editfeed.v1.Batch``; the tensors' data are views of `raw`,
+    or of the mapped file in `shm_dir` for a tensor the daemon sent as one."""
     buf = memoryview(raw).toreadonly()
     end = len(buf)
     tensors: list[WireTensor] = []
     rest = bytearray()
     pos = 0
+    files: list[str] = []
     while pos < end:
         start = pos
         number, wire, at, pos = _field(buf, pos, end, "Batch")
         if number == BATCH_TENSORS and wire == _LEN:
-            tensors.append(_tensor(buf, at, pos, len(tensors)))
+            tensor, file = _tensor(buf, at, pos, len(tensors), shm_dir)
+            if file:
+                files.append(file)
+            tensors.append(tensor)
         else:
             rest += buf[start:pos]
-    return WireBatch(tensors, loader_pb2.Batch.FromString(bytes(rest)), raw)
+    return WireBatch(tensors, loader_pb2.Batch.FromString(bytes(rest)), raw, files)
