@@ -126,7 +126,7 @@ impl Default for ServeConfig {
             max_decode_pixels: 64 << 20,
             http2_window_bytes: 16 << 20,
             shm_dir: "/dev/shm".into(),
-            shm_max_bytes: 1 << 30,
+            shm_max_bytes: 512 << 20,
             drain_seconds: 30,
             metrics_listen: String::new(),
             log_format: "text".into(),

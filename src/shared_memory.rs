@@ -6,21 +6,27 @@
 //! is CPU the trainer does not get. When the client shares a folder on a tmpfs
 //! (`/dev/shm` by default) with the daemon, each large tensor goes there as one file
 //! instead, and the message carries its name (`Tensor.shm_file`). The client maps the
-//! file, removes it and reads the pixels in place. The bytes are the same either way.
+//! file and reads the pixels in place. The bytes are the same either way.
 //!
 //! - **Handshake.** The client creates an empty file with a random name in its folder
 //!   and sends the name (`StreamRequest.shm_probe`). If the daemon finds that file in
 //!   its own folder, owned by its own user, they share the folder and the stream uses it;
 //!   the daemon removes the probe. Otherwise (another host, another container, another
 //!   user) every tensor stays in its message.
-//! - **The client's removal is its receipt.** A file still there has not been taken.
-//! - **Bounded.** A stream has at most `batches_ahead` batches whose files its client has
-//!   not taken, and the daemon at most `shm_max_bytes` in files, for all streams; past
-//!   either, and when the folder is full, a batch travels in its message.
-//! - **When a stream ends** its client may still be reading the last messages, so files
-//!   it has not taken are removed [`GRACE`] later (and count against `shm_max_bytes`
-//!   until then). The daemon removes what is left when it stops; a daemon killed
-//!   outright leaves its files (`editfeed-<id>-<n>.tensor`) behind.
+//! - **Files go back and forth.** Once the client no longer uses a file's bytes (in
+//!   Python: when the last array over it is gone) it renames the file to
+//!   `<name>.free`; the daemon renames it back and writes a later batch into it. Steady
+//!   streaming so writes into pages the folder already holds and both sides already
+//!   map, with no page allocated, zeroed or faulted in per batch.
+//! - **Bounded.** A stream has at most `3 x (prefetch_batches + 4)` files, and the
+//!   daemon at most `shm_max_bytes` in files for all streams; past either, and when the
+//!   folder is full (the files' pages are allocated when they are created, so a full
+//!   tmpfs is an error there, never a fault later), a tensor travels in its message.
+//! - **When a stream ends** the files given back are removed. The client may still be
+//!   reading the last messages, so the others are removed once given back, or
+//!   [`GRACE`] later, and count against `shm_max_bytes` until then. The daemon removes
+//!   what is left when it stops; a daemon killed outright leaves its files
+//!   (`editfeed-<id>-<n>.tensor`) behind.
 //!
 //! The client side is here too ([`Probe`], [`take_files`]), for `editfeed fetch` and the
 //! tests; the Python client does the same in `editfeed/wire.py`.
