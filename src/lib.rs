@@ -2,6 +2,7 @@
 //! curriculum-ordered batches, decodes and augments them on a CPU pool and streams them
 //! to trainers over gRPC. The binary in `main.rs` is a thin CLI over this library.
 
+pub mod allocator;
 pub mod client;
 pub mod config;
 pub mod convert;

@@ -5,6 +5,7 @@ mod cli;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    editfeed::allocator::keep_freed_memory();
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
