@@ -17,7 +17,8 @@ and reported as medians and ratios:
 - the Python reference (``bench/python_reference.py``): webdataset + Pillow + numpy, one
   worker process per core;
 - single-turn, preference and multi-turn at 256 and 512 px;
-- the daemon's peak RSS with 1 and with 16 concurrent streams;
+- the daemon's peak RSS with 1 and with 16 concurrent streams, and with 16 that take
+  their tensors through shared memory;
 - the time to the first batch on a 400K-sample manifest, at step 0 and resumed at step
   10^6.
 
@@ -179,13 +180,18 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return get("VmHWM"), get("VmRSS")
 
 
-def memory(bc, binary: str, pub: Path, cur: Path, streams: int, batches: int) -> tuple[float, float]:
-    """Peak RSS of a fresh daemon serving `streams` concurrent 512 px sft streams."""
+def memory(bc, binary: str, pub: Path, cur: Path, streams: int, batches: int, shm: bool = False) -> tuple[float, float]:
+    """Peak RSS of a fresh daemon serving `streams` concurrent 512 px sft streams.
+
+    With `shm`, the streams take their tensors as files of /dev/shm, which the daemon
+    keeps mapped (they count in its RSS, up to its `shm_max_bytes`).
+    """
     proc, endpoint = bc.start_daemon(binary, {"bench": pub}, 0)
+    shm_args = ["--shm-dir", "/dev/shm"] if shm else []
     try:
         runs = [
             subprocess.Popen(
-                [binary, "fetch", "--endpoint", endpoint, "--dataset", "bench", "--curriculum", str(cur), "--size", "512", "--steps", str(batches), "--seed", str(i)],
+                [binary, "fetch", "--endpoint", endpoint, "--dataset", "bench", "--curriculum", str(cur), "--size", "512", "--steps", str(batches), "--seed", str(i), *shm_args],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -233,7 +239,6 @@ def main() -> None:
     args = p.parse_args()
     if args.report:
         saved = json.loads(args.report.read_text())
-        saved["memory"] = {int(k): v for k, v in saved["memory"].items()}
         # Runs saved before the best pack was named kept it under "qoi" (QOI edits, level -1).
         results = {re.sub(r"-qoi/", "-best/", k): v for k, v in saved["results"].items()}
         best_pack = saved.get("best_pack", ["--transcode-edits", "qoi", "--level", "-1"])
@@ -293,9 +298,10 @@ def main() -> None:
             client.close()
             proc.terminate()
             proc.wait()
-        mem = {1: memory(bc, args.bin, pub, curs["sft"], 1, 12)}
+        mem = {"1": memory(bc, args.bin, pub, curs["sft"], 1, 12)}
         if not args.quick:
-            mem[16] = memory(bc, args.bin, pub, curs["sft"], 16, 12)
+            mem["16"] = memory(bc, args.bin, pub, curs["sft"], 16, 12)
+            mem["16 shm"] = memory(bc, args.bin, pub, curs["sft"], 16, 12, shm=True)
 
     print_tables(results, kinds, sizes, cores, start, mem, args.samples, args.rounds, BEST_PACK)
     if args.json:
@@ -329,7 +335,9 @@ def print_tables(results, kinds, sizes, cores, start, mem, samples, rounds, best
         f"(medians of {len(start['all0'])})"
     )
     for streams, (peak, now) in mem.items():
-        print(f"daemon RSS with {streams} stream(s) of 512 px sft: peak {peak:.0f} MiB, after {now:.0f} MiB")
+        count, _, shm = streams.partition(" ")
+        how = " through shared memory" if shm else ""
+        print(f"daemon RSS with {count} stream(s) of 512 px sft{how}: peak {peak:.0f} MiB, after {now:.0f} MiB")
 
 
 if __name__ == "__main__":
