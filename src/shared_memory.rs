@@ -343,31 +343,47 @@ pub struct StreamFiles {
 }
 
 impl StreamFiles {
-    /// Moves the batch's large tensors into files, when the bounds allow; a tensor
-    /// whose file cannot be written stays in the message. Runs on a worker.
-    pub fn offload(&self, batch: &mut Batch) {
+    /// Starts writing a batch: sweeps the daemon's files due for removal, and holds this
+    /// stream's files until the returned writer drops. Runs on a worker.
+    pub fn batch(&self) -> BatchFiles<'_> {
         self.shared.sweep();
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let mut reclaimed = false;
-        for t in batch.tensors.iter_mut() {
-            let len = t.data.len();
-            if len < MIN_FILE_BYTES {
-                continue;
-            }
-            let Some(i) = self.slot_for(&mut slots, len as u64, &mut reclaimed) else {
-                continue;
-            };
-            let slot = &mut slots[i];
-            slot.map.copy_from_slice(&t.data);
-            slot.held = true;
-            t.shm_file = slot.name.clone();
-            t.data = Bytes::new();
+        BatchFiles {
+            files: self,
+            slots: self.slots.lock().unwrap_or_else(|e| e.into_inner()),
+            reclaimed: false,
         }
+    }
+}
+
+/// A stream's files while one batch is written into them ([`StreamFiles::batch`]).
+#[derive(Debug)]
+pub struct BatchFiles<'a> {
+    files: &'a StreamFiles,
+    slots: std::sync::MutexGuard<'a, Vec<Slot>>,
+    /// Whether the files the client gave back were looked for already (once a batch).
+    reclaimed: bool,
+}
+
+impl BatchFiles<'_> {
+    /// Writes a tensor of `len` bytes into a file: `fill` writes all of them, straight
+    /// into the client's pages. Returns the file's name; `None` (and `fill` is not
+    /// called) for a tensor under [`MIN_FILE_BYTES`] or past the bounds, which then
+    /// travels in its message.
+    pub fn write(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Option<String> {
+        if len < MIN_FILE_BYTES {
+            return None;
+        }
+        let i = self.slot_for(len as u64)?;
+        let slot = &mut self.slots[i];
+        fill(&mut slot.map[..]);
+        slot.held = true;
+        Some(slot.name.clone())
     }
 
     /// A file of exactly `len` bytes not held by the client: an idle one, one the client
     /// gave back, or a new one within the bounds.
-    fn slot_for(&self, slots: &mut Vec<Slot>, len: u64, reclaimed: &mut bool) -> Option<usize> {
+    fn slot_for(&mut self, len: u64) -> Option<usize> {
+        let (slots, reclaimed, files) = (&mut *self.slots, &mut self.reclaimed, self.files);
         let idle = |slots: &[Slot]| slots.iter().position(|s| !s.held && s.len == len);
         if let Some(i) = idle(slots) {
             return Some(i);
@@ -383,24 +399,24 @@ impl StreamFiles {
                 return Some(i);
             }
         }
-        if slots.len() >= self.max_files {
+        if slots.len() >= files.max_files {
             // An idle file of another size makes room.
             let i = slots.iter().position(|s| !s.held)?;
             let old = slots.swap_remove(i);
             let _ = std::fs::remove_file(&old.path);
-            self.shared.release(old.len);
+            files.shared.release(old.len);
         }
-        if !self.shared.reserve(len) {
+        if !files.shared.reserve(len) {
             return None;
         }
-        match self.shared.create(len) {
+        match files.shared.create(len) {
             Ok(slot) => {
                 slots.push(slot);
                 Some(slots.len() - 1)
             }
             Err(e) => {
-                self.shared.warn_once(&e);
-                self.shared.release(len);
+                files.shared.warn_once(&e);
+                files.shared.release(len);
                 None
             }
         }
@@ -507,6 +523,17 @@ mod tests {
         }
     }
 
+    /// Writes the batch's tensors into files, as collation does, where the bounds allow.
+    fn offload(files: &StreamFiles, batch: &mut Batch) {
+        let mut writer = files.batch();
+        for t in batch.tensors.iter_mut() {
+            if let Some(name) = writer.write(t.data.len(), |dst| dst.copy_from_slice(&t.data)) {
+                t.shm_file = name;
+                t.data = Bytes::new();
+            }
+        }
+    }
+
     fn stream(dir: &Path, max_bytes: u64) -> StreamFiles {
         let shared = SharedMemory::new(&dir.display().to_string(), max_bytes).unwrap();
         let probe = Probe::create(dir).unwrap();
@@ -521,11 +548,11 @@ mod tests {
         let len = MIN_FILE_BYTES;
         let files = stream(dir.path(), 3 * len as u64);
         let mut first = batch(2, len, 1);
-        files.offload(&mut first);
+        offload(&files, &mut first);
         assert!(first.tensors.iter().all(|t| !t.shm_file.is_empty()));
         // One more file fits the budget, the second stays in the message.
         let mut second = batch(2, len, 2);
-        files.offload(&mut second);
+        offload(&files, &mut second);
         assert!(!second.tensors[0].shm_file.is_empty());
         assert!(second.tensors[1].shm_file.is_empty());
         assert_eq!(second.tensors[1].data.len(), len);
@@ -535,13 +562,13 @@ mod tests {
         take_files(&mut first, dir.path()).unwrap();
         assert_eq!(first.tensors[0].data, vec![1u8; len]);
         let mut third = batch(1, len, 3);
-        files.offload(&mut third);
+        offload(&files, &mut third);
         assert_eq!(third.tensors[0].shm_file, name);
         take_files(&mut third, dir.path()).unwrap();
         assert_eq!(third.tensors[0].data, vec![3u8; len]);
         // Small tensors stay in the message.
         let mut small = batch(1, len - 1, 4);
-        files.offload(&mut small);
+        offload(&files, &mut small);
         assert!(small.tensors[0].shm_file.is_empty());
         // The stream's end removes what was given back at once; the rest waits.
         let shared = files.shared.clone();

@@ -34,6 +34,17 @@ pub fn tensor_u8(name: &str, shape: &[u64], data: Bytes) -> Tensor {
     }
 }
 
+/// A uint8 tensor whose bytes are in a shared-memory file (`crate::shared_memory`).
+pub fn tensor_u8_in_file(name: &str, shape: &[u64], file: String) -> Tensor {
+    Tensor {
+        name: name.into(),
+        dtype: "uint8".into(),
+        shape: shape.to_vec(),
+        data: Bytes::new(),
+        shm_file: file,
+    }
+}
+
 /// An int32 tensor.
 pub fn tensor_i32(name: &str, shape: &[u64], values: &[i32]) -> Tensor {
     let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -14,12 +14,17 @@
 //! `encoded_offsets` int64 `[B, S+1]` (slot j of sample i is
 //! `encoded[off[i][j]..off[i][j+1]]`, S slots, empty for padding), plus `turn_counts`
 //! for multi-turn.
+//!
+//! A stream that takes its tensors through shared memory has its pixel tensors written
+//! straight into its files (`crate::shared_memory`); any other tensor, or one past the
+//! files' bounds, goes into a recycled buffer sent in the message.
 
 use super::buffers::BufferPool;
 use super::prepare::{OutputKind, Prepared};
 use crate::dataset::Subset;
-use crate::proto::v1::{Batch, SampleMeta};
-use crate::wire::{tensor_i32, tensor_i64, tensor_u8};
+use crate::proto::v1::{Batch, SampleMeta, Tensor};
+use crate::shared_memory::{BatchFiles, StreamFiles};
+use crate::wire::{tensor_i32, tensor_i64, tensor_u8, tensor_u8_in_file};
 
 /// Where a batch sits in its stream.
 #[derive(Debug, Clone)]
@@ -44,8 +49,8 @@ pub struct BatchHeader {
     pub slots: usize,
 }
 
-/// Builds the batch message.
-pub fn collate(header: &BatchHeader, samples: Vec<Prepared>) -> Batch {
+/// Builds the batch message; its pixel tensors go into `files` where they can.
+pub fn collate(header: &BatchHeader, samples: Vec<Prepared>, files: Option<&StreamFiles>) -> Batch {
     let b = samples.len() as u64;
     let (w, h) = (header.target.0 as u64, header.target.1 as u64);
     let img = (w * h * 3) as usize;
@@ -57,6 +62,10 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>) -> Batch {
         .max(header.slots);
     let turns = max_slots.saturating_sub(1);
     let pool = BufferPool::batches();
+    let mut files = files.map(StreamFiles::batch);
+    let mut pixels = |name: &str, shape: &[u64], len: usize, fill: &dyn Fn(&mut Sink)| {
+        pixel_tensor(name, shape, len, files.as_mut(), fill)
+    };
     let mut tensors = Vec::new();
     match header.kind {
         OutputKind::Pixels => match header.subset {
@@ -67,25 +76,23 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>) -> Batch {
                     &["source", "chosen", "rejected"]
                 };
                 for (slot, name) in names.iter().enumerate() {
-                    let mut data = pool.take(img * samples.len());
-                    for s in &samples {
-                        data.extend_from_slice(&s.pixels[slot * img..(slot + 1) * img]);
-                    }
-                    tensors.push(tensor_u8(name, &[b, h, w, 3], pool.freeze(data)));
+                    tensors.push(pixels(name, &[b, h, w, 3], img * samples.len(), &|out| {
+                        for s in &samples {
+                            out.put(&s.pixels[slot * img..(slot + 1) * img]);
+                        }
+                    }));
                 }
             }
             Subset::MultiTurn => {
-                let mut data = pool.take(img * max_slots * samples.len());
-                for (i, s) in samples.iter().enumerate() {
-                    data.extend_from_slice(&s.pixels);
-                    // Zero padding after a chain shorter than the longest.
-                    data.resize((i + 1) * max_slots * img, 0);
-                }
-                tensors.push(tensor_u8(
-                    "images",
-                    &[b, max_slots as u64, h, w, 3],
-                    pool.freeze(data),
-                ));
+                let shape = [b, max_slots as u64, h, w, 3];
+                let len = img * max_slots * samples.len();
+                tensors.push(pixels("images", &shape, len, &|out| {
+                    for (i, s) in samples.iter().enumerate() {
+                        out.put(&s.pixels);
+                        // Zero padding after a chain shorter than the longest.
+                        out.zeros_to((i + 1) * max_slots * img);
+                    }
+                }));
             }
         },
         OutputKind::Encoded => {
@@ -154,6 +161,67 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>) -> Batch {
         cursor: header.cursor.clone(),
         dataset_version: header.dataset_version.clone(),
     }
+}
+
+/// Sequential writes into a tensor's bytes: a recycled buffer, or a shared file.
+pub enum Sink<'a> {
+    /// Appends to a buffer.
+    Buffer(&'a mut Vec<u8>),
+    /// Writes a file's mapped bytes from the start.
+    File {
+        /// The file's bytes.
+        bytes: &'a mut [u8],
+        /// Bytes written so far.
+        at: usize,
+    },
+}
+
+impl Sink<'_> {
+    /// Writes `bytes` next.
+    fn put(&mut self, bytes: &[u8]) {
+        match self {
+            Sink::Buffer(buf) => buf.extend_from_slice(bytes),
+            Sink::File { bytes: dst, at } => {
+                dst[*at..*at + bytes.len()].copy_from_slice(bytes);
+                *at += bytes.len();
+            }
+        }
+    }
+
+    /// Writes zeros up to `end` bytes in all.
+    fn zeros_to(&mut self, end: usize) {
+        match self {
+            Sink::Buffer(buf) => buf.resize(end, 0),
+            Sink::File { bytes, at } => {
+                bytes[*at..end].fill(0);
+                *at = end;
+            }
+        }
+    }
+}
+
+/// A uint8 tensor of `len` bytes that `fill` writes: into a file of the stream when one
+/// takes it (the message then names the file), else into a recycled buffer.
+fn pixel_tensor(
+    name: &str,
+    shape: &[u64],
+    len: usize,
+    files: Option<&mut BatchFiles<'_>>,
+    fill: &dyn Fn(&mut Sink),
+) -> Tensor {
+    let write = |bytes: &mut [u8]| {
+        let mut sink = Sink::File { bytes, at: 0 };
+        fill(&mut sink);
+        debug_assert!(matches!(sink, Sink::File { at, .. } if at == len));
+    };
+    if let Some(file) = files.and_then(|f| f.write(len, write)) {
+        return tensor_u8_in_file(name, shape, file);
+    }
+    let pool = BufferPool::batches();
+    let mut data = pool.take(len);
+    fill(&mut Sink::Buffer(&mut data));
+    debug_assert_eq!(data.len(), len);
+    tensor_u8(name, shape, pool.freeze(data))
 }
 
 /// The bytes a batch of this shape will take, to refuse oversized requests up front.

@@ -579,7 +579,7 @@ pub fn decode_path<'a>(
     let (path, (width, height, pixels)) = match path {
         DecodePath::Full => {
             let rows = read
-                .filter(|r| header.format == ImageFormat::Png && r.y1 < header.height)
+                .filter(|r| header.format == ImageFormat::Png && r.y1 <= header.height)
                 .and_then(|r| decode_png_rows(header, bytes, r.y1));
             match rows {
                 Some(decoded) => (path, decoded?),
@@ -667,20 +667,20 @@ fn decode_png_rows(
         _ => return None,
     };
     let width = header.width as usize;
-    let mut pixels = vec![0u8; width * header.height as usize * 3];
-    for (y, dst) in pixels
-        .chunks_exact_mut(width * 3)
-        .take(rows as usize)
-        .enumerate()
-    {
+    let (stride, len) = (width * 3, width * header.height as usize * 3);
+    // Each row is zeroed just before it is written, while it is in the cache, rather
+    // than the whole image up front.
+    let mut pixels = Vec::with_capacity(len);
+    for y in 0..rows as usize {
+        pixels.resize((y + 1) * stride, 0);
+        let dst = &mut pixels[y * stride..];
         let ended = || failed(format!("image data ends at row {y}"));
         if channels == 3 {
             match reader.read_row(dst) {
-                Ok(Some(_)) => {}
+                Ok(Some(_)) => continue,
                 Ok(None) => return Some(Err(ended())),
                 Err(e) => return Some(Err(failed(e.to_string()))),
             }
-            continue;
         }
         let row = match reader.next_row() {
             Ok(Some(row)) => row.data(),
@@ -691,6 +691,7 @@ fn decode_png_rows(
             d.copy_from_slice(&s[..3]);
         }
     }
+    pixels.resize(len, 0);
     Some(Ok((header.width, header.height, pixels)))
 }
 

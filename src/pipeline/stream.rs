@@ -245,10 +245,7 @@ impl BatchState {
         let read: f64 = samples.iter().map(|s| s.read_seconds).sum();
         let augment: f64 = samples.iter().map(|s| s.augment_seconds).sum();
         let collating = Instant::now();
-        let mut batch = collate(&self.header, samples);
-        if let Some(files) = shared {
-            files.offload(&mut batch);
-        }
+        let batch = collate(&self.header, samples, shared);
         super::timing::record(super::timing::Stage::Collate, collating);
         crate::metrics::stage_seconds("read", read);
         crate::metrics::stage_seconds("decode_augment", augment);
