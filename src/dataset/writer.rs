@@ -42,12 +42,16 @@ pub struct WriteOptions {
     pub target: ShardTarget,
     /// zstd level: 1..=22, or zstd's fast levels -1 down to -131072 (see [`check_level`]).
     pub level: i32,
-    /// Entropy-code the literals of each frame (zstd's Huffman stage). Off by default:
-    /// a sample is almost all JPEG, PNG, WebP or QOI bytes, which are entropy-coded
-    /// already (raw PPM pixels are the exception, and compress little either way), so the Huffman stage re-codes them for a few percent of size
-    /// (3.5% on the benchmark's shards) and doubles the frame decode time on every
-    /// read (1.26 against 3.05 GB/s, `BENCHMARKS.md`). Matches are still found at
-    /// `level`.
+    /// Code each frame with zstd's defaults for `level`: Huffman-coded literals, and
+    /// matches as short as the level takes (3 to 5 bytes). Off by default: a sample is
+    /// almost all JPEG, PNG, WebP or QOI bytes, which are entropy-coded already (raw PPM
+    /// pixels are the exception, and compress little either way). The Huffman stage
+    /// re-codes them for a few percent of size (3.5% on the benchmark's shards) and
+    /// doubles the frame decode time on every read (1.26 against 3.05 GB/s); matches
+    /// under 6 bytes in such bytes are mostly coincidences, each a sequence to decode
+    /// for a byte or two saved (5.3% of the benchmark's shards, at 4.5 times the decode
+    /// time: 3.1 against 14 GB/s; `BENCHMARKS.md`). At the fast levels (below 1) zstd
+    /// picks its matches as usual either way. Matches are still found at `level`.
     pub compress_literals: bool,
     /// Replace an existing dataset in the output folder.
     pub overwrite: bool,
@@ -66,10 +70,9 @@ impl Default for WriteOptions {
 
 /// Checks a zstd level: zstd's levels 1..=22, or its fast levels -1 down to -131072
 /// ([`zstd::compression_level_range`]). On image members the fast levels find almost
-/// nothing to gain and store the frames nearly raw: at -1 shards about 7% larger than at
-/// level 3 without literals, and frames that decode several times faster; further down
-/// (-100) frames of raw pixels (`--transcode-edits ppm`) decode at memory speed
-/// (`BENCHMARKS.md`).
+/// nothing to gain and store the frames nearly raw: at -1 shards 1.3% larger than at the
+/// default level 3 (whose matches are at least 6 bytes); further down (-100) frames of
+/// raw pixels (`--transcode-edits ppm`) decode at memory speed (`BENCHMARKS.md`).
 pub fn check_level(level: i32) -> Result<(), String> {
     let range = zstd::compression_level_range();
     if level != 0 && range.contains(&level) {

@@ -32,7 +32,8 @@ pub struct ShardWriter<W: Write> {
 
 impl<W: Write> ShardWriter<W> {
     /// A writer compressing at a zstd level (1..=22, or -1 down to -131072 for zstd's fast levels),
-    /// with or without zstd's Huffman coding of literals (see
+    /// with zstd's defaults, or with neither Huffman-coded literals nor matches under 6
+    /// bytes (see
     /// [`crate::dataset::writer::WriteOptions::compress_literals`]).
     pub fn new(out: W, level: i32, compress_literals: bool) -> std::io::Result<Self> {
         use zstd::zstd_safe::{CParameter, ParamSwitch};
@@ -46,6 +47,11 @@ impl<W: Write> ShardWriter<W> {
             ParamSwitch::Disable
         };
         compressor.set_parameter(CParameter::LiteralCompressionMode(literals))?;
+        if !compress_literals && level >= 1 {
+            // Matches of at least 6 bytes: in entropy-coded image bytes the shorter ones
+            // are coincidences, each a sequence to decode for a byte or two saved.
+            compressor.set_parameter(CParameter::MinMatch(6))?;
+        }
         Ok(ShardWriter {
             out,
             hasher: Sha256::new(),
@@ -139,15 +145,27 @@ mod tests {
     /// Random bytes from a 16-symbol alphabet: matches save little, a Huffman stage
     /// halves them.
     fn skewed(len: usize) -> Vec<u8> {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                b'a' + (x >> 60) as u8
-            })
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
+        (0..len).map(|_| b'a' + (next() >> 60) as u8).collect()
+    }
+
+    /// Random 5-byte words drawn from 4096 of them: each word recurs, while a 6-byte
+    /// run almost never does.
+    fn five_byte_words(count: usize) -> Vec<u8> {
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
+        let words: Vec<u64> = (0..4096).map(|_| next()).collect();
+        (0..count)
+            .flat_map(|_| words[(next() >> 52) as usize].to_le_bytes()[..5].to_vec())
             .collect()
+    }
+
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
     }
 
     fn one_frame(compress_literals: bool, members: &[(&str, &[u8])]) -> (Vec<u8>, IndexEntry) {
@@ -171,6 +189,20 @@ mod tests {
             assert_eq!(sample.members.len(), 2);
             assert_eq!(&sample.members[1].1[..], &text[..]);
             assert_eq!(sample.digest(), entry.digest);
+        }
+    }
+
+    #[test]
+    fn matches_under_6_bytes_are_left_out_unless_literals_are_coded() {
+        let data = five_byte_words(20_000);
+        let members: &[(&str, &[u8])] = &[("bin", &data)];
+        let (media, media_entry) = one_frame(false, members);
+        let (coded, coded_entry) = one_frame(true, members);
+        assert!(media.len() > data.len() * 97 / 100, "{} bytes", media.len());
+        assert!(coded.len() < data.len() * 9 / 10, "{} bytes", coded.len());
+        for (frame, entry) in [(&media, &media_entry), (&coded, &coded_entry)] {
+            let sample = decode_frame("s", 0, frame, entry.raw_len).unwrap();
+            assert_eq!(&sample.members[0].1[..], &data[..]);
         }
     }
 }
