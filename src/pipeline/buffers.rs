@@ -42,24 +42,42 @@ impl BufferPool {
         POOL.get_or_init(|| BufferPool::new(MAX_BUFFERS, MAX_BYTES))
     }
 
+    /// The process's pool for the pixels of single samples, copied into a batch at
+    /// collation and then given back.
+    pub fn samples() -> &'static BufferPool {
+        static POOL: OnceLock<BufferPool> = OnceLock::new();
+        POOL.get_or_init(|| BufferPool::new(MAX_BUFFERS, MAX_BYTES / 2))
+    }
+
     /// An empty buffer with room for `len` bytes: the smallest free one that fits, or a
     /// new one.
     pub fn take(&self, len: usize) -> Vec<u8> {
+        let mut buf = self.pop(len).unwrap_or_default();
+        buf.clear();
+        buf.reserve_exact(len);
+        buf
+    }
+
+    /// A buffer of exactly `len` bytes, for a writer that overwrites every one of them:
+    /// a free buffer keeps the bytes it held (those past its old length are zeroed), so
+    /// reuse costs no zeroing.
+    pub fn take_to_overwrite(&self, len: usize) -> Vec<u8> {
+        let mut buf = self.pop(len).unwrap_or_default();
+        buf.truncate(len);
+        buf.resize(len, 0);
+        buf
+    }
+
+    /// The smallest free buffer with room for `len` bytes, as it was given back.
+    fn pop(&self, len: usize) -> Option<Vec<u8>> {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         let best = free
             .iter()
             .enumerate()
             .filter(|(_, b)| b.capacity() >= len)
             .min_by_key(|(_, b)| b.capacity())
-            .map(|(i, _)| i);
-        match best {
-            Some(i) => {
-                let mut buf = free.swap_remove(i);
-                buf.clear();
-                buf
-            }
-            None => Vec::with_capacity(len),
-        }
+            .map(|(i, _)| i)?;
+        Some(free.swap_remove(best))
     }
 
     /// Hands `buf` out as `Bytes`; its memory comes back to this pool once every
@@ -74,7 +92,8 @@ impl BufferPool {
         (free.len(), free.iter().map(Vec::capacity).sum())
     }
 
-    fn give(&self, buf: Vec<u8>) {
+    /// Keeps `buf` for reuse, within the bounds.
+    pub fn give(&self, buf: Vec<u8>) {
         if buf.capacity() == 0 || buf.capacity() > self.max_bytes {
             return;
         }
@@ -142,6 +161,25 @@ mod tests {
         let big = pool.take(5000);
         assert!(big.capacity() >= 5000);
         assert_eq!(pool.idle().0, 1);
+    }
+
+    #[test]
+    fn a_buffer_taken_to_overwrite_keeps_its_bytes_and_has_the_length_asked() {
+        let pool = leaked(4, 1 << 20);
+        let mut buf = pool.take_to_overwrite(100);
+        assert_eq!(buf, vec![0u8; 100]);
+        buf.fill(9);
+        let at = buf.as_ptr();
+        pool.give(buf);
+        let again = pool.take_to_overwrite(60);
+        assert_eq!(again.as_ptr(), at);
+        assert_eq!(again, vec![9u8; 60]);
+        pool.give(again);
+        // Longer than it was given back: the bytes past its old length are zeroed.
+        let longer = pool.take_to_overwrite(100);
+        assert_eq!(longer.as_ptr(), at);
+        assert_eq!(&longer[..60], &[9u8; 60]);
+        assert_eq!(&longer[60..], &[0u8; 40]);
     }
 
     #[test]

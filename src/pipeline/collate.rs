@@ -130,6 +130,7 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>, files: Option<&Stre
     let metas = samples
         .into_iter()
         .map(|s| {
+            BufferPool::samples().give(s.pixels);
             let mut turn_texts = s.texts.turns;
             if header.subset == Subset::MultiTurn {
                 turn_texts.resize(turns, String::new());

@@ -14,6 +14,7 @@
 use bytes::Bytes;
 
 use super::augment::{self, AugmentSpec, SampleRng, Texts};
+use super::buffers::BufferPool;
 use super::timing::{self, Stage};
 use crate::dataset::reader::ReadAhead;
 use crate::dataset::sample::{Role, Sample, SampleImage};
@@ -279,7 +280,9 @@ fn prepare_one(
         OutputKind::Encoded => prepared.encoded = images.iter().map(|i| i.bytes.clone()).collect(),
         OutputKind::Pixels => {
             let (w, h) = target;
-            prepared.pixels = vec![0u8; images.len() * (w * h * 3) as usize];
+            // augment::process writes every byte, so a reused buffer needs no zeroing.
+            prepared.pixels =
+                BufferPool::samples().take_to_overwrite(images.len() * (w * h * 3) as usize);
             let started = std::time::Instant::now();
             let rng = SampleRng {
                 seed: ctx.seed,
