@@ -75,51 +75,57 @@ async fn batches_through_shared_files_are_the_batches_in_the_messages() {
     let data = dataset();
     let shm = shm_folder();
     let server = server(data.path(), shm.path()).await;
-    let req = request("d", 3, 4, 1, 0, 96, 12);
-    let inline = receive(&server.endpoint, req.clone()).await;
-    assert!(inline
-        .iter()
-        .all(|b| b.tensors.iter().all(|t| t.shm_file.is_empty())));
+    let pixels = request("d", 3, 4, 1, 0, 96, 12);
+    let mut encoded = pixels.clone();
+    encoded.output.as_mut().unwrap().format = pb::OutputFormat::Encoded as i32;
+    // Encoded batches differ in length, so each takes a file of its own size.
+    for (req, min_files, reused) in [(pixels, 12, true), (encoded, 3, false)] {
+        let inline = receive(&server.endpoint, req.clone()).await;
+        assert!(inline
+            .iter()
+            .all(|b| b.tensors.iter().all(|t| t.shm_file.is_empty())));
 
-    let probe = Probe::create(shm.path()).unwrap();
-    let mut shared_req = req.clone();
-    shared_req.shm_probe = probe.name().to_string();
-    let mut client = editfeed::client::connect(&server.endpoint).await.unwrap();
-    let mut stream = client.stream(shared_req).await.unwrap().into_inner();
-    // The daemon took the probe as proof that it shares the folder.
-    assert!(!shm.path().join(probe.name()).exists());
-    let mut shared = Vec::new();
-    let mut in_files = 0;
-    let mut names = std::collections::BTreeSet::new();
-    while let Some(mut b) = stream.message().await.unwrap() {
-        for t in &b.tensors {
-            if t.shm_file.is_empty() {
-                assert!(
-                    t.data.len() < editfeed::shared_memory::MIN_FILE_BYTES,
-                    "{}",
-                    t.name
-                );
-            } else {
-                assert!(t.data.is_empty());
-                in_files += 1;
-                names.insert(t.shm_file.clone());
+        let probe = Probe::create(shm.path()).unwrap();
+        let mut shared_req = req.clone();
+        shared_req.shm_probe = probe.name().to_string();
+        let mut client = editfeed::client::connect(&server.endpoint).await.unwrap();
+        let mut stream = client.stream(shared_req).await.unwrap().into_inner();
+        // The daemon took the probe as proof that it shares the folder.
+        assert!(!shm.path().join(probe.name()).exists());
+        let mut shared = Vec::new();
+        let mut in_files = 0;
+        let mut names = std::collections::BTreeSet::new();
+        while let Some(mut b) = stream.message().await.unwrap() {
+            for t in &b.tensors {
+                if t.shm_file.is_empty() {
+                    assert!(
+                        t.data.len() < editfeed::shared_memory::MIN_FILE_BYTES,
+                        "{}",
+                        t.name
+                    );
+                } else {
+                    assert!(t.data.is_empty());
+                    assert_eq!(t.dtype, "uint8");
+                    in_files += 1;
+                    names.insert(t.shm_file.clone());
+                }
             }
+            take_files(&mut b, shm.path()).unwrap();
+            shared.push(b);
         }
-        take_files(&mut b, shm.path()).unwrap();
-        shared.push(b);
+        let subsets: std::collections::BTreeSet<&str> =
+            shared.iter().map(|b| b.subset.as_str()).collect();
+        assert!(subsets.len() >= 2, "{subsets:?}");
+        assert!(in_files >= min_files, "{in_files} tensors came as files");
+        // Files given back are written again for later batches.
+        assert!(
+            !reused || names.len() < in_files,
+            "{} files for {in_files} tensors",
+            names.len()
+        );
+        assert_eq!(digests(&shared), digests(&inline));
+        assert_eq!(until_empty(shm.path()).await, Vec::<String>::new());
     }
-    let subsets: std::collections::BTreeSet<&str> =
-        shared.iter().map(|b| b.subset.as_str()).collect();
-    assert!(subsets.len() >= 2, "{subsets:?}");
-    assert!(in_files >= 12, "{in_files} tensors came as files");
-    // Files given back are written again for later batches.
-    assert!(
-        names.len() < in_files,
-        "{} files for {in_files} tensors",
-        names.len()
-    );
-    assert_eq!(digests(&shared), digests(&inline));
-    assert_eq!(until_empty(shm.path()).await, Vec::<String>::new());
     server.stop().await;
 }
 

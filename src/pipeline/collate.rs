@@ -15,9 +15,9 @@
 //! `encoded[off[i][j]..off[i][j+1]]`, S slots, empty for padding), plus `turn_counts`
 //! for multi-turn.
 //!
-//! A stream that takes its tensors through shared memory has its pixel tensors written
-//! straight into its files (`crate::shared_memory`); any other tensor, or one past the
-//! files' bounds, goes into a recycled buffer sent in the message.
+//! A stream that takes its tensors through shared memory has its uint8 tensors (pixels
+//! or encoded bytes) written straight into its files (`crate::shared_memory`); one past
+//! the files' bounds goes into a recycled buffer sent in the message.
 
 use super::buffers::BufferPool;
 use super::prepare::{OutputKind, Prepared};
@@ -49,7 +49,7 @@ pub struct BatchHeader {
     pub slots: usize,
 }
 
-/// Builds the batch message; its pixel tensors go into `files` where they can.
+/// Builds the batch message; its uint8 tensors go into `files` where they can.
 pub fn collate(header: &BatchHeader, samples: Vec<Prepared>, files: Option<&StreamFiles>) -> Batch {
     let b = samples.len() as u64;
     let (w, h) = (header.target.0 as u64, header.target.1 as u64);
@@ -61,10 +61,9 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>, files: Option<&Stre
         .unwrap_or(1)
         .max(header.slots);
     let turns = max_slots.saturating_sub(1);
-    let pool = BufferPool::batches();
     let mut files = files.map(StreamFiles::batch);
-    let mut pixels = |name: &str, shape: &[u64], len: usize, fill: &dyn Fn(&mut Sink)| {
-        pixel_tensor(name, shape, len, files.as_mut(), fill)
+    let mut bytes = |name: &str, shape: &[u64], len: usize, fill: &dyn Fn(&mut Sink)| {
+        u8_tensor(name, shape, len, files.as_mut(), fill)
     };
     let mut tensors = Vec::new();
     match header.kind {
@@ -76,7 +75,7 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>, files: Option<&Stre
                     &["source", "chosen", "rejected"]
                 };
                 for (slot, name) in names.iter().enumerate() {
-                    tensors.push(pixels(name, &[b, h, w, 3], img * samples.len(), &|out| {
+                    tensors.push(bytes(name, &[b, h, w, 3], img * samples.len(), &|out| {
                         for s in &samples {
                             out.put(&s.pixels[slot * img..(slot + 1) * img]);
                         }
@@ -86,7 +85,7 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>, files: Option<&Stre
             Subset::MultiTurn => {
                 let shape = [b, max_slots as u64, h, w, 3];
                 let len = img * max_slots * samples.len();
-                tensors.push(pixels("images", &shape, len, &|out| {
+                tensors.push(bytes("images", &shape, len, &|out| {
                     for (i, s) in samples.iter().enumerate() {
                         out.put(&s.pixels);
                         // Zero padding after a chain shorter than the longest.
@@ -96,26 +95,20 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>, files: Option<&Stre
             }
         },
         OutputKind::Encoded => {
-            let total: usize = samples
-                .iter()
-                .flat_map(|s| s.encoded.iter().map(|e| e.len()))
-                .sum();
-            let mut data = pool.take(total);
             let mut offsets = Vec::with_capacity(samples.len() * (max_slots + 1));
+            let mut end = 0;
             for s in &samples {
-                offsets.push(data.len() as i64);
+                offsets.push(end as i64);
                 for slot in 0..max_slots {
-                    if let Some(e) = s.encoded.get(slot) {
-                        data.extend_from_slice(e);
-                    }
-                    offsets.push(data.len() as i64);
+                    end += s.encoded.get(slot).map_or(0, |e| e.len());
+                    offsets.push(end as i64);
                 }
             }
-            tensors.push(tensor_u8(
-                "encoded",
-                &[data.len() as u64],
-                pool.freeze(data),
-            ));
+            tensors.push(bytes("encoded", &[end as u64], end, &|out| {
+                for e in samples.iter().flat_map(|s| &s.encoded) {
+                    out.put(e);
+                }
+            }));
             tensors.push(tensor_i64(
                 "encoded_offsets",
                 &[b, max_slots as u64 + 1],
@@ -165,7 +158,7 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>, files: Option<&Stre
 }
 
 /// Sequential writes into a tensor's bytes: a recycled buffer, or a shared file.
-pub enum Sink<'a> {
+enum Sink<'a> {
     /// Appends to a buffer.
     Buffer(&'a mut Vec<u8>),
     /// Writes a file's mapped bytes from the start.
@@ -203,7 +196,7 @@ impl Sink<'_> {
 
 /// A uint8 tensor of `len` bytes that `fill` writes: into a file of the stream when one
 /// takes it (the message then names the file), else into a recycled buffer.
-fn pixel_tensor(
+fn u8_tensor(
     name: &str,
     shape: &[u64],
     len: usize,
