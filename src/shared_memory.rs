@@ -316,13 +316,6 @@ struct Slot {
     held: bool,
 }
 
-impl Slot {
-    /// The name the client gives the file back under.
-    fn free_path(&self) -> PathBuf {
-        free_path(&self.path)
-    }
-}
-
 fn free_path(path: &Path) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
     p.push(FREE_SUFFIX);
@@ -391,7 +384,7 @@ impl BatchFiles<'_> {
         if !*reclaimed {
             *reclaimed = true;
             for s in slots.iter_mut().filter(|s| s.held) {
-                if std::fs::rename(s.free_path(), &s.path).is_ok() {
+                if std::fs::rename(free_path(&s.path), &s.path).is_ok() {
                     s.held = false;
                 }
             }
@@ -429,11 +422,11 @@ impl Drop for StreamFiles {
         let slots = std::mem::take(self.slots.get_mut().unwrap_or_else(|e| e.into_inner()));
         let mut waiting = Vec::new();
         for s in slots {
-            if s.held && !s.free_path().exists() {
+            if s.held && !free_path(&s.path).exists() {
                 // The client may still be reading the stream's last messages.
                 waiting.push((deadline, s.path, s.len));
             } else {
-                let _ = std::fs::remove_file(s.free_path());
+                let _ = std::fs::remove_file(free_path(&s.path));
                 let _ = std::fs::remove_file(&s.path);
                 self.shared.release(s.len);
             }
@@ -577,6 +570,36 @@ mod tests {
         shared.remove_all();
         assert_eq!(shared.used_bytes(), 0);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_file_the_client_cannot_take_is_an_error_naming_the_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let take = |file: &str| {
+            let mut b = batch(1, 8, 0);
+            b.tensors[0].data = Bytes::new();
+            b.tensors[0].shm_file = file.into();
+            take_files(&mut b, dir.path()).unwrap_err()
+        };
+        let bad = take("../t0");
+        assert!(matches!(bad, TakeError::Name { .. }), "{bad}");
+        assert!(bad.to_string().contains("\"t0\""), "{bad}");
+        let absent = take("absent");
+        assert!(matches!(absent, TakeError::Read { .. }), "{absent}");
+        assert!(absent.to_string().contains("absent"), "{absent}");
+        std::fs::write(dir.path().join("short"), [1u8; 5]).unwrap();
+        let short = take("short");
+        assert!(
+            matches!(
+                short,
+                TakeError::Size {
+                    got: 5,
+                    want: 8,
+                    ..
+                }
+            ),
+            "{short}"
+        );
     }
 
     #[test]

@@ -155,14 +155,6 @@ impl Dataset {
         Ok(Dataset::with_store(store, manifest))
     }
 
-    /// A local dataset from an already-parsed manifest.
-    pub fn from_manifest(root: &Path, manifest: Manifest) -> Dataset {
-        let location = StoreLocation::Local(root.to_path_buf());
-        let store = Store::open(&location, &StoreConfig::default())
-            .expect("a local store with the default config always opens");
-        Dataset::with_store(store, manifest)
-    }
-
     fn with_store(store: Store, manifest: Manifest) -> Dataset {
         let starts = manifest
             .subsets
