@@ -6,16 +6,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use editfeed::dataset::writer::ShardTarget;
 
 fn dataset() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    write_dataset(
-        dir.path(),
-        &all_samples(&small_synth(40, 11)),
-        ShardTarget::Samples(8),
-    );
-    dir
+    synth_dataset(40, 11, 8)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

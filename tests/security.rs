@@ -11,18 +11,11 @@ use std::time::Duration;
 use common::*;
 use editfeed::client::{connect_admin_with, connect_with, ConnectOptions};
 use editfeed::config::{Secret, ServeConfig};
-use editfeed::dataset::writer::ShardTarget;
 use editfeed::proto::v1 as pb;
 use tonic::Code;
 
 fn dataset() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    write_dataset(
-        dir.path(),
-        &all_samples(&small_synth(12, 21)),
-        ShardTarget::Samples(4),
-    );
-    dir
+    synth_dataset(12, 21, 4)
 }
 
 fn config(data: &Path) -> ServeConfig {

@@ -9,18 +9,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use editfeed::dataset::writer::ShardTarget;
 use editfeed::proto::v1 as pb;
 use editfeed::shared_memory::{take_files, Probe};
 
 fn dataset() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    write_dataset(
-        dir.path(),
-        &all_samples(&small_synth(40, 5)),
-        ShardTarget::Samples(8),
-    );
-    dir
+    synth_dataset(40, 5, 8)
 }
 
 /// A folder for the shared files: on the tmpfs when there is one.

@@ -45,6 +45,17 @@ pub fn write_dataset(root: &Path, samples: &[Sample], target: ShardTarget) -> Ma
     w.finish().unwrap()
 }
 
+/// A folder holding `samples` small synthetic samples of `seed`, `per_shard` to a shard.
+pub fn synth_dataset(samples: u64, seed: u64, per_shard: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(
+        dir.path(),
+        &all_samples(&small_synth(samples, seed)),
+        ShardTarget::Samples(per_shard),
+    );
+    dir
+}
+
 /// The samples of one subset, in order.
 pub fn of_subset(samples: &[Sample], subset: Subset) -> Vec<&Sample> {
     samples.iter().filter(|s| s.subset() == subset).collect()
