@@ -42,6 +42,55 @@ pub enum ConnectError {
     /// The token cannot be sent as an HTTP header value.
     #[error("the Admin token holds characters an HTTP header cannot carry")]
     BadToken,
+    /// The endpoint is not `host:port` or an `http://` / `https://` URL.
+    #[error(
+        "endpoint {endpoint:?} is not host:port, http://host:port or https://host:port ({why})"
+    )]
+    BadEndpoint {
+        /// The endpoint given.
+        endpoint: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// The URL of an endpoint: `host:port` means plaintext `http://host:port`, as the
+/// Python client reads it; `http://` and `https://` URLs are kept as given.
+pub fn endpoint_url(endpoint: &str) -> Result<String, ConnectError> {
+    let text = endpoint.trim();
+    let bad = |why: String| ConnectError::BadEndpoint {
+        endpoint: endpoint.to_string(),
+        why,
+    };
+    let url = if text.contains("://") {
+        text.to_string()
+    } else {
+        format!("http://{text}")
+    };
+    if url.ends_with("://") {
+        return Err(bad("no host".into()));
+    }
+    let uri: tonic::transport::Uri = url.parse().map_err(|e| bad(format!("{e}")))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => return Err(bad(format!("scheme {other:?} is not http or https"))),
+        None => return Err(bad("no scheme".into())),
+    }
+    let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
+        return Err(bad("no host".into()));
+    };
+    // `Uri` takes any text after the host's colon; the connection would then fail
+    // with a resolver error that does not say the port is at fault.
+    let host_port = authority.as_str().rsplit('@').next().unwrap_or_default();
+    match host_port
+        .strip_prefix(authority.host())
+        .and_then(|rest| rest.strip_prefix(':'))
+    {
+        Some(port) if port.parse::<u16>().is_err() => Err(bad(format!(
+            "port {port:?} is not a number from 0 to 65535"
+        ))),
+        _ => Ok(url),
+    }
 }
 
 /// How to reach a daemon beyond its address: TLS trust and the Admin bearer token.
@@ -105,18 +154,21 @@ pub type Admin = AdminClient<InterceptedService<Channel, BearerToken>>;
 /// default of 16 KiB each one would be split into thousands of frames.
 pub const MAX_FRAME_BYTES: u32 = (1 << 24) - 1;
 
+/// Every connection of this module goes through here, so every command that takes an
+/// endpoint accepts the same forms (see [`endpoint_url`]).
 async fn channel(endpoint: &str, opts: &ConnectOptions) -> Result<Channel, ConnectError> {
+    let url = endpoint_url(endpoint)?;
     let err = |source| ConnectError::Transport {
-        endpoint: endpoint.to_string(),
+        endpoint: url.clone(),
         source,
     };
-    let mut e = Endpoint::from_shared(endpoint.to_string())
+    let mut e = Endpoint::from_shared(url.clone())
         .map_err(err)?
         .tcp_nodelay(true)
         .initial_stream_window_size(16 << 20)
         .initial_connection_window_size(16 << 20)
         .max_frame_size(MAX_FRAME_BYTES);
-    if endpoint.starts_with("https://") {
+    if url.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();
         if let Some(ca) = &opts.ca_pem {
             tls = tls.ca_certificate(Certificate::from_pem(ca));
@@ -129,8 +181,8 @@ async fn channel(endpoint: &str, opts: &ConnectOptions) -> Result<Channel, Conne
     e.connect().await.map_err(err)
 }
 
-/// Connects to the Admin service of a daemon at `endpoint` (`http://host:port` or
-/// `https://`, the daemon's `admin_listen`), with no token.
+/// Connects to the Admin service of a daemon at `endpoint` (`host:port`,
+/// `http://host:port` or `https://`, the daemon's `admin_listen`), with no token.
 pub async fn connect_admin(endpoint: &str) -> Result<Admin, ConnectError> {
     connect_admin_with(endpoint, &ConnectOptions::default()).await
 }
@@ -152,7 +204,7 @@ pub async fn connect_admin_with(
     ))
 }
 
-/// Connects to a daemon at `endpoint` (`http://host:port`).
+/// Connects to a daemon at `endpoint` (`host:port`, `http://host:port` or `https://`).
 pub async fn connect(endpoint: &str) -> Result<LoaderClient<Channel>, ConnectError> {
     connect_with(endpoint, &ConnectOptions::default()).await
 }
@@ -166,4 +218,34 @@ pub async fn connect_with(
     Ok(LoaderClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(1 << 20))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_without_a_scheme_are_plaintext_and_bad_ones_are_named() {
+        for (given, url) in [
+            ("127.0.0.1:50051", "http://127.0.0.1:50051"),
+            (" localhost:1 ", "http://localhost:1"),
+            ("[::1]:50051", "http://[::1]:50051"),
+            ("http://10.0.0.1:50051", "http://10.0.0.1:50051"),
+            ("https://daemon.example:443", "https://daemon.example:443"),
+        ] {
+            assert_eq!(endpoint_url(given).unwrap(), url);
+        }
+        for (given, why) in [
+            ("ftp://h:1", "scheme \"ftp\""),
+            ("http://", "no host"),
+            ("", "no host"),
+            ("h:port", "port \"port\""),
+            ("h:70000", "port \"70000\""),
+            ("a b:1", "invalid"),
+        ] {
+            let e = endpoint_url(given).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("endpoint {given:?} is not")), "{e}");
+            assert!(e.contains(why), "{given:?}: {e}");
+        }
+    }
 }

@@ -236,3 +236,62 @@ fn reshard_keeps_the_version_and_the_plan_whatever_the_shard_size() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nope"));
 }
+
+/// Kills a spawned daemon when the test ends, passed or failed.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn every_endpoint_flag_takes_host_port_without_a_scheme() {
+    let data = common::synth_dataset(12, 3, 4);
+    let dataset = format!("d={}", data.path().display());
+    let served = common::spawn_serve(&["--listen", "127.0.0.1:0", "--dataset", &dataset], &[]);
+    let _daemon = KillOnDrop(served.child);
+    assert_eq!(
+        served
+            .lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap(),
+        "ready"
+    );
+    let loader = served.endpoint.strip_prefix("http://").unwrap();
+    let admin = served.admin.strip_prefix("http://").unwrap();
+    let out = run_ok(bin().args([
+        "fetch",
+        "--endpoint",
+        loader,
+        "--dataset",
+        "d",
+        "--global-batch",
+        "2",
+        "--size",
+        "16",
+        "--steps",
+        "2",
+        "--hash",
+    ]));
+    assert_eq!(out.lines().count(), 3, "two batches and the cursor: {out}");
+    let out = run_ok(bin().args(["admin", "--endpoint", admin, "list"]));
+    assert!(out.contains('d'), "{out}");
+    // A value that is no endpoint is named once, with what is wrong with it.
+    for bad in ["ftp://127.0.0.1:1", "http://", "127.0.0.1:port"] {
+        let out = bin()
+            .args(["fetch", "--endpoint", bad, "--dataset", "d"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert_eq!(err.matches(&format!("{bad:?}")).count(), 1, "{err}");
+        assert!(
+            err.contains("is not host:port, http://host:port or https://host:port"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}

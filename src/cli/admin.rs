@@ -11,7 +11,8 @@ use super::progress::bar;
 /// Arguments of `editfeed admin`.
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// The daemon's Admin endpoint (its admin_listen address).
+    /// The daemon's Admin endpoint (its admin_listen address): host:port, http://host:port
+    /// or https://host:port.
     #[arg(long, default_value = "http://127.0.0.1:50052")]
     pub endpoint: String,
     /// A file holding the Admin bearer token (else EDITFEED_ADMIN_TOKEN, if set).

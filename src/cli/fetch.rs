@@ -13,7 +13,7 @@ use editfeed::proto::v1 as pb;
 /// Arguments of `editfeed fetch`.
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// The daemon, e.g. http://127.0.0.1:50051.
+    /// The daemon: host:port (plaintext), http://host:port or https://host:port.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub endpoint: String,
     /// A registered dataset name.
