@@ -26,6 +26,8 @@ pub struct ServeConfig {
     pub listen: String,
     /// Address of the Admin service (dataset registry, reshard jobs, stats), on its own
     /// port. Default `127.0.0.1:50052`: loopback only, since it changes what is served.
+    /// Port 0 (`127.0.0.1:0`) takes a free port, printed on the `admin listening on`
+    /// line: a second daemon on one host needs another port, or 0.
     pub admin_listen: String,
     /// A file holding the Admin service's bearer token (surrounding whitespace is
     /// ignored). `EDITFEED_ADMIN_TOKEN` gives the token itself instead. With a token,

@@ -295,3 +295,56 @@ fn every_endpoint_flag_takes_host_port_without_a_scheme() {
         assert_eq!(err.lines().count(), 1, "{err}");
     }
 }
+
+#[test]
+fn a_second_daemon_on_the_admin_port_is_told_the_flag_key_and_port_zero() {
+    let data = common::synth_dataset(12, 3, 4);
+    let dataset = format!("d={}", data.path().display());
+    let first = common::spawn_serve(&["--listen", "127.0.0.1:0", "--dataset", &dataset], &[]);
+    let _first = KillOnDrop(first.child);
+    let taken = first.admin.strip_prefix("http://").unwrap();
+    let out = bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", taken])
+        .args(["--dataset", &dataset, "--metrics-listen", ""])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        &format!("cannot listen on {taken}") as &str,
+        "--admin-listen",
+        "config key admin_listen",
+        "127.0.0.1:0",
+        "admin listening on",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from {err}");
+    }
+    // admin_listen = "127.0.0.1:0" in a config file: a free port, printed.
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nmetrics_listen = \"\"\n",
+    )
+    .unwrap();
+    let mut cmd = bin();
+    cmd.args(["serve", "--config"])
+        .arg(config.path())
+        .args(["--dataset", &dataset])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut second = KillOnDrop(cmd.spawn().unwrap());
+    let mut stdout = std::io::BufReader::new(second.0.stdout.take().unwrap());
+    let mut line = String::new();
+    for _ in 0..2 {
+        line.clear();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    }
+    let port: u16 = line
+        .trim()
+        .strip_prefix("admin listening on 127.0.0.1:")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .parse()
+        .unwrap();
+    assert_ne!(port, 0);
+    assert_ne!(format!("127.0.0.1:{port}"), taken);
+}

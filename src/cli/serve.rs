@@ -15,10 +15,12 @@ pub struct ServeArgs {
     /// A TOML config file (see README for every key).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Address to listen on, e.g. 127.0.0.1:50051.
+    /// Address to listen on, e.g. 127.0.0.1:50051 (port 0: a free port, printed on the
+    /// `listening on` line).
     #[arg(long)]
     pub listen: Option<String>,
-    /// Address of the Admin service, e.g. 127.0.0.1:50052.
+    /// Address of the Admin service, e.g. 127.0.0.1:50052 (port 0: a free port, printed
+    /// on the `admin listening on` line; a second daemon on one host needs another port).
     #[arg(long)]
     pub admin_listen: Option<String>,
     /// Folder for the persisted registry and reshard jobs.
@@ -141,12 +143,9 @@ pub fn run(args: ServeArgs, log_override: Option<String>) -> anyhow::Result<()> 
             editfeed::metrics::describe();
             tracing::info!(%addr, "metrics on /metrics");
         }
-        let listener = tokio::net::TcpListener::bind(&config.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-        let admin_listener = tokio::net::TcpListener::bind(&config.admin_listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {} (admin_listen): {e}", config.admin_listen))?;
+        let listener = bind(&config.listen, "listen", "listening on").await?;
+        let admin_listener =
+            bind(&config.admin_listen, "admin_listen", "admin listening on").await?;
         let addr = listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
         let state = ServerState::unloaded(config)?;
@@ -171,6 +170,23 @@ pub fn run(args: ServeArgs, log_override: Option<String>) -> anyhow::Result<()> 
         served?;
         tracing::info!("stopped");
         Ok(())
+    })
+}
+
+/// Binds a listener; a failure names the flag and the config key that set the address,
+/// and an address in use says how a second daemon on the host gets a free port.
+async fn bind(address: &str, key: &str, line: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let flag = key.replace('_', "-");
+    tokio::net::TcpListener::bind(address).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "; another process (another daemon?) holds it: give this daemon another port, \
+                 or port 0 (e.g. 127.0.0.1:0) for a free one, printed on the `{line}` line"
+            )
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!("cannot listen on {address} (--{flag}, config key {key}): {e}{hint}")
     })
 }
 
