@@ -390,7 +390,9 @@ fn imports_every_subset_and_reports_each_bad_row() {
 fn each_source_resolution_way_is_tried_in_order() {
     let f = Fixture::new();
     let local = jpeg(1);
-    let local_path = f.base.join("elsewhere/local.jpg");
+    // The publisher's script writes absolute paths into the Open Images folder, which
+    // the user named with --source-images, so they are allowed.
+    let local_path = f.map_images.join("local.jpg");
     put(&local_path, &local);
     let m1 = f.source_in_map("id1", 2);
     f.source_in_dir("one", 3);
@@ -457,7 +459,8 @@ fn each_source_resolution_way_is_tried_in_order() {
         .collect();
     assert_eq!(edits_back, edits);
 
-    // Only the source folder: the mapped-only row is then unresolved.
+    // Only the source folder: the mapped-only row is then unresolved, and the absolute
+    // local_input_image is outside every folder named.
     let mut only_dir = f.options();
     only_dir.sources.source_map = None;
     only_dir.sources.source_images = None;
@@ -468,8 +471,8 @@ fn each_source_resolution_way_is_tried_in_order() {
         .iter()
         .map(|s| (s.line, s.reason.name()))
         .collect();
-    assert_eq!(reasons, vec![(4, "unresolved_source")]);
-    assert_eq!(done.report.written[&Subset::Sft], 3);
+    assert_eq!(reasons, vec![(1, "outside_root"), (4, "unresolved_source")]);
+    assert_eq!(done.report.written[&Subset::Sft], 2);
 }
 
 #[test]

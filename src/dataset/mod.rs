@@ -2,6 +2,7 @@
 //! Pico-Banana importer, resharding and the synthetic dataset generator.
 
 pub mod edit_types;
+pub mod input_files;
 pub mod manifest;
 pub mod pico_banana;
 pub mod reader;

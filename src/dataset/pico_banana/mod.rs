@@ -11,8 +11,10 @@
 //!
 //! Bad rows never abort the import: each is skipped, counted and reported with its file,
 //! line and a [`SkipReason`]. Only fatal problems (unreadable root, map or metadata
-//! file, unwritable output) are an [`ImportError`]. A row whose output image path
-//! (`output_image`; for multi-turn, the final turn's image) was already used by an
+//! file, unwritable output) are an [`ImportError`]. Every path a row names is resolved
+//! and confined as [`super::input_files`] describes. A row whose output image
+//! (`output_image`; for multi-turn, the final turn's image; compared by its real path)
+//! was already used by an
 //! earlier *accepted* row of the same subset is skipped as a duplicate: the first row
 //! keeps the path, the second and later ones are reported as `duplicate_output`.
 //!
@@ -35,6 +37,7 @@ pub use sources::{SourceMap, SourceOptions, SourceResolver, SourceWay};
 
 use self::images::{load_image, LoadError};
 use self::rows::{parse_row, Row};
+use super::input_files::{Confinement, InputFileError};
 use super::manifest::Manifest;
 use super::sample::{Role, Sample, SampleImage, SampleMeta};
 use super::writer::{DatasetWriter, WriteError};
@@ -292,9 +295,12 @@ pub fn import(
         }
         _ => None,
     };
+    let folders = |e: std::io::Error| ImportError::Options(format!("import folders: {e}"));
     let rows_ctx = RowContext {
         root: &opts.root,
-        resolver: SourceResolver::new(&opts.root, opts.sources.source_dir.clone(), map),
+        edits: Confinement::new([opts.root.as_path()]).map_err(folders)?,
+        resolver: SourceResolver::new(&opts.root, opts.sources.source_dir.clone(), map)
+            .map_err(folders)?,
         images: opts.images,
     };
     let mut report = ImportReport::default();
@@ -311,8 +317,8 @@ pub fn import(
             continue;
         };
         tracing::info!(file = %path.display(), "importing {subset}");
-        // Output path -> the line of the accepted row that used it first.
-        let mut used: HashMap<String, u64> = HashMap::new();
+        // Real output path -> the line of the accepted row that used it first.
+        let mut used: HashMap<PathBuf, u64> = HashMap::new();
         let rows = for_each_line(&path, file, opts.limit, |line, text| {
             progress(1);
             let accepted = report.written.get(&subset).copied().unwrap_or(0);
@@ -377,6 +383,8 @@ pub fn import(
 /// What every row needs to become a sample.
 struct RowContext<'a> {
     root: &'a Path,
+    /// Edited images stay under the root.
+    edits: Confinement,
     resolver: SourceResolver,
     images: ImageOptions,
 }
@@ -392,10 +400,17 @@ impl RowContext<'_> {
         line: u64,
         text: &[u8],
         ordinal: u64,
-        used: &HashMap<String, u64>,
-    ) -> Result<(Sample, String, SourceWay), SkipReason> {
+        used: &HashMap<PathBuf, u64>,
+    ) -> Result<(Sample, PathBuf, SourceWay), SkipReason> {
         let row: Row = parse_row(subset, text)?;
-        if let Some(first_line) = used.get(&row.output_path) {
+        // Duplicates are found by the real path, so `a.png`, `./a.png` and a symlink to
+        // it are one file.
+        // A missing output is reported after the source photo, as before.
+        let output_real = match self.edit_path(&row.output_path) {
+            Err(reason @ SkipReason::OutsideRoot { .. }) => return Err(reason),
+            found => found.ok(),
+        };
+        if let Some(first_line) = output_real.as_ref().and_then(|p| used.get(p)) {
             return Err(SkipReason::DuplicateOutput {
                 path: row.output_path,
                 first_line: *first_line,
@@ -419,17 +434,17 @@ impl RowContext<'_> {
             })?,
         );
         for (role, rel) in &row.outputs {
-            let image =
-                load_image(&self.root.join(rel), *role, &self.images).map_err(|e| match e {
-                    LoadError::Read(e) => SkipReason::MissingEditFile {
-                        path: rel.clone(),
-                        why: e.to_string(),
-                    },
-                    LoadError::Decode(why) => SkipReason::UndecodableImage {
-                        path: rel.clone(),
-                        why,
-                    },
-                })?;
+            let real = self.edit_path(rel)?;
+            let image = load_image(&real, *role, &self.images).map_err(|e| match e {
+                LoadError::Read(e) => SkipReason::MissingEditFile {
+                    path: rel.clone(),
+                    why: e.to_string(),
+                },
+                LoadError::Decode(why) => SkipReason::UndecodableImage {
+                    path: rel.clone(),
+                    why,
+                },
+            })?;
             loaded.push(image);
         }
         let meta = SampleMeta {
@@ -447,6 +462,25 @@ impl RowContext<'_> {
             meta,
             images: loaded,
         };
-        Ok((sample, row.output_path, way))
+        let output_real = match output_real {
+            Some(p) => p,
+            None => self.edit_path(&row.output_path)?,
+        };
+        Ok((sample, output_real, way))
+    }
+
+    /// The real path of an edited image named `rel` by a row, inside the root.
+    fn edit_path(&self, rel: &str) -> Result<PathBuf, SkipReason> {
+        self.edits.resolve(self.root, rel).map_err(|e| match e {
+            InputFileError::Outside { path, allowed } => SkipReason::OutsideRoot { path, allowed },
+            InputFileError::Missing { source, .. } => SkipReason::MissingEditFile {
+                path: rel.to_string(),
+                why: source.to_string(),
+            },
+            other => SkipReason::MissingEditFile {
+                path: rel.to_string(),
+                why: other.full(),
+            },
+        })
     }
 }

@@ -71,6 +71,16 @@ pub enum SkipReason {
         /// The line of the row that was kept.
         first_line: u64,
     },
+    /// A path named by the row (an edited image, `local_input_image`, a source found
+    /// through `--source-dir` or `--source-images`) leaves the folders it must stay in,
+    /// as written or through a symlink. It is not opened.
+    #[error("{path} is outside {allowed}")]
+    OutsideRoot {
+        /// The path as written in the row (or the file name looked up).
+        path: String,
+        /// The folders it had to stay in.
+        allowed: String,
+    },
     /// The edit type is not one of the 35 published strings.
     #[error("unknown edit type {edit_type:?}")]
     UnknownEditType {
@@ -106,7 +116,7 @@ pub enum SkipReason {
 
 impl SkipReason {
     /// Every short name (the summary and report list them alphabetically).
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 13] = [
         "bad_json",
         "missing_field",
         "bad_field",
@@ -114,6 +124,7 @@ impl SkipReason {
         "missing_source_file",
         "unresolved_source",
         "duplicate_output",
+        "outside_root",
         "unknown_edit_type",
         "undecodable_image",
         "bad_turns",
@@ -131,6 +142,7 @@ impl SkipReason {
             SkipReason::MissingSourceFile { .. } => "missing_source_file",
             SkipReason::UnresolvedSource { .. } => "unresolved_source",
             SkipReason::DuplicateOutput { .. } => "duplicate_output",
+            SkipReason::OutsideRoot { .. } => "outside_root",
             SkipReason::UnknownEditType { .. } => "unknown_edit_type",
             SkipReason::UndecodableImage { .. } => "undecodable_image",
             SkipReason::BadTurns { .. } => "bad_turns",

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use super::report::SkipReason;
 use super::ImportError;
+use crate::dataset::input_files::{Confinement, InputFileError};
 
 /// Where the user keeps source photos; any combination may be given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -155,31 +156,64 @@ impl SourceMap {
     }
 }
 
-/// Resolves source photos for rows; see the module docs for the order.
+/// Resolves source photos for rows; see the module docs for the order. Every path it
+/// returns is real (symlinks resolved) and inside the folder it came from: the root (or
+/// a source folder the user named) for `local_input_image`, `--source-images` for the
+/// map, `--source-dir` for the folder.
 #[derive(Debug, Clone)]
 pub struct SourceResolver {
     root: PathBuf,
-    source_dir: Option<PathBuf>,
-    map: Option<(SourceMap, PathBuf)>,
+    local: Confinement,
+    source_dir: Option<(PathBuf, Confinement)>,
+    map: Option<(SourceMap, PathBuf, Confinement)>,
+}
+
+/// The reason for a path that cannot be used: outside its folders, or missing (with
+/// what was tried).
+fn refused(e: InputFileError) -> Result<String, SkipReason> {
+    match e {
+        InputFileError::Outside { path, allowed } => Err(SkipReason::OutsideRoot { path, allowed }),
+        other => Ok(other.full()),
+    }
 }
 
 impl SourceResolver {
-    /// A resolver for rows under `root`.
+    /// A resolver for rows under `root`; fails when a folder cannot be resolved.
     pub fn new(
         root: &Path,
         source_dir: Option<PathBuf>,
         map: Option<(SourceMap, PathBuf)>,
-    ) -> SourceResolver {
-        SourceResolver {
+    ) -> std::io::Result<SourceResolver> {
+        let mut local_roots = vec![root];
+        local_roots.extend(source_dir.as_deref());
+        local_roots.extend(map.as_ref().map(|(_, images)| images.as_path()));
+        let local = Confinement::new(local_roots)?;
+        let source_dir = match source_dir {
+            Some(dir) => {
+                let c = Confinement::new([dir.as_path()])?;
+                Some((dir, c))
+            }
+            None => None,
+        };
+        let map = match map {
+            Some((map, images)) => {
+                let c = Confinement::new([images.as_path()])?;
+                Some((map, images, c))
+            }
+            None => None,
+        };
+        Ok(SourceResolver {
             root: root.to_path_buf(),
+            local,
             source_dir,
             map,
-        }
+        })
     }
 
-    /// The existing file of a row's source photo and the way that found it, or why none
-    /// was found: [`SkipReason::MissingSourceFile`] when the row's own
-    /// `local_input_image` is not there, else [`SkipReason::UnresolvedSource`].
+    /// The real path of a row's source photo and the way that found it, or why none
+    /// was found: [`SkipReason::OutsideRoot`] when a path leaves its folder,
+    /// [`SkipReason::MissingSourceFile`] when the row's own `local_input_image` is not
+    /// there, else [`SkipReason::UnresolvedSource`].
     pub fn resolve(
         &self,
         url: &str,
@@ -187,36 +221,36 @@ impl SourceResolver {
     ) -> Result<(PathBuf, SourceWay), SkipReason> {
         let mut tried = Vec::new();
         if let Some(local) = local {
-            let path = self.root.join(local);
-            if path.is_file() {
-                return Ok((path, SourceWay::LocalInputImage));
+            match self.local.resolve(&self.root, local) {
+                Ok(path) => return Ok((path, SourceWay::LocalInputImage)),
+                Err(e) => tried.push(format!("local_input_image {}", refused(e)?)),
             }
-            tried.push(format!(
-                "local_input_image {}: no such file",
-                path.display()
-            ));
         }
-        if let Some((map, images)) = &self.map {
+        if let Some((map, images, confined)) = &self.map {
             match map.image_id(url) {
                 Some(id) => {
-                    let path = images.join(format!("{id}.jpg"));
-                    if path.is_file() {
-                        return Ok((path, SourceWay::SourceMap));
+                    let name = format!("{id}.jpg");
+                    match confined.resolve(images, &name) {
+                        Ok(path) => return Ok((path, SourceWay::SourceMap)),
+                        Err(e) => tried.push(format!(
+                            "image id {id}: {} missing ({})",
+                            images.join(&name).display(),
+                            refused(e)?
+                        )),
                     }
-                    tried.push(format!("image id {id}: {} missing", path.display()));
                 }
                 None => tried.push("url not in the source map".into()),
             }
         }
-        if let Some(dir) = &self.source_dir {
+        if let Some((dir, confined)) = &self.source_dir {
             match url_file_name(url) {
-                Some(name) => {
-                    let path = dir.join(name);
-                    if path.is_file() {
-                        return Ok((path, SourceWay::SourceDir));
+                Some(name) => match confined.resolve(dir, name) {
+                    Ok(path) => return Ok((path, SourceWay::SourceDir)),
+                    Err(e) => {
+                        refused(e)?;
+                        tried.push(format!("{} missing", dir.join(name).display()));
                     }
-                    tried.push(format!("{} missing", path.display()));
-                }
+                },
                 None => tried.push("url has no file name for the source folder".into()),
             }
         }
@@ -286,7 +320,8 @@ mod tests {
             None,
         )
         .unwrap();
-        let r = SourceResolver::new(root, Some(root.join("src")), Some((map, root.join("oi"))));
+        let r = SourceResolver::new(root, Some(root.join("src")), Some((map, root.join("oi"))))
+            .unwrap();
         let url = "https://f/a_o.jpg";
         assert_eq!(
             r.resolve(url, Some("local.jpg")).unwrap().1,
@@ -298,7 +333,10 @@ mod tests {
         );
         assert_eq!(
             r.resolve(url, None).unwrap(),
-            (root.join("oi/ID1.jpg"), SourceWay::SourceMap)
+            (
+                root.canonicalize().unwrap().join("oi/ID1.jpg"),
+                SourceWay::SourceMap
+            )
         );
         let e = r.resolve("https://f/zz_o.jpg", None).unwrap_err();
         assert_eq!(e.name(), "unresolved_source");
@@ -307,7 +345,7 @@ mod tests {
             .resolve("https://f/zz_o.jpg", Some("gone.jpg"))
             .unwrap_err();
         assert_eq!(e.name(), "missing_source_file");
-        let bare = SourceResolver::new(root, None, None);
+        let bare = SourceResolver::new(root, None, None).unwrap();
         let e = bare.resolve(url, None).unwrap_err();
         assert!(
             e.to_string().contains("no --source-map or --source-dir"),

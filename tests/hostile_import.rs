@@ -1,0 +1,223 @@
+//! Black-box tests of the Pico-Banana importer against hostile metadata: paths that
+//! leave the root (`..`, absolute, symlinks), one file under several spellings, FIFOs
+//! and devices in place of images, oversized files and decompression bombs. Each bad
+//! row must be skipped and reported with its file, line and reason, without the packer
+//! reading what it names.
+
+use std::path::{Path, PathBuf};
+
+use editfeed::dataset::pico_banana::{import, ImportOptions, SourceOptions};
+use editfeed::dataset::writer::{DatasetWriter, ShardTarget, WriteOptions};
+use editfeed::dataset::{Dataset, Subset};
+use image::{DynamicImage, RgbImage};
+
+const ZOOM: &str = "Zoom in";
+
+fn png(seed: u8) -> Vec<u8> {
+    let img = DynamicImage::ImageRgb8(RgbImage::from_fn(16, 16, |x, y| {
+        image::Rgb([x as u8 ^ seed, y as u8, seed])
+    }));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+fn put(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn link(target: &Path, at: &Path) {
+    std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(target, at).unwrap();
+}
+
+fn row(src: &str, output: &str, extra: &str) -> String {
+    format!(
+        r#"{{"open_image_input_url":"https://farm4.staticflickr.com/3/{src}_o.jpg","text":"zoom","output_image":"{output}","edit_type":"{ZOOM}"{extra}}}"#
+    )
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    base: PathBuf,
+    root: PathBuf,
+    sources: PathBuf,
+    oi: PathBuf,
+    map: PathBuf,
+    /// A folder beside the root holding files no row may read.
+    outside: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().to_path_buf();
+        let f = Fixture {
+            root: base.join("pico"),
+            sources: base.join("sources"),
+            oi: base.join("oi"),
+            map: base.join("map.csv"),
+            outside: base.join("outside"),
+            base,
+            _dir: dir,
+        };
+        for d in [&f.root, &f.sources, &f.oi, &f.outside] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        put(&f.map, b"ImageID,OriginalURL\n");
+        put(&f.outside.join("secret.png"), &png(99));
+        f
+    }
+
+    fn jsonl(&self, name: &str, lines: &[String]) {
+        put(&self.root.join(name), (lines.join("\n") + "\n").as_bytes());
+    }
+
+    fn options(&self) -> ImportOptions {
+        ImportOptions {
+            root: self.root.clone(),
+            sources: SourceOptions {
+                source_dir: Some(self.sources.clone()),
+                source_map: Some(self.map.clone()),
+                source_images: Some(self.oi.clone()),
+            },
+            ..Default::default()
+        }
+    }
+
+    fn import(&self, opts: &ImportOptions) -> Vec<(String, u64, &'static str)> {
+        let out = self.base.join(format!("ds-{}", rand_suffix()));
+        let w = DatasetWriter::create(
+            &out,
+            WriteOptions {
+                target: ShardTarget::Samples(8),
+                level: 1,
+                compress_literals: false,
+                overwrite: false,
+            },
+        )
+        .unwrap();
+        let done = import(opts, w, &|_| {}).unwrap();
+        // Nothing from outside the root reached the shards.
+        let ds = Dataset::open(&out).unwrap();
+        let secret = png(99);
+        for subset in [Subset::Sft, Subset::Preference, Subset::MultiTurn] {
+            for i in 0..ds.len(subset) {
+                let s = ds.read_sample(subset, i).unwrap();
+                assert!(s.images.iter().all(|im| im.bytes[..] != secret[..]));
+            }
+        }
+        done.report
+            .skipped
+            .iter()
+            .map(|s| (s.file.clone(), s.line, s.reason.name()))
+            .collect()
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[test]
+fn paths_leaving_the_root_are_refused_and_spellings_of_one_file_are_duplicates() {
+    let f = Fixture::new();
+    put(&f.sources.join("a_o.jpg"), &png(1));
+    put(&f.root.join("images/a.png"), &png(2));
+    put(&f.root.join("images/b.png"), &png(3));
+    put(&f.root.join("local/s.png"), &png(4));
+    let secret = f.outside.join("secret.png");
+    link(&secret, &f.root.join("images/out.png"));
+    link(&secret, &f.root.join("local/out.png"));
+    link(
+        &f.root.join("images/a.png"),
+        &f.root.join("images/alias.png"),
+    );
+    // A file of the source folder and one of the Open Images folder pointing out.
+    link(&secret, &f.sources.join("evil_o.jpg"));
+    link(&secret, &f.oi.join("ID9.jpg"));
+    put(
+        &f.map,
+        b"ImageID,OriginalURL\nID9,https://farm4.staticflickr.com/3/mapped_o.jpg\n",
+    );
+    let abs_secret = secret.display().to_string();
+    let abs_a = f.root.join("images/a.png").display().to_string();
+    f.jsonl(
+        "sft.jsonl",
+        &[
+            // 1: good.
+            row("a", "images/a.png", ""),
+            // 2-4: the output image leaves the root through .., an absolute path, a symlink.
+            row("a", "../outside/secret.png", ""),
+            row("a", &abs_secret, ""),
+            row("a", "images/out.png", ""),
+            // 5-7: the same file as line 1 under three other spellings.
+            row("a", "./images/../images/a.png", ""),
+            row("a", &abs_a, ""),
+            row("a", "images/alias.png", ""),
+            // 8-9: the source photo leaves the root through .. and a symlink.
+            row(
+                "a",
+                "images/b.png",
+                r#","local_input_image":"../outside/secret.png""#,
+            ),
+            row(
+                "a",
+                "images/b.png",
+                r#","local_input_image":"local/out.png""#,
+            ),
+            // 10: the source folder's file is a symlink out of it.
+            row("evil", "images/b.png", ""),
+            // 11: the Open Images folder's file is a symlink out of it.
+            row("mapped", "images/b.png", ""),
+            // 12: a good row with a source inside the root.
+            row("x", "images/b.png", r#","local_input_image":"local/s.png""#),
+        ],
+    );
+    f.jsonl(
+        "preference.jsonl",
+        &[row(
+            "a",
+            "images/a.png",
+            r#","rejected_images":["images/b.png","../outside/secret.png"]"#,
+        )],
+    );
+    let sft = |line, reason| ("sft.jsonl".to_string(), line, reason);
+    assert_eq!(
+        f.import(&f.options()),
+        vec![
+            sft(2, "outside_root"),
+            sft(3, "outside_root"),
+            sft(4, "outside_root"),
+            sft(5, "duplicate_output"),
+            sft(6, "duplicate_output"),
+            sft(7, "duplicate_output"),
+            sft(8, "outside_root"),
+            sft(9, "outside_root"),
+            sft(10, "outside_root"),
+            sft(11, "outside_root"),
+            ("preference.jsonl".to_string(), 1, "outside_root"),
+        ]
+    );
+}
+
+#[test]
+fn outside_paths_are_refused_whether_or_not_they_exist() {
+    let f = Fixture::new();
+    put(&f.sources.join("a_o.jpg"), &png(1));
+    put(&f.root.join("images/a.png"), &png(2));
+    f.jsonl(
+        "sft.jsonl",
+        &[
+            row("a", "images/a.png", ""),
+            row("a", "../outside/secret.png", ""),
+            row("a", "../outside/absent.png", ""),
+        ],
+    );
+    let got = f.import(&f.options());
+    let reasons: Vec<_> = got.iter().map(|r| (r.1, r.2)).collect();
+    assert_eq!(reasons, vec![(2, "outside_root"), (3, "outside_root")]);
+}
