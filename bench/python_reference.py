@@ -60,14 +60,20 @@ def crop_box(rng: random.Random, ref_w: int, ref_h: int, tw: int, th: int) -> tu
     return x0, y0, x0 + cw, y0 + ch
 
 
+def member(sample: dict, name: str) -> bytes | None:
+    """The encoded image `name` (src, edit, chosen, rejected0, turn1, ...) of a sample,
+    whichever image extension it has."""
+    for ext in IMAGE_EXTS:
+        if f"{name}.{ext}" in sample:
+            return sample[f"{name}.{ext}"]
+    return None
+
+
 def images_of(sample: dict, subset: str, rng: random.Random) -> list[bytes]:
     """The encoded images a batch slot needs, in the daemon's slot order."""
 
     def field(name: str) -> bytes | None:
-        for ext in IMAGE_EXTS:
-            if f"{name}.{ext}" in sample:
-                return sample[f"{name}.{ext}"]
-        return None
+        return member(sample, name)
 
     out = [field("src")]
     if subset == "sft":
@@ -114,10 +120,15 @@ def worker_shares(items: list, workers: int) -> list[list]:
     return [items[w::workers] or items for w in range(workers)]
 
 
+def read_samples(urls: list[str]):
+    """One pass over the samples of the shards (webdataset's dicts of member name
+    suffix to bytes)."""
+    return wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)
+
+
 def sample_stream(urls: list[str]):
-    """The samples of the shards, epoch after epoch, forever (webdataset's dicts of
-    member name suffix to bytes)."""
-    dataset = wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)
+    """The samples of the shards, epoch after epoch, forever."""
+    dataset = read_samples(urls)
     return (s for _epoch in iter(int, 1) for s in dataset)
 
 
