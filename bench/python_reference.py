@@ -60,14 +60,20 @@ def crop_box(rng: random.Random, ref_w: int, ref_h: int, tw: int, th: int) -> tu
     return x0, y0, x0 + cw, y0 + ch
 
 
+def member(sample: dict, name: str) -> bytes | None:
+    """The encoded image `name` (src, edit, chosen, rejected0, turn1, ...) of a sample,
+    whichever image extension it has."""
+    for ext in IMAGE_EXTS:
+        if f"{name}.{ext}" in sample:
+            return sample[f"{name}.{ext}"]
+    return None
+
+
 def images_of(sample: dict, subset: str, rng: random.Random) -> list[bytes]:
     """The encoded images a batch slot needs, in the daemon's slot order."""
 
     def field(name: str) -> bytes | None:
-        for ext in IMAGE_EXTS:
-            if f"{name}.{ext}" in sample:
-                return sample[f"{name}.{ext}"]
-        return None
+        return member(sample, name)
 
     out = [field("src")]
     if subset == "sft":
@@ -94,13 +100,44 @@ def augment(encoded: list[bytes], rng: random.Random, tw: int, th: int, out: np.
         dst[...] = np.asarray(small)
 
 
+def subset_shards(data: Path, subset: str) -> tuple[list[Path], int]:
+    """The subset's shard files in manifest order, and its batch slots per sample (2
+    for sft, 3 for preference, 1 + the most turns for multi-turn)."""
+    manifest = json.loads((data / "manifest.json").read_text())
+    sub = manifest["subsets"][subset]
+    slots = {"sft": 2, "preference": 3}.get(subset, 1 + sub.get("max_turns", 0))
+    return [data / s["path"] for s in sub["shards"]], slots
+
+
+def shard_urls(shards: list[Path]) -> list[str]:
+    """webdataset URLs that read the zstd-compressed shards through `zstd -dc`."""
+    return [f"pipe:zstd -dc < {shlex.quote(str(path))}" for path in shards]
+
+
+def worker_shares(items: list, workers: int) -> list[list]:
+    """Each worker's share of the shards, as webdataset's split_by_worker gives; with
+    fewer shards than workers every worker reads all of them."""
+    return [items[w::workers] or items for w in range(workers)]
+
+
+def read_samples(urls: list[str]):
+    """One pass over the samples of the shards (webdataset's dicts of member name
+    suffix to bytes)."""
+    return wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)
+
+
+def sample_stream(urls: list[str]):
+    """The samples of the shards, epoch after epoch, forever."""
+    dataset = read_samples(urls)
+    return (s for _epoch in iter(int, 1) for s in dataset)
+
+
 def worker(urls: list[str], subset: str, size: int, batch: int, slots: int, seed: int, queue: mp.Queue) -> None:
     """Produces collated batches from its shards forever (the parent ends it)."""
     rng = random.Random(seed)
-    dataset = wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)
     names = ["source", "target"] if subset == "sft" else ["source", "chosen", "rejected"]
     pending: list[list[bytes]] = []
-    for sample in (s for _epoch in iter(int, 1) for s in dataset):
+    for sample in sample_stream(urls):
         pending.append(images_of(sample, subset, rng))
         if len(pending) < batch:
             continue
@@ -127,14 +164,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
-    manifest = json.loads((args.data / "manifest.json").read_text())
-    sub = manifest["subsets"][args.subset]
-    urls = [f"pipe:zstd -dc < {shlex.quote(str(args.data / s['path']))}" for s in sub["shards"]]
-    slots = {"sft": 2, "preference": 3}.get(args.subset, 1 + sub.get("max_turns", 0))
-    # Each worker reads its own shards, as webdataset's split_by_worker does; with fewer
-    # shards than workers every worker reads all of them (from its own random position
-    # in the stream, so the batches still differ).
-    shares = [urls[w :: args.workers] or urls for w in range(args.workers)]
+    shards, slots = subset_shards(args.data, args.subset)
+    shares = worker_shares(shard_urls(shards), args.workers)
     ctx = mp.get_context("fork")
     queue = ctx.Queue(maxsize=2 * args.workers)
     started = time.perf_counter()
