@@ -289,3 +289,26 @@ def test_shared_memory_batches_equal_the_messages_and_go_back_to_the_daemon(star
         time.sleep(0.05)
     assert os.listdir(shm) == []
     os.rmdir(shm)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"world_size": 3}, r"world_size: 3 does not divide the global batch 8"),
+        ({"world_size": 2, "rank": 2}, r"rank: 2 is out of range for world_size 2"),
+        ({"world_size": 0}, r"world_size: must be positive"),
+        (
+            {"spec": {"seed": 1, "global_batch": 8, "curriculum": [{"weights": {"sft": 1.0, "edits": 1.0}}]}},
+            r"curriculum\[0\]\.weights: unknown subset 'edits'",
+        ),
+    ],
+)
+def test_feed_checks_world_size_rank_and_subsets_when_made(kwargs, message):
+    """What Feed's docs say is checked at construction raises there, before any
+    channel opens (the endpoint here has no daemon), naming the field."""
+    spec = kwargs.pop("spec", {"seed": 1, "global_batch": 8})
+    endpoint = f"127.0.0.1:{free_port()}"
+    with pytest.raises(ValueError, match=message):
+        editfeed.Feed(endpoint, DATASET, spec, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        Client(endpoint).stream(DATASET, spec, **kwargs)
