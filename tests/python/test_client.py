@@ -200,12 +200,15 @@ def test_server_errors_reach_the_user_with_code_and_message(daemon):
     assert "no-such-dataset" in e.value.message and DATASET in e.value.message
     assert e.value.endpoint == daemon.endpoint
 
+    # An output side over the daemon's max_image_side: only the daemon knows its limit.
     with pytest.raises(EditFeedError) as e:
-        next(client.stream(DATASET, spec, rank=0, world_size=3))
+        next(client.stream(DATASET, spec, size=1_000_000))
     assert e.value.code == "INVALID_ARGUMENT"
-    assert "world_size" in e.value.message and "world_size" in str(e.value)
+    assert "output.width" in e.value.message and "output.width" in str(e.value)
 
     # Local mistakes are refused before anything is sent.
+    with pytest.raises(ValueError, match="world_size: 3 does not divide"):
+        client.stream(DATASET, spec, rank=0, world_size=3)
     with pytest.raises(ValueError, match="curriculm"):
         client.stream(DATASET, {"seed": 0, "global_batch": 8, "curriculm": []})
     with pytest.raises(EditFeedError, match="not an editfeed cursor"):
