@@ -74,6 +74,7 @@ fn request(subset: &str, size: u32, batches: u64, seed: u64) -> pb::StreamReques
         max_batches: batches,
         job: String::new(),
         shm_probe: String::new(),
+        ..Default::default()
     }
 }
 

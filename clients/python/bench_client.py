@@ -8,6 +8,10 @@ every batch's numpy views (add ``--hash`` to also make both hash every batch).
 
     python clients/python/bench_client.py --bin target/release/editfeed --data /tmp/bench-data
 
+``--torch-workers 0,2`` also runs a PyTorch loop (``editfeed.torch.EditFeedDataset``
+through ``DataLoader(batch_size=None, num_workers=N)`` for each N listed, a fresh
+DataLoader per run, timed from its creation to the last batch) on the same stream.
+
 Without ``--endpoint`` it starts a daemon of its own on the dataset at ``--data``, which it
 first makes with ``editfeed synth --samples 40`` (Pico-Banana sizes) if absent.
 """
@@ -111,6 +115,31 @@ def run_python(client: editfeed.Client, dataset: str, args: argparse.Namespace, 
     return n / (time.perf_counter() - started)
 
 
+def run_torch(endpoint: str, dataset: str, args: argparse.Namespace, curriculum: Path, workers: int) -> float:
+    """One PyTorch DataLoader run with ``workers`` workers; batches/s from the loader's
+    creation (workers start then) to the last batch."""
+    from torch.utils.data import DataLoader
+
+    from editfeed.torch import EditFeedDataset
+
+    ds = EditFeedDataset(
+        endpoint,
+        dataset,
+        curriculum,
+        seed=args.seed,
+        global_batch=args.global_batch,
+        size=args.size,
+        max_batches=args.batches,
+        with_digest=args.hash,
+    )
+    started = time.perf_counter()
+    n = 0
+    for batch in DataLoader(ds, batch_size=None, num_workers=workers):
+        assert tuple(batch["source"].shape) == (args.global_batch, args.size, args.size, 3)
+        n += 1
+    return n / (time.perf_counter() - started)
+
+
 def main() -> None:
     """Runs the benchmark and prints the figures."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -125,6 +154,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hash", action="store_true", help="hash every batch on both sides")
+    p.add_argument("--torch-workers", default="", help="also run DataLoader with these worker counts, e.g. 0,2")
     args = p.parse_args()
 
     proc = None
@@ -142,11 +172,17 @@ def main() -> None:
             client = editfeed.Client(endpoint)
             client.describe()  # open the connection outside the timed part, as fetch does
             fetch_rates, python_rates = [], []
+            torch_workers = [int(w) for w in args.torch_workers.split(",") if w.strip()]
+            torch_rates: dict[int, list[float]] = {w: [] for w in torch_workers}
             for round_ in range(args.rounds):
                 fetch_rates.append(run_fetch(args.bin, endpoint, dataset, args, curriculum))
                 python_rates.append(run_python(client, dataset, args, curriculum))
+                for w in torch_workers:
+                    torch_rates[w].append(run_torch(endpoint, dataset, args, curriculum, w))
+                extra = "".join(f", torch/{w} workers {r[-1]:.2f}" for w, r in torch_rates.items())
                 print(
-                    f"round {round_ + 1}: fetch {fetch_rates[-1]:.2f} batches/s, python {python_rates[-1]:.2f} batches/s",
+                    f"round {round_ + 1}: fetch {fetch_rates[-1]:.2f} batches/s, "
+                    f"python {python_rates[-1]:.2f} batches/s{extra}",
                     flush=True,
                 )
             client.close()
@@ -160,6 +196,9 @@ def main() -> None:
     print(f"fetch  median {f:.2f} batches/s")
     print(f"python median {py:.2f} batches/s")
     print(f"ratio python/fetch {py / f:.3f}")
+    for w, rates in torch_rates.items():
+        t = statistics.median(rates)
+        print(f"torch DataLoader num_workers={w} median {t:.2f} batches/s, ratio to fetch {t / f:.3f}")
 
 
 if __name__ == "__main__":

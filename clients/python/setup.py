@@ -12,6 +12,11 @@ type stubs). protoc writes imports relative to the proto root, such as
 directory that holds the ``editfeed`` package, those imports resolve to this package
 as they are, with no import rewriting and no ``sys.path`` changes.
 
+Builds leave the source tree as they found it: the build tree (``build/``) and the
+setuptools metadata (``editfeed.egg-info``) go to a temporary folder that is removed
+when the build ends, so ``pip install ./clients/python`` writes nothing beside this
+file.
+
 The proto files are looked up, in order, in ``$EDITFEED_PROTO_DIR``, in ``proto/``
 beside this file (where an sdist keeps its copy) and in ``../../proto`` (the
 repository layout). The runtime requirements on ``grpcio`` and ``protobuf`` are taken
@@ -20,6 +25,7 @@ from the generated code, which refuses runtimes older than the generator.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import re
@@ -149,7 +155,17 @@ class SdistWithProtos(sdist):
             shutil.copyfile(root / name, target)
 
 
+def out_of_tree() -> dict[str, dict[str, str]]:
+    """setuptools options that put ``build/`` and ``editfeed.egg-info`` in a temporary
+    folder (removed at exit) instead of the source tree. An explicit
+    ``--build-base`` / ``--egg-base`` on the command line still wins."""
+    scratch = tempfile.mkdtemp(prefix="editfeed-build-")
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    return {"build": {"build_base": os.path.join(scratch, "build")}, "egg_info": {"egg_base": scratch}}
+
+
 setup(
+    options=out_of_tree(),
     install_requires=list(runtime_requirements()),
     cmdclass={"build_py": BuildPyWithStubs, "sdist": SdistWithProtos},
 )

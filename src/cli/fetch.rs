@@ -128,6 +128,7 @@ impl StreamArgs {
             max_batches,
             job: String::new(),
             shm_probe: String::new(),
+            ..Default::default()
         })
     }
 }

@@ -51,8 +51,9 @@ pub struct PrepareCtx {
 
 impl PrepareCtx {
     /// Starts reading the stream's samples ahead of the workers when its dataset is in
-    /// an object store: from `start_step` to `end_step` of this rank's plan, keeping
-    /// what [`StoreConfig`](crate::store::StoreConfig)'s `read_ahead_*` allow in flight.
+    /// an object store: the steps `start_step`, `start_step + stride`, ... before
+    /// `end_step` of this rank's plan, keeping what
+    /// [`StoreConfig`](crate::store::StoreConfig)'s `read_ahead_*` allow in flight.
     /// Local datasets need none (a positioned read costs microseconds).
     #[allow(clippy::too_many_arguments)]
     pub fn start_read_ahead(
@@ -61,20 +62,23 @@ impl PrepareCtx {
         rank: u32,
         world_size: u32,
         start_step: u64,
+        stride: u64,
         end_step: Option<u64>,
         prefetch_batches: usize,
     ) {
         let plan = plan.clone();
-        self.read_ahead = self.dataset.read_ahead(
-            start_step,
-            end_step,
-            prefetch_batches as u64 + 1,
-            move |step| {
-                plan.rank_batch(step, rank, world_size)
-                    .ok()
-                    .map(|b| b.samples.iter().map(|s| (s.subset, s.ordinal)).collect())
-            },
-        );
+        let stride = stride.max(1);
+        // The read-ahead walks positions 0, 1, ... of the stream; position i is step
+        // start_step + i * stride.
+        let positions = end_step.map(|e| e.saturating_sub(start_step).div_ceil(stride));
+        self.read_ahead =
+            self.dataset
+                .read_ahead(0, positions, prefetch_batches as u64 + 1, move |i| {
+                    let step = i.checked_mul(stride)?.checked_add(start_step)?;
+                    plan.rank_batch(step, rank, world_size)
+                        .ok()
+                        .map(|b| b.samples.iter().map(|s| (s.subset, s.ordinal)).collect())
+                });
     }
 
     /// Reads one sample: from the read-ahead when it holds it, else from the store.

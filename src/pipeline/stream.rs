@@ -1,4 +1,5 @@
-//! The producer of one trainer stream: walks the plan from the start step, submits each
+//! The producer of one trainer stream: walks the plan from the start step (every step,
+//! or every `step_stride`-th for a loader worker's share of the rank), submits each
 //! batch's samples to the worker pool, keeps at most `prefetch_batches` batches in
 //! flight, and hands finished batches to the gRPC response in plan order through a
 //! bounded channel. A failed send means the client left: the producer stops, and
@@ -30,7 +31,10 @@ pub struct StreamParams {
     pub world_size: u32,
     /// First step to produce.
     pub start_step: u64,
-    /// First step not to produce (`None`: endless).
+    /// Distance between the steps produced: `start_step`, `start_step + step_stride`,
+    /// ... (1: every step; more when loader workers share a rank's stream).
+    pub step_stride: u64,
+    /// No step at or after this one is produced (`None`: endless).
     pub end_step: Option<u64>,
     /// Output size when no buckets are given.
     pub size: (u32, u32),
@@ -156,7 +160,7 @@ pub async fn produce(
             match submitted {
                 Ok(rx) => {
                     inflight.push_back(Inflight::Pending(step, rx));
-                    next = Some(step + 1);
+                    next = step.checked_add(params.step_stride.max(1));
                 }
                 Err(e) => {
                     // The batches before the refused step still go out first.

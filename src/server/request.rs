@@ -101,6 +101,15 @@ fn output_fingerprint(
     extra.into_bytes()
 }
 
+/// The first step and the stride of a strided request (`step_stride`, `step_offset`:
+/// e.g. a loader worker's share of the rank), from the cursor's step `cursor_step`.
+fn strided_start(req: &pb::StreamRequest, cursor_step: u64) -> (u64, u64) {
+    (
+        cursor_step.saturating_add(req.step_offset as u64),
+        req.step_stride.max(1) as u64,
+    )
+}
+
 /// Validates a request against the registry entry and the limits; returns what the
 /// stream's producer needs.
 pub fn validate(
@@ -213,11 +222,12 @@ pub fn validate(
     } else {
         plan.resume(&Cursor::decode(&req.cursor)?)?
     };
+    let (start_step, stride) = strided_start(req, start_step);
     let end = plan.end_step();
     let end_step = match (end, req.max_batches) {
         (e, 0) => e,
-        (Some(e), n) => Some(e.min(start_step.saturating_add(n))),
-        (None, n) => Some(start_step.saturating_add(n)),
+        (Some(e), n) => Some(e.min(start_step.saturating_add(n.saturating_mul(stride)))),
+        (None, n) => Some(start_step.saturating_add(n.saturating_mul(stride))),
     };
     let plan = Arc::new(plan);
     let mut ctx = PrepareCtx {
@@ -232,6 +242,7 @@ pub fn validate(
         req.rank,
         req.world_size,
         start_step,
+        stride,
         end_step,
         config.prefetch_batches,
     );
@@ -241,6 +252,7 @@ pub fn validate(
         rank: req.rank,
         world_size: req.world_size,
         start_step,
+        step_stride: stride,
         end_step,
         size,
         buckets,
@@ -260,6 +272,20 @@ pub fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_strided_request_starts_at_its_offset_from_the_cursor() {
+        let req = |step_stride, step_offset| pb::StreamRequest {
+            step_stride,
+            step_offset,
+            ..Default::default()
+        };
+        assert_eq!(strided_start(&req(0, 0), 7), (7, 1));
+        assert_eq!(strided_start(&req(1, 0), 7), (7, 1));
+        assert_eq!(strided_start(&req(4, 3), 7), (10, 4));
+        assert_eq!(strided_start(&req(2, 5), 0), (5, 2));
+        assert_eq!(strided_start(&req(2, 5), u64::MAX - 1), (u64::MAX, 2));
+    }
 
     #[test]
     fn the_dct_decoder_is_in_the_fingerprint_only_when_it_changes_the_bytes() {

@@ -234,6 +234,7 @@ pub fn request(
         max_batches: batches,
         job: String::new(),
         shm_probe: String::new(),
+        ..Default::default()
     }
 }
 

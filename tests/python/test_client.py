@@ -1,14 +1,10 @@
 """The Python client (`clients/python`, package `editfeed`) against real daemons: tensor
 shapes and zero-copy views, digests equal to `editfeed fetch --hash`, checkpoint and
-resume through `editfeed.torch.EditFeedDataset`, failover when a daemon is killed,
-server errors, unreachable endpoints and foreign cursors."""
+failover when a daemon is killed, server errors, unreachable endpoints and foreign cursors."""
 
 from __future__ import annotations
 
 import socket
-import sys
-import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -132,94 +128,6 @@ def test_digests_equal_fetch_hash(daemon, tmp_path: Path, rank, world_size, enco
         assert len(slots) >= 2 and bytes(slots[0][:2]) == b"\xff\xd8"  # the source JPEG
 
 
-@pytest.fixture
-def torch_dataset_class(monkeypatch) -> Iterator[type]:
-    """`editfeed.torch.EditFeedDataset`, over real torch when it is installed.
-
-    Without torch (CI cannot install it), a stand-in module is put in sys.modules for
-    this test only. It provides the two entry points `editfeed.torch` uses:
-    `torch.utils.data.IterableDataset` (a plain base class here) and `torch.from_numpy`
-    (returning the numpy array itself). Everything else the test exercises is the
-    package's own logic.
-    """
-    try:
-        import torch  # noqa: F401
-
-        stand_in = False
-    except ImportError:
-        stand_in = True
-        torch = types.ModuleType("torch")
-        utils = types.ModuleType("torch.utils")
-        data = types.ModuleType("torch.utils.data")
-
-        class IterableDataset:
-            """Stand-in for torch.utils.data.IterableDataset."""
-
-            def __iter__(self):
-                raise NotImplementedError
-
-        data.IterableDataset = IterableDataset
-        utils.data = data
-        torch.utils = utils
-        torch.from_numpy = lambda array: array
-        monkeypatch.setitem(sys.modules, "torch", torch)
-        monkeypatch.setitem(sys.modules, "torch.utils", utils)
-        monkeypatch.setitem(sys.modules, "torch.utils.data", data)
-        monkeypatch.delitem(sys.modules, "editfeed.torch", raising=False)
-    from editfeed.torch import EditFeedDataset
-
-    yield EditFeedDataset
-    if stand_in:
-        sys.modules.pop("editfeed.torch", None)
-        if hasattr(editfeed, "torch"):
-            delattr(editfeed, "torch")
-
-
-def test_torch_dataset_state_dict_round_trip_resumes_exactly(daemon, torch_dataset_class, monkeypatch):
-    """k batches, state_dict(), a new dataset, load_state_dict(), the rest: the same
-    batches as one uninterrupted run; rank and world size come from the environment."""
-    monkeypatch.setenv("RANK", "1")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    spec = {
-        "seed": 11,
-        "global_batch": 8,
-        "curriculum": [
-            {"until_step": 3, "weights": {"sft": 1.0}},
-            {"until_step": 9, "ramp_steps": 3, "weights": {"sft": 0.3, "preference": 0.4, "multi_turn": 0.3}},
-        ],
-    }
-
-    def make():
-        """A fresh dataset object over the same stream."""
-        return torch_dataset_class([daemon.endpoint], DATASET, spec, size=32, with_digest=True)
-
-    whole = [(b["step"], b["subset"], b["digest"]) for b in make()]
-    assert [s for s, _, _ in whole] == list(range(9))
-
-    first = make()
-    assert (first.rank, first.world_size) == (1, 2)
-    it = iter(first)
-    head = []
-    for _ in range(4):
-        b = next(it)
-        head.append((b["step"], b["subset"], b["digest"]))
-        assert tuple(b["source"].shape)[1:] == (32, 32, 3) or b["subset"] == "multi_turn"
-        assert b["rank"] == 1 and len(b["keys"]) == 4
-    state = first.state_dict()
-    assert state["cursor"] == b["cursor"] and state["cursor"].startswith("ef1:4:")
-    it.close()
-
-    resumed = make()
-    resumed.load_state_dict(dict(state))
-    tail = [(b["step"], b["subset"], b["digest"]) for b in resumed]
-    assert head + tail == whole
-    assert resumed.state_dict()["cursor"].startswith("ef1:9:")
-
-    # Iterating the first object again also goes on from where it stopped.
-    again = [(b["step"], b["subset"], b["digest"]) for b in first]
-    assert again == tail
-
-
 def test_failover_to_the_next_daemon_keeps_the_bytes(start_daemon):
     """Daemon A is killed mid-stream; the stream moves to B at the last cursor and the
     whole sequence equals an uninterrupted run, hash for hash."""
@@ -292,12 +200,15 @@ def test_server_errors_reach_the_user_with_code_and_message(daemon):
     assert "no-such-dataset" in e.value.message and DATASET in e.value.message
     assert e.value.endpoint == daemon.endpoint
 
+    # An output side over the daemon's max_image_side: only the daemon knows its limit.
     with pytest.raises(EditFeedError) as e:
-        next(client.stream(DATASET, spec, rank=0, world_size=3))
+        next(client.stream(DATASET, spec, size=1_000_000))
     assert e.value.code == "INVALID_ARGUMENT"
-    assert "world_size" in e.value.message and "world_size" in str(e.value)
+    assert "output.width" in e.value.message and "output.width" in str(e.value)
 
     # Local mistakes are refused before anything is sent.
+    with pytest.raises(ValueError, match="world_size: 3 does not divide"):
+        client.stream(DATASET, spec, rank=0, world_size=3)
     with pytest.raises(ValueError, match="curriculm"):
         client.stream(DATASET, {"seed": 0, "global_batch": 8, "curriculm": []})
     with pytest.raises(EditFeedError, match="not an editfeed cursor"):
@@ -381,3 +292,26 @@ def test_shared_memory_batches_equal_the_messages_and_go_back_to_the_daemon(star
         time.sleep(0.05)
     assert os.listdir(shm) == []
     os.rmdir(shm)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"world_size": 3}, r"world_size: 3 does not divide the global batch 8"),
+        ({"world_size": 2, "rank": 2}, r"rank: 2 is out of range for world_size 2"),
+        ({"world_size": 0}, r"world_size: must be positive"),
+        (
+            {"spec": {"seed": 1, "global_batch": 8, "curriculum": [{"weights": {"sft": 1.0, "edits": 1.0}}]}},
+            r"curriculum\[0\]\.weights: unknown subset 'edits'",
+        ),
+    ],
+)
+def test_feed_checks_world_size_rank_and_subsets_when_made(kwargs, message):
+    """What Feed's docs say is checked at construction raises there, before any
+    channel opens (the endpoint here has no daemon), naming the field."""
+    spec = kwargs.pop("spec", {"seed": 1, "global_batch": 8})
+    endpoint = f"127.0.0.1:{free_port()}"
+    with pytest.raises(ValueError, match=message):
+        editfeed.Feed(endpoint, DATASET, spec, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        Client(endpoint).stream(DATASET, spec, **kwargs)

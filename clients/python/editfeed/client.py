@@ -119,7 +119,10 @@ def make_request(
 ) -> loader_pb2.StreamRequest:
     """The ``StreamRequest`` that ``Client.stream`` sends (see there for arguments).
 
-    Raises ValueError or TypeError for malformed arguments, and
+    Checks here, before anything is sent (see ``check_request``): the argument types
+    and ranges, the spec's keys and the curriculum's subset names, that the world size
+    divides the global batch and that the rank is in range, and that a cursor is an
+    editfeed cursor. Raises ValueError or TypeError for malformed arguments, and
     EditFeedError(INVALID_ARGUMENT) for a cursor that is not an editfeed cursor.
     """
     if not isinstance(dataset, str) or not dataset:
@@ -128,7 +131,7 @@ def make_request(
         Cursor.parse(cursor)
     if int(max_batches) < 0:
         raise ValueError(f"max_batches: {max_batches} must be 0 (no limit) or positive")
-    return loader_pb2.StreamRequest(
+    request = loader_pb2.StreamRequest(
         dataset=dataset,
         spec=load_spec(spec, seed=seed, global_batch=global_batch),
         rank=int(rank),
@@ -138,6 +141,37 @@ def make_request(
         augment=augment_message(augment),
         max_batches=int(max_batches),
     )
+    check_request(request)
+    return request
+
+
+SUBSET_NAMES = frozenset({"sft", "single_turn", "single-turn", "preference", "dpo", "multi_turn", "multi-turn"})
+"""The subset names a curriculum may weight (the daemon's names and their aliases)."""
+
+
+def check_request(request: loader_pb2.StreamRequest) -> None:
+    """Raises ValueError for what the daemon would refuse and the client can see alone:
+    a global batch of 0, a world size of 0 or one that does not divide the global batch,
+    a rank out of range, and a curriculum weighting an unknown subset. (What needs the
+    dataset, such as a subset the dataset lacks or a cursor of another spec, the daemon
+    checks when the stream opens.)"""
+    spec = request.spec
+    if spec.global_batch == 0:
+        raise ValueError("global_batch: must be positive (give it in the spec or as global_batch=)")
+    if request.world_size == 0:
+        raise ValueError("world_size: must be positive")
+    if spec.global_batch % request.world_size:
+        raise ValueError(
+            f"world_size: {request.world_size} does not divide the global batch {spec.global_batch} "
+            f"(each rank gets global_batch / world_size samples)"
+        )
+    if request.rank >= request.world_size:
+        raise ValueError(f"rank: {request.rank} is out of range for world_size {request.world_size}")
+    for index, phase in enumerate(spec.curriculum):
+        for name in phase.weights:
+            if name not in SUBSET_NAMES:
+                known = ", ".join(sorted(SUBSET_NAMES))
+                raise ValueError(f"curriculum[{index}].weights: unknown subset {name!r} (known: {known})")
 
 
 class Client:
@@ -216,6 +250,14 @@ class Client:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+    def reopened(self) -> Client:
+        """A client with the same settings and none of this one's channels (for a
+        forked process, such as a DataLoader worker: gRPC channels do not survive a
+        fork)."""
+        copy = Client.__new__(Client)
+        copy.__setstate__(self.__getstate__())
+        return copy
 
     def close(self) -> None:
         """Closes every channel (open streams end with CANCELLED)."""
@@ -303,9 +345,11 @@ class Client:
             max_batches: stop after this many batches (0 = until the curriculum ends).
             buckets: aspect-ratio buckets as (width, height) pairs.
 
-        Nothing is sent until the first ``next()``; server refusals (a foreign
-        cursor, an unknown dataset, ...) raise ``EditFeedError`` from it, before any
-        batch.
+        The request is checked here (``make_request``: world size, rank, subset names,
+        cursor syntax), raising ValueError. Nothing is sent until the first ``next()``;
+        server refusals (a foreign cursor, an unknown dataset, a subset the dataset
+        lacks, a batch over the daemon's limits, ...) raise ``EditFeedError`` from it,
+        before any batch.
         """
         request = make_request(
             dataset,
@@ -348,6 +392,7 @@ class BatchStream(Iterator[Batch]):
         self._client = client
         self._request = request
         self._max = request.max_batches
+        self._stride = max(1, request.step_stride)
         self.cursor: str | None = request.cursor or None
         self.received = 0
         self.endpoint = client.endpoints[0]
@@ -427,6 +472,10 @@ class BatchStream(Iterator[Batch]):
         request = loader_pb2.StreamRequest()
         request.CopyFrom(self._request)
         request.cursor = self.cursor or ""
+        if self.received:
+            # The cursor resumes the rank after the last batch received; a strided
+            # stream's next batch is a stride after that batch.
+            request.step_offset = self._stride - 1
         if self._max:
             request.max_batches = self._max - self.received
         request.shm_probe = self._make_probe()
@@ -459,11 +508,12 @@ class BatchStream(Iterator[Batch]):
             return self._accept(message)
 
     def _accept(self, message: Any) -> Batch:
-        if self._resumed and self._last_step is not None and message.step != self._last_step + 1:
+        if self._resumed and self._last_step is not None and message.step != self._last_step + self._stride:
             self.close()
             raise EditFeedError(
                 "DATA_LOSS",
-                f"after failing over, the stream resumed at step {message.step} instead of {self._last_step + 1}",
+                f"after failing over, the stream resumed at step {message.step} "
+                f"instead of {self._last_step + self._stride}",
                 self.endpoint,
             )
         if self._dataset_version is not None and message.dataset_version != self._dataset_version:
@@ -528,11 +578,21 @@ class Feed:
 
     The arguments are those of ``Client.stream``; ``endpoints`` may also be a
     ``Client``. ``rank`` and ``world_size`` default to ``$RANK`` and ``$WORLD_SIZE``.
-    ``max_batches`` limits each iteration (0 = until the curriculum ends). The request
-    is checked when the feed is made; channels open on the first iteration.
+    ``max_batches`` limits each iteration (0 = until the curriculum ends).
+
+    What is checked when the feed is made (ValueError, or EditFeedError for a
+    malformed cursor): the arguments' types and ranges, the spec's keys, that the world
+    size divides the global batch, that the rank is below the world size, and that
+    the curriculum names known subsets. Nothing is sent then: channels open on the
+    first iteration, and what only the daemon knows (the dataset name, whether the
+    dataset has the subsets weighted, a cursor of another spec or dataset, the
+    daemon's size limits) raises ``EditFeedError`` from the first ``next()``.
 
     Cursors do not depend on the rank, so a checkpoint taken on one rank resumes every
     rank (the world size may differ, as long as it divides the global batch).
+
+    ``batches(worker, workers)`` streams one loader worker's share of the rank: the
+    steps with ``(step - start) % workers == worker`` (see ``editfeed.torch``).
     """
 
     def __init__(
@@ -571,6 +631,7 @@ class Feed:
             global_batch=global_batch,
             buckets=buckets,
         )
+        self.max_batches = int(max_batches)
         if isinstance(endpoints, Client):
             self.client = endpoints
         else:
@@ -578,38 +639,112 @@ class Feed:
         self._cursor: str | None = cursor or None
         self._step: int | None = None
         self._batches = 0
+        # Where the next iteration starts: the rank's step after the last batch (with
+        # workers, after the last iteration's steps).
+        self._start = Cursor.parse(cursor).step if cursor else 0
+        # Within an iteration: the share streamed, its end (exclusive) and the step of
+        # this object's next batch.
+        self._share: tuple[int, int] | None = None
+        self._end: int | None = None
+        self._next: int | None = None
 
     @property
     def cursor(self) -> str | None:
         """The cursor after the last batch yielded (where the next iteration starts)."""
         return self._cursor
 
-    def batches(self) -> Iterator[Batch]:
-        """Streams from the current position, updating it before each batch is yielded."""
+    def batches(self, worker: int = 0, workers: int = 1) -> Iterator[Batch]:
+        """Streams from the current position, updating it before each batch is yielded.
+
+        With ``workers`` > 1, streams worker ``worker``'s share of this iteration: the
+        steps start + worker, start + worker + workers, ..., each worker over its own
+        connection (the daemon skips the other steps without computing them).
+        Interleaved in worker order, the shares are exactly the batches of
+        ``workers=1``. An iteration interrupted and resumed through ``state_dict()``
+        / ``load_state_dict()`` (in the same worker of the same count) goes on where
+        it stopped.
+        """
+        if workers < 1 or not 0 <= worker < workers:
+            raise ValueError(f"worker {worker} is out of range for {workers} workers")
+        share = (worker, workers)
+        if self._share == share and self._next is not None:
+            first, end = self._next, self._end  # resuming an iteration from its state
+        else:
+            start = self._start
+            if self._share is not None and self._cursor:
+                # A state of another share: resume the rank after its last batch.
+                start = Cursor.parse(self._cursor).step
+            first = start + worker
+            end = start + self.max_batches if self.max_batches else None
+        self._share, self._end, self._next = share, end, first
         request = loader_pb2.StreamRequest()
         request.CopyFrom(self._request)
         request.cursor = self._cursor or ""
+        base = Cursor.parse(self._cursor).step if self._cursor else 0
+        if first < base:
+            raise ValueError(f"the feed's next step {first} is before its cursor's step {base}")
+        request.step_stride = workers
+        request.step_offset = first - base
+        request.max_batches = 0
+        if end is not None:
+            count = max(0, -(-(end - first) // workers))
+            if count == 0:
+                self._finish(first, worker, workers)
+                return
+            request.max_batches = count
         stream = self.client.stream_request(request)
         try:
             for batch in stream:
                 self._cursor = batch.cursor
                 self._step = batch.step
                 self._batches += 1
+                self._next = batch.step + workers
+                if workers == 1:
+                    self._start = batch.step + 1
                 yield batch
+        except GeneratorExit:
+            # Stopped by the caller: the next iteration starts after the last batch
+            # this object yielded.
+            if self._cursor:
+                self._start = Cursor.parse(self._cursor).step
+            self._share = self._end = self._next = None
+            raise
+        else:
+            self._finish(self._next, worker, workers)
         finally:
             stream.close()
+
+    def _finish(self, next_step: int, worker: int, workers: int) -> None:
+        """Ends the iteration: the next one starts after this iteration's steps (its
+        max_batches end, or past the curriculum's end: every share's next step is)."""
+        self._start = self._end if self._end is not None else next_step - worker
+        self._share = self._end = self._next = None
 
     def __iter__(self) -> Iterator[Batch]:
         return self.batches()
 
     def state_dict(self) -> dict[str, Any]:
         """``{"cursor": <cursor after the last batch yielded or None>, "step": <its
-        step or None>, "batches": <batches yielded by this object>, "dataset": name}``."""
-        return {"cursor": self._cursor, "step": self._step, "batches": self._batches, "dataset": self.dataset}
+        step or None>, "batches": <batches yielded by this object>, "dataset": name}``
+        plus the position inside an unfinished iteration (``start``, ``share``,
+        ``end``, ``next``), so that a loader worker resumes its share exactly."""
+        return {
+            "cursor": self._cursor,
+            "step": self._step,
+            "batches": self._batches,
+            "dataset": self.dataset,
+            "start": self._start,
+            "share": list(self._share) if self._share else None,
+            "end": self._end,
+            "next": self._next,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Makes the next iteration resume after the batch whose cursor ``state``
-        holds (a ``state_dict()`` of this or another process)."""
+        holds (a ``state_dict()`` of this or another process; ``{"cursor": c}`` with
+        the cursor of any batch resumes the rank after that batch). A state taken
+        inside an iteration finishes that iteration first when loaded into the same
+        worker share."""
         if not isinstance(state, Mapping) or "cursor" not in state:
             raise ValueError("load_state_dict: expected a dict with a 'cursor' key, as state_dict() returns")
         if state.get("dataset") not in (None, self.dataset):
@@ -617,8 +752,16 @@ class Feed:
                 f"load_state_dict: the state is for dataset {state['dataset']!r}, this feed streams {self.dataset!r}"
             )
         cursor = state["cursor"] or None
-        if cursor:
-            Cursor.parse(cursor)
+        step = Cursor.parse(cursor).step if cursor else 0
         self._cursor = cursor
         self._step = state.get("step")
         self._batches = int(state.get("batches") or 0)
+        share = state.get("share")
+        if share is not None and state.get("next") is not None:
+            self._share = (int(share[0]), int(share[1]))
+            self._next = int(state["next"])
+            self._end = None if state.get("end") is None else int(state["end"])
+            self._start = int(state.get("start", step))
+        else:
+            self._share = self._end = self._next = None
+            self._start = int(state["start"]) if state.get("start") is not None else step

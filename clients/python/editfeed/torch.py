@@ -1,23 +1,32 @@
 """PyTorch integration: ``EditFeedDataset``, an ``IterableDataset`` over an editfeed
-stream whose position is part of the training checkpoint.
+stream whose position is part of the training checkpoint, and ``to_device``, which
+hands a batch to the model as float CHW tensors.
 
 This is the only module of the package that imports torch; ``import editfeed`` works
-without it.
+without it (install it with the ``editfeed[torch]`` extra).
 
-Use it with ``DataLoader(ds, batch_size=None, num_workers=0)``: the daemon already
-batches, decodes and augments in parallel, so DataLoader batching and worker processes
-would only add copies (and workers would each stream the same batches, while
-``state_dict()`` of the main process's object would not move). Under torchrun, ``rank``
-and ``world_size`` default to ``$RANK`` and ``$WORLD_SIZE``.
+Use it with ``DataLoader(ds, batch_size=None)``: the daemon already batches, so the
+DataLoader must not batch again. ``batch_size`` left at its default (1) or set to any
+number raises ValueError at the first batch, naming ``batch_size=None``. Under
+torchrun, ``rank`` and ``world_size`` default to ``$RANK`` and ``$WORLD_SIZE``.
 
-Each item is a dict: the batch's tensors as torch tensors sharing memory with the
-received message (``torch.from_numpy``, no copy; images are uint8 HWC, e.g.
-``source`` ``[B, H, W, 3]``, so permute to CHW on the device, e.g.
-``x.to(device).permute(0, 3, 1, 2).float() / 255``), the per-sample metadata lists
-(``keys``, ``texts``, ``short_texts``, ``turns``, ``turn_texts``, ...), and ``step``,
-``subset``, ``cursor``, ``rank``, ``world_size``, ``dataset_version`` (and ``digest``
-when asked for). The tensors view read-only message bytes: treat them as read-only
-(copy before writing in place).
+Loader workers (``num_workers=N``, with ``persistent_workers`` and ``pin_memory`` as
+usual): worker k streams the rank's steps start + k, start + k + N, ... over its own
+connection, and DataLoader's in-order delivery restores the rank's exact sequence, so
+the batches are byte-identical to ``num_workers=0``. Each worker fails over between
+daemons on its own, like the main process. The main process's ``ds.state_dict()``
+does not follow the workers: checkpoint through torchdata's ``StatefulDataLoader``
+(which collects every worker's position), or from a batch's ``cursor``
+(``ds.load_state_dict({"cursor": batch["cursor"]})`` resumes the rank after that
+batch at any worker count).
+
+Each item is a dict (``EditFeedBatch``): the batch's tensors as torch tensors sharing
+memory with the received message (``torch.from_numpy``, no copy; images are uint8 HWC,
+e.g. ``source`` ``[B, H, W, 3]``; ``to_device`` makes them float CHW on a device), the
+per-sample metadata lists (``keys``, ``texts``, ``short_texts``, ``turns``,
+``turn_texts``, ...), and ``step``, ``subset``, ``cursor``, ``rank``, ``world_size``,
+``dataset_version`` (and ``digest`` when asked for). The tensors view read-only message
+bytes: treat them as read-only (copy before writing in place; ``to_device`` copies).
 
 Checkpointing::
 
@@ -32,12 +41,14 @@ Checkpointing::
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import IterableDataset
+from torch.utils.data._utils.collate import default_collate_fn_map
 
 from .batch import Batch
 from .client import Client, Feed
@@ -51,9 +62,29 @@ def _as_tensor(array: Any) -> Any:
         return torch.from_numpy(array)
 
 
-def batch_to_torch(batch: Batch, with_digest: bool = False) -> dict[str, Any]:
+class EditFeedBatch(dict):
+    """One editfeed batch as ``EditFeedDataset`` yields it: a dict of tensors and
+    metadata. DataLoader's default collation refuses it (it is a whole batch
+    already): see ``DataLoader(..., batch_size=None)``."""
+
+
+def _refuse_collate(batch: Any, *, collate_fn_map: Any = None) -> Any:
+    raise ValueError(
+        "EditFeedDataset yields whole batches (the daemon batches them): give the DataLoader "
+        "batch_size=None, e.g. DataLoader(ds, batch_size=None, num_workers=2); with batch_size "
+        f"set (its default is 1) it would stack {len(batch)} batch(es) into one tensor per key"
+    )
+
+
+# The documented extension point of torch's default_collate (its docstring shows
+# registering a type in default_collate_fn_map): the default collation of
+# DataLoader(batch_size=...) raises for editfeed batches instead of re-batching them.
+default_collate_fn_map[EditFeedBatch] = _refuse_collate
+
+
+def batch_to_torch(batch: Batch, with_digest: bool = False) -> EditFeedBatch:
     """A ``Batch`` as a dict of torch tensors (zero copy) plus its metadata."""
-    out = batch.to_dict()
+    out = EditFeedBatch(batch.to_dict())
     for name in batch.tensors:
         out[name] = _as_tensor(batch.tensors[name])
     if with_digest:
@@ -78,8 +109,14 @@ class EditFeedDataset(IterableDataset):
         client_options: keyword arguments of ``editfeed.Client``.
 
     Every iteration continues after the last batch yielded. ``state_dict()`` returns
-    ``{"cursor": ..., "step": ..., "batches": ..., "dataset": ...}``;
-    ``load_state_dict()`` makes the next iteration resume after that batch.
+    ``{"cursor": ..., "step": ..., "batches": ..., "dataset": ...}`` (and the position
+    inside an unfinished iteration, see ``editfeed.Feed.state_dict``);
+    ``load_state_dict()`` makes the next iteration resume after that batch. The request
+    is checked when the dataset is made, as ``editfeed.Feed`` says.
+
+    In DataLoader workers, each worker streams its share of the rank's steps (see the
+    module docs); ``max_batches`` then still counts the rank's batches per iteration
+    (all workers together).
     """
 
     def __init__(
@@ -121,6 +158,7 @@ class EditFeedDataset(IterableDataset):
             client_options=client_options,
         )
         self.with_digest = with_digest
+        self._client_pid = os.getpid()
 
     @property
     def client(self) -> Client:
@@ -138,15 +176,13 @@ class EditFeedDataset(IterableDataset):
         return self.feed.world_size
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        get_worker_info = getattr(torch.utils.data, "get_worker_info", None)
-        info = get_worker_info() if get_worker_info is not None else None
-        if info is not None:
-            raise RuntimeError(
-                "EditFeedDataset must be loaded with DataLoader(num_workers=0, batch_size=None): "
-                "the daemon already works in parallel, every worker would stream the same batches, "
-                "and state_dict() could not follow the workers' position"
-            )
-        for batch in self.feed.batches():
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        if self._client_pid != os.getpid():
+            # A DataLoader worker: its own connections (channels do not survive a fork).
+            self.feed.client = self.feed.client.reopened()
+            self._client_pid = os.getpid()
+        for batch in self.feed.batches(worker, workers):
             yield batch_to_torch(batch, with_digest=self.with_digest)
 
     def state_dict(self) -> dict[str, Any]:
@@ -156,3 +192,61 @@ class EditFeedDataset(IterableDataset):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Makes the next iteration resume after the batch ``state`` was taken at."""
         self.feed.load_state_dict(state)
+
+
+def to_device(
+    batch: Mapping[str, Any],
+    device: str | torch.device = "cpu",
+    *,
+    scale: Literal["unit", "signed"] = "unit",
+    channels_last: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, Any]:
+    """The batch on ``device``, its images as float CHW tensors.
+
+    Every uint8 image tensor (``[..., H, W, 3]``: ``source``, ``target``, ``chosen``,
+    ``rejected``, multi-turn ``images``) becomes ``dtype`` ``[..., 3, H, W]``, scaled
+    to [0, 1] (``scale="unit"``) or [-1, 1] (``scale="signed"``). ``channels_last``
+    keeps the pixels in HWC memory order (``torch.channels_last`` for 4-D tensors),
+    which convolutions on GPUs often prefer; otherwise the result is contiguous CHW.
+    Other tensors (``turn_counts``) move unchanged, and the metadata is copied as is.
+
+    On a CUDA device the uint8 bytes are copied into pinned memory (unless they are
+    pinned already, e.g. by ``DataLoader(pin_memory=True)``) and sent with
+    ``non_blocking=True``; the conversion runs on the device. On the CPU the same code
+    runs without pinning. The received batch is never written: the result is new
+    memory (on the CPU too), so it may be modified in place.
+    """
+    if scale not in ("unit", "signed"):
+        raise ValueError(f"scale: {scale!r} must be 'unit' ([0, 1]) or 'signed' ([-1, 1])")
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype: {dtype} is not a floating-point type")
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    out: dict[str, Any] = dict(batch)
+    for name, value in batch.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        t = value
+        if cuda and not t.is_pinned():
+            t = t.pin_memory()
+        t = t.to(device, non_blocking=cuda)
+        if t.dtype == torch.uint8 and t.ndim >= 4 and t.shape[-1] == 3:
+            # HWC -> CHW as a view (the memory stays HWC), converted on the device.
+            dims = list(range(t.ndim - 3)) + [t.ndim - 1, t.ndim - 3, t.ndim - 2]
+            x = t.permute(*dims).to(dtype)
+            if x.data_ptr() == value.data_ptr():
+                x = x.clone()  # never hand out the received bytes
+            if scale == "unit":
+                x.div_(255.0)
+            else:
+                x.div_(127.5).sub_(1.0)
+            if channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            elif not channels_last:
+                x = x.contiguous()
+            t = x
+        elif t.data_ptr() == value.data_ptr() and t.numel():
+            t = t.clone()
+        out[name] = t
+    return out
