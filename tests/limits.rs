@@ -82,3 +82,97 @@ async fn a_client_that_stops_reading_stalls_no_one_and_its_work_stays_bounded() 
     assert!(started.elapsed() >= Duration::from_secs(1));
     drop(stalled);
 }
+
+/// A request whose curriculum is `phases` (until_step, subset), over 64 px output.
+fn curriculum_request(
+    phases: &[(Option<u64>, &str)],
+    global_batch: u32,
+    world: u32,
+    max_batches: u64,
+) -> editfeed::proto::v1::StreamRequest {
+    let mut spec = editfeed::plan::StreamSpec::new(5, global_batch);
+    spec.curriculum = phases
+        .iter()
+        .map(|&(until_step, subset)| editfeed::plan::Phase {
+            until_step,
+            weights: [(subset.to_string(), 1.0)].into(),
+            ramp_steps: 0,
+        })
+        .collect();
+    let mut req = request("d", 5, global_batch, world, 1, 64, max_batches);
+    req.spec = Some(editfeed::convert::spec_to_wire(&spec));
+    req
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_batch_bytes_is_checked_for_the_subsets_the_stream_reaches_per_rank() {
+    use editfeed::dataset::writer::ShardTarget;
+    use editfeed::dataset::Subset;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_dataset(
+        dir.path(),
+        &all_samples(&small_synth(40, 11)),
+        ShardTarget::Samples(8),
+    );
+    let chain = manifest.subsets[&Subset::MultiTurn].max_turns as u64 + 1;
+    assert!(chain > 3, "the fixture's longest chain has {chain} images");
+    // Per rank (global batch 4 over 2 ranks): 2 samples of 64 x 64 x 3 per image.
+    let image = 2 * 64 * 64 * 3;
+    let mut config = editfeed::config::ServeConfig {
+        workers: 2,
+        // A preference batch (3 images per sample) just fits; a chain does not.
+        max_batch_bytes: 3 * image,
+        ..Default::default()
+    };
+    config
+        .datasets
+        .insert("d".into(), dir.path().display().to_string());
+    let server = TestServer::start_config(config).await;
+    let sft_then_chains = [(Some(4), "sft"), (Some(8), "multi_turn")];
+
+    // The single-turn steps alone are served, and so are preference pairs.
+    let got = fetch_all(
+        &server.endpoint,
+        curriculum_request(&sft_then_chains, 4, 2, 4),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.len(), 4);
+    assert!(got.iter().all(|b| b.subset == "sft"));
+    let pairs = [(Some(3), "preference")];
+    let got = fetch_all(&server.endpoint, curriculum_request(&pairs, 4, 2, 0))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3);
+
+    // The whole curriculum reaches the chains at step 4: refused up front, saying so.
+    let e = fetch_all(
+        &server.endpoint,
+        curriculum_request(&sft_then_chains, 4, 2, 0),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let want = format!(
+        "a multi_turn batch at step 4, curriculum[1] would take {} bytes per rank, over the daemon's max_batch_bytes {}",
+        chain * image,
+        3 * image
+    );
+    assert!(e.message().starts_with(&want), "{}", e.message());
+
+    // Per rank: the same single-turn steps on one rank are twice the bytes.
+    let e = fetch_all(&server.endpoint, {
+        let mut req = curriculum_request(&sft_then_chains, 4, 1, 4);
+        req.rank = 0;
+        req
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        e.message()
+            .starts_with("a sft batch at step 0, curriculum[0] would take"),
+        "{}",
+        e.message()
+    );
+    server.stop().await;
+}

@@ -37,15 +37,27 @@ impl Subset {
         }
     }
 
-    /// Parses a subset name; also accepts the common aliases `single_turn`, `dpo` and
-    /// `multi-turn`.
+    /// The other names a subset goes by, accepted wherever a subset is named
+    /// (curriculum weights, reshard subsets, `pack --subset`). Documented in README
+    /// ("Curriculum files"), `loader.proto` and the Python client's `editfeed.spec`.
+    pub const ALIASES: [(&'static str, Subset); 4] = [
+        ("single_turn", Subset::Sft),
+        ("single-turn", Subset::Sft),
+        ("dpo", Subset::Preference),
+        ("multi-turn", Subset::MultiTurn),
+    ];
+
+    /// Parses a subset name or one of its [`Subset::ALIASES`].
     pub fn from_name(name: &str) -> Option<Subset> {
-        match name {
-            "sft" | "single_turn" | "single-turn" => Some(Subset::Sft),
-            "preference" | "dpo" => Some(Subset::Preference),
-            "multi_turn" | "multi-turn" => Some(Subset::MultiTurn),
-            _ => None,
-        }
+        Subset::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .or_else(|| {
+                Subset::ALIASES
+                    .iter()
+                    .find(|(alias, _)| *alias == name)
+                    .map(|(_, s)| *s)
+            })
     }
 }
 
@@ -67,5 +79,35 @@ mod tests {
         }
         assert_eq!(Subset::from_name("dpo"), Some(Subset::Preference));
         assert_eq!(Subset::from_name("video"), None);
+    }
+
+    #[test]
+    fn every_alias_is_documented_where_subsets_are_named() {
+        let docs = [
+            ("README.md", include_str!("../../README.md")),
+            (
+                "loader.proto",
+                include_str!("../../proto/editfeed/v1/loader.proto"),
+            ),
+            (
+                "editfeed/spec.py",
+                include_str!("../../clients/python/editfeed/spec.py"),
+            ),
+            (
+                "clients/python/README.md",
+                include_str!("../../clients/python/README.md"),
+            ),
+        ];
+        for (alias, subset) in Subset::ALIASES {
+            assert_eq!(Subset::from_name(alias), Some(subset));
+            for (file, text) in docs {
+                let named = format!("`{alias}` for `{}`", subset.name());
+                let quoted = format!("\"{alias}\" for \"{}\"", subset.name());
+                assert!(
+                    text.contains(&named) || text.contains(&quoted),
+                    "{file} does not document the alias {alias:?}"
+                );
+            }
+        }
     }
 }

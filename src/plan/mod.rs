@@ -345,6 +345,12 @@ impl Plan {
             })
     }
 
+    /// The first step in `from..to` (`to` exclusive; `None`: to the stream's end) that
+    /// draws from `subset`, or `None` if the curriculum does not reach it there.
+    pub fn first_step_of(&self, subset: Subset, from: u64, to: Option<u64>) -> Option<u64> {
+        self.schedule.first_step_of(subset.id() as usize, from, to)
+    }
+
     /// Samples each subset gave out in steps `0..step` (in closed form; the cost does
     /// not depend on `step`). Past the end of a finite stream, the totals at its end.
     pub fn consumed_before(&self, step: u64) -> Consumed {

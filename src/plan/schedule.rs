@@ -162,6 +162,47 @@ impl Schedule {
         [0, 1, 2].map(|i| seg.base[i] + counts[i])
     }
 
+    /// The first step in `from..to` (`to` exclusive, `None` for no bound; either way
+    /// no further than the end) that draws from subset `id`, or `None` if none does. A
+    /// binary search over each segment's monotone counts: the cost does not depend on
+    /// the steps.
+    pub(crate) fn first_step_of(&self, id: usize, from: u64, to: Option<u64>) -> Option<u64> {
+        let to = match (to, self.end) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or(u64::MAX),
+        };
+        let first = self.segments.partition_point(|s| s.start <= from).max(1) - 1;
+        for (i, seg) in self.segments.iter().enumerate().skip(first) {
+            let start = from.max(seg.start);
+            let end = self
+                .segments
+                .get(i + 1)
+                .map_or(to, |next| next.start.min(to));
+            if start >= to {
+                break;
+            }
+            if start >= end || !seg.active[..seg.len as usize].contains(&(id as u8)) {
+                continue;
+            }
+            let before = seg.counts(start - seg.start)[id];
+            if seg.counts(end - seg.start)[id] == before {
+                continue;
+            }
+            // The smallest step s in start..end whose count after it exceeds `before`.
+            let (mut lo, mut hi) = (start, end - 1);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if seg.counts(mid + 1 - seg.start)[id] > before {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            return Some(lo);
+        }
+        None
+    }
+
     /// The subset id of `step`, or `None` past the end.
     pub(crate) fn subset_at(&self, step: u64) -> Option<usize> {
         if self.end.is_some_and(|e| step >= e) || step == u64::MAX {
@@ -184,6 +225,38 @@ mod tests {
             ramp_steps,
             probs,
         }
+    }
+
+    #[test]
+    fn first_step_of_finds_the_first_step_of_each_subset_in_a_range() {
+        let phases = [
+            phase(Some(50), 0, [1.0, 0.0, 0.0]),
+            phase(Some(200), 30, [0.5, 0.5, 0.0]),
+            phase(None, 10, [0.2, 0.0, 0.8]),
+        ];
+        let schedule = Schedule::new(&phases, 7);
+        for (from, to) in [
+            (0, Some(400)),
+            (0, Some(50)),
+            (49, Some(60)),
+            (120, None),
+            (190, Some(260)),
+        ] {
+            for id in 0..3 {
+                let end = to.unwrap_or(400);
+                let want = (from..end).find(|&s| schedule.subset_at(s) == Some(id));
+                let got = schedule.first_step_of(id, from, to);
+                match (to, want) {
+                    (None, None) => assert!(got.is_none_or(|s| s >= end), "{id} from {from}"),
+                    _ => assert_eq!(got, want, "subset {id} in {from}..{to:?}"),
+                }
+            }
+        }
+        assert_eq!(schedule.first_step_of(2, 0, Some(200)), None);
+        assert_eq!(schedule.first_step_of(1, 200 + 10, None), None);
+        let finite = Schedule::new(&[phase(Some(10), 0, [1.0, 0.0, 0.0])], 1);
+        assert_eq!(finite.first_step_of(0, 10, None), None);
+        assert_eq!(finite.first_step_of(0, 3, None), Some(3));
     }
 
     /// Replays the schedule step by step: the slow reference for `steps_before`.

@@ -7,6 +7,7 @@ use super::registry::ServedDataset;
 use super::status::RequestError;
 use crate::config::ServeConfig;
 use crate::convert::spec_from_wire;
+use crate::dataset::Subset;
 use crate::pipeline::augment::{AugmentSpec, FlipPolicy, Jitter};
 use crate::pipeline::collate::estimate_bytes;
 use crate::pipeline::prepare::{OutputKind, PrepareCtx};
@@ -201,13 +202,6 @@ pub fn validate(
         .chain([size])
         .max_by_key(|(w, h)| *w as u64 * *h as u64)
         .unwrap_or(size);
-    let bytes = estimate_bytes(6, per_rank, largest);
-    if bytes > config.max_batch_bytes {
-        return Err(RequestError::BatchTooLarge {
-            bytes,
-            limit: config.max_batch_bytes,
-        });
-    }
     let augment = augment_from_wire(req.augment.as_ref(), config)?;
     let spec = spec_from_wire(wire_spec);
     let plan = Plan::new(&dataset.plan_input, &spec)?
@@ -237,6 +231,7 @@ pub fn validate(
         kind,
         read_ahead: None,
     };
+    check_batch_bytes(&plan, &ctx, start_step, end_step, per_rank, largest, config)?;
     ctx.start_read_ahead(
         &plan,
         req.rank,
@@ -267,6 +262,54 @@ pub fn validate(
         },
     };
     Ok(params)
+}
+
+/// Image slots of a multi-turn sample when the manifest does not give the longest
+/// chain: the source and Pico-Banana's longest chain, 5 turns.
+const UNKNOWN_CHAIN_SLOTS: usize = 6;
+
+/// Refuses the request if a batch of a subset the stream reaches (between its first
+/// step and its end) would pass `max_batch_bytes` for one rank: sft has 2 images per
+/// sample, preference 3, multi-turn the source and the dataset's longest chain. Names
+/// the earliest such step, and its curriculum phase.
+fn check_batch_bytes(
+    plan: &Plan,
+    ctx: &PrepareCtx,
+    start_step: u64,
+    end_step: Option<u64>,
+    per_rank: u64,
+    largest: (u32, u32),
+    config: &ServeConfig,
+) -> Result<(), RequestError> {
+    let mut worst: Option<(u64, Subset, u64)> = None;
+    for subset in Subset::ALL {
+        let Some(step) = plan.first_step_of(subset, start_step, end_step) else {
+            continue;
+        };
+        let slots = match ctx.slots(subset) {
+            0 => UNKNOWN_CHAIN_SLOTS,
+            n => n,
+        };
+        let bytes = estimate_bytes(slots, per_rank, largest);
+        if bytes > config.max_batch_bytes && worst.is_none_or(|(first, _, _)| step < first) {
+            worst = Some((step, subset, bytes));
+        }
+    }
+    let Some((step, subset, bytes)) = worst else {
+        return Ok(());
+    };
+    let curriculum = &plan.spec().curriculum;
+    let phase = curriculum
+        .iter()
+        .position(|p| p.until_step.is_none_or(|end| step < end))
+        .map_or(String::new(), |i| format!(", curriculum[{i}]"));
+    Err(RequestError::BatchTooLarge {
+        subset,
+        step,
+        phase,
+        bytes,
+        limit: config.max_batch_bytes,
+    })
 }
 
 #[cfg(test)]

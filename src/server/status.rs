@@ -36,9 +36,16 @@ pub enum RequestError {
     /// Too many streams are open.
     #[error("the daemon serves {limit} streams at most; try again later or another daemon")]
     TooManyStreams { limit: usize },
-    /// The batch would exceed the message limit.
-    #[error("a batch would take {bytes} bytes, over max_batch_bytes {limit}; lower global_batch or the output size")]
-    BatchTooLarge { bytes: u64, limit: u64 },
+    /// A batch the stream would reach exceeds the message limit.
+    #[error("a {subset} batch at step {step}{phase} would take {bytes} bytes per rank, over the daemon's max_batch_bytes {limit}; lower global_batch or the output size")]
+    BatchTooLarge {
+        subset: crate::dataset::Subset,
+        step: u64,
+        /// `, curriculum[i]` when the spec has a curriculum.
+        phase: String,
+        bytes: u64,
+        limit: u64,
+    },
 }
 
 impl From<RequestError> for Status {

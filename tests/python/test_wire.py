@@ -26,7 +26,7 @@ def make_batch() -> loader_pb2.Batch:
     return b
 
 
-def test_parse_matches_protobuf_and_copies_no_tensor_bytes() -> None:
+def test_parse_matches_protobuf_and_gives_writable_tensors_of_one_copy() -> None:
     message = make_batch()
     raw = message.SerializeToString()
     wire = parse_batch(raw)
@@ -36,19 +36,19 @@ def test_parse_matches_protobuf_and_copies_no_tensor_bytes() -> None:
     assert [(t.name, t.dtype, t.shape) for t in wire.tensors] == [(t.name, t.dtype, tuple(t.shape)) for t in message.tensors]
     for got, want in zip(wire.tensors, message.tensors, strict=True):
         assert got.data == want.data
-        # A view of the received buffer, read-only.
-        assert got.data.obj is raw and got.data.readonly
+        # A writable view of one private copy of the received buffer.
+        assert got.data.obj is wire.tensors[0].data.obj and not got.data.readonly
     assert wire.to_message() == message
     assert editfeed.batch_digest(wire) == editfeed.batch_digest(message)
 
     batch = Batch.from_message(wire)
     assert batch.tensors["chosen"].shape == (2, 4, 5, 3)
     assert batch.tensors["turn_counts"].tolist() == [0, 3]
-    assert not batch.tensors["source"].flags.writeable
+    assert batch.tensors["source"].flags.writeable
     assert batch.keys == ["k0", "k1"] and batch.turn_texts == [["a"], ["a", ""]]
     # Multi-byte tensors sit at any offset of the message: they are copied, aligned.
     counts = batch.tensors["turn_counts"]
-    assert counts.flags.aligned and not counts.flags.writeable
+    assert counts.flags.aligned and counts.flags.writeable
 
     # The message as received, and nothing protobuf-like that would drop the tensors.
     assert wire.SerializeToString() == raw
@@ -56,6 +56,9 @@ def test_parse_matches_protobuf_and_copies_no_tensor_bytes() -> None:
         wire.ByteSize()
     for clone in (copy.copy(wire), pickle.loads(pickle.dumps(wire))):
         assert clone.to_message() == message
+    # A write changes that batch's bytes, never the received buffer.
+    batch.tensors["source"][:] = 0
+    assert raw == message.SerializeToString() and wire.SerializeToString() != raw
 
 
 def test_unpacked_shapes_and_unknown_fields_are_read() -> None:

@@ -8,10 +8,12 @@ Tensors per subset (B = global batch / world size, uint8 HWC pixels):
 - encoded output: ``encoded`` uint8 ``[N]`` and ``encoded_offsets`` int64 ``[B, S+1]``
   (plus ``turn_counts`` for multi-turn).
 
-The arrays are built with ``np.frombuffer`` over the tensors' data, so they are
-read-only views that keep those bytes alive. Streams parse their messages with
-``wire.parse_batch``, whose tensor data are views of the buffer gRPC received: no pixel
-is copied after it arrives.
+The arrays are built with ``np.frombuffer`` over the tensors' data, so they are views
+that keep those bytes alive. They are writable and private to the batch: writing into
+one (normalising, masking) changes only that batch, never a buffer the daemon or a
+later batch uses. Streams parse their messages with ``wire.parse_batch``, whose tensor
+data are views of one copy of the received message, or copy-on-write maps of
+shared-memory files.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ METADATA_FIELDS = (
 
 
 def tensor_array(tensor: Any) -> np.ndarray:
-    """A read-only numpy view of a ``Tensor`` message's data, shaped as the message says.
+    """A writable numpy view of a ``Tensor`` message's data, shaped as the message says
+    (read-only data, such as a protobuf message's ``bytes``, are copied first).
 
     Raises EditFeedError(DATA_LOSS) when the dtype is unknown or the data length does
     not match the shape.
@@ -71,10 +74,10 @@ def tensor_array(tensor: Any) -> np.ndarray:
             f"tensor {tensor.name!r} of shape {list(shape)} and dtype {tensor.dtype} needs {expected} bytes, "
             f"the message holds {len(data)}",
         )
-    if dtype.itemsize > 1 and isinstance(data, memoryview):
+    if (dtype.itemsize > 1 and isinstance(data, memoryview)) or memoryview(data).readonly:
         # A view may start at any offset of the message; multi-byte tensors (turn
         # counts, offsets: a few bytes) get their own aligned copy.
-        data = bytes(data)
+        data = bytearray(data)
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
@@ -88,7 +91,7 @@ class Batch:
         subset: ``"sft"``, ``"preference"`` or ``"multi_turn"``.
         cursor: the cursor to resume after this batch.
         dataset_version: the content hash of the dataset that served it.
-        tensors: tensor name -> numpy array (read-only views on the message bytes).
+        tensors: tensor name -> numpy array (writable views private to this batch).
         keys, subsets, edit_types, categories: per-sample strings.
         texts, short_texts: the long and short instruction (after any direction swap).
         turns: per-sample turn counts (0 for single-turn samples).
@@ -167,7 +170,8 @@ class Batch:
 
     def digest(self) -> str:
         """The batch digest of README "The batch hash" (what ``fetch --hash`` prints),
-        computed from the message and cached."""
+        computed from the message's current bytes and cached (take it before writing
+        into the arrays in place)."""
         if self._digest is None:
             self._digest = batch_digest(self.message)
         return self._digest

@@ -193,7 +193,7 @@ class Client:
     see (its ``shm_dir``): default ``$EDITFEED_SHM_DIR``, else ``/dev/shm`` when it
     exists; ``""`` turns this off. Each stream checks with a probe file whether its
     daemon sees the folder; if so, the daemon writes the pixel tensors there and the
-    batch's arrays are read-only maps of those files (no copy through gRPC), which go
+    batch's arrays are copy-on-write maps of those files (no copy through gRPC), which go
     back to the daemon once the arrays are gone. Otherwise they come in the messages.
     The arrays hold the same bytes either way.
     """

@@ -15,6 +15,10 @@ A spec dict mirrors the proto ``StreamSpec`` and the daemon's TOML format::
         "shuffle": {"block": 64, "window": 16},   # or shuffle_block / shuffle_window
     }
 
+Subsets are ``sft``, ``preference`` and ``multi_turn``; the daemon also accepts the
+aliases `single_turn` for `sft`, `single-turn` for `sft`, `dpo` for `preference` and
+`multi-turn` for `multi_turn` (the same subset, the same plan and cursors).
+
 Unknown keys are refused by name, as the daemon refuses them in TOML files. The
 daemon validates the values (phase order, subset names, weights) and answers
 INVALID_ARGUMENT naming the field.

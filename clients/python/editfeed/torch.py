@@ -25,8 +25,9 @@ memory with the received message (``torch.from_numpy``, no copy; images are uint
 e.g. ``source`` ``[B, H, W, 3]``; ``to_device`` makes them float CHW on a device), the
 per-sample metadata lists (``keys``, ``texts``, ``short_texts``, ``turns``,
 ``turn_texts``, ...), and ``step``, ``subset``, ``cursor``, ``rank``, ``world_size``,
-``dataset_version`` (and ``digest`` when asked for). The tensors view read-only message
-bytes: treat them as read-only (copy before writing in place; ``to_device`` copies).
+``dataset_version`` (and ``digest`` when asked for). The tensors are writable and private
+to their batch: writing in place (normalising, masking) changes that batch only, never a
+buffer the daemon or a later batch uses.
 
 Checkpointing::
 
@@ -42,7 +43,6 @@ Checkpointing::
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -56,10 +56,9 @@ from .spec import SpecLike
 
 
 def _as_tensor(array: Any) -> Any:
-    # torch warns that the array is not writable; the tensors are documented read-only.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*not writable.*")
-        return torch.from_numpy(array)
+    # Batch arrays are writable and private to their batch, so torch has nothing to
+    # warn about.
+    return torch.from_numpy(array)
 
 
 class EditFeedBatch(dict):

@@ -8,11 +8,22 @@ deserializer instead: it walks the message's top level by hand, keeps every
 the received buffer, and gives every other field (step, samples, cursor, ...) to
 protobuf, re-serialised without the tensors (a few KB).
 
-A tensor the daemon sent as a file of the shared-memory folder (``Tensor.shm_file``,
-see ``Client(shm_dir=...)``) is mapped from that file instead: its ``data`` is a view of
-the mapping, and the file is given back to the daemon (renamed to ``<name>.free``) once
-the last array over it is gone. The daemon writes later batches into the files given
-back, and the maps are kept (``MAPPINGS``), so those pages are not faulted in again.
+Tensor data are writable and private to their batch, so a trainer may normalise or
+mask a batch in place:
+
+- A tensor in the message is a view of one writable copy of the received message
+  (gRPC hands over an immutable ``bytes``; a ``bytearray`` given to ``parse_batch``,
+  as unpickling gives, is used as it is). That copy costs about as much as gRPC's own
+  copy into ``bytes``.
+- A tensor the daemon sent as a file of the shared-memory folder (``Tensor.shm_file``,
+  see ``Client(shm_dir=...)``) is a view of a copy-on-write map of that file
+  (``MAP_PRIVATE``): a write goes to private pages of this process and never into the
+  file. The file is given back to the daemon (renamed to ``<name>.free``) once the last
+  array over it is gone; the daemon writes later batches into the files given back,
+  and the maps are kept (``MAPPINGS``), so those pages are not faulted in again. Before
+  a kept map serves a later batch, the pages this process wrote are dropped (found in
+  ``/proc/self/pagemap``), so it shows the file's new bytes; where that cannot be read,
+  the file is mapped afresh.
 
 Field numbers are those of ``proto/editfeed/v1/loader.proto``.
 """
@@ -49,7 +60,7 @@ class WireError(ValueError):
 
 
 class WireTensor(NamedTuple):
-    """One ``Tensor`` of a batch; ``data`` is a read-only view of the received bytes."""
+    """One ``Tensor`` of a batch; ``data`` is a writable view private to the batch."""
 
     name: str
     dtype: str
@@ -80,19 +91,21 @@ class WireBatch:
             return getattr(self._rest, name)
         raise AttributeError(f"WireBatch has no attribute {name!r} (to_message() gives the protobuf Batch)")
 
-    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
-        return parse_batch, (self.SerializeToString(),)
+    def __reduce__(self) -> tuple[Any, tuple[bytearray]]:
+        if not self.shm_files:
+            return parse_batch, (self._raw,)
+        return parse_batch, (bytearray(self.to_message().SerializeToString()),)
 
     def SerializeToString(self) -> bytes:  # noqa: N802 - protobuf's name
-        """The message as received; tensors that came as shared-memory files are put
-        back in it."""
+        """The message with the tensors' current bytes; tensors that came as
+        shared-memory files are put back in it."""
         if not self.shm_files:
-            return self._raw
+            return bytes(self._raw)
         return self.to_message().SerializeToString()
 
     def to_message(self) -> Any:
         """The whole ``editfeed.v1.Batch`` protobuf message (copies the tensor bytes)."""
-        message = loader_pb2.Batch.FromString(self._raw)
+        message = loader_pb2.Batch.FromString(bytes(self._raw))
         if self.shm_files:
             for tensor, wire in zip(message.tensors, self.tensors, strict=True):
                 if tensor.shm_file:
@@ -181,11 +194,55 @@ def _give_back(path: str) -> None:
         pass  # the daemon removed it (its stream ended long ago): nothing to give back
 
 
+def _written_pages(mapped: mmap.mmap, size: int) -> np.ndarray | None:
+    """The indices of the pages of a copy-on-write map that this process wrote (its
+    private copies), from ``/proc/self/pagemap``; None when that cannot be read."""
+    page = mmap.PAGESIZE
+    pages = (size + page - 1) // page
+    address = np.frombuffer(mapped, dtype=np.uint8, count=1).__array_interface__["data"][0]
+    try:
+        fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+        try:
+            raw = os.pread(fd, 8 * pages, address // page * 8)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    if len(raw) != 8 * pages:
+        return None
+    entries = np.frombuffer(raw, dtype="<u8")
+    present = (entries >> np.uint64(63)) & np.uint64(1)
+    swapped = (entries >> np.uint64(62)) & np.uint64(1)
+    file_page = (entries >> np.uint64(61)) & np.uint64(1)
+    # A page still mapped from the file is shared with it; a present page that is not
+    # (or one swapped out) is this process's own copy.
+    return np.flatnonzero(((present == 1) & (file_page == 0)) | (swapped == 1))
+
+
+def _drop_written_pages(mapped: mmap.mmap, size: int) -> bool:
+    """Drops the private copies of pages written through a copy-on-write map, so that
+    they read the file again; False when the written pages cannot be found."""
+    written = _written_pages(mapped, size)
+    if written is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return False
+    page = mmap.PAGESIZE
+    if len(written):
+        # Runs of consecutive pages, one madvise each.
+        breaks = np.flatnonzero(np.diff(written) != 1)
+        starts = np.concatenate(([written[0]], written[breaks + 1]))
+        ends = np.concatenate((written[breaks], [written[-1]])) + 1
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            length = min(end * page, size) - start * page
+            mapped.madvise(mmap.MADV_DONTNEED, start * page, length)
+    return True
+
+
 class _Mappings:
-    """Read-only maps of shared-memory files, kept across batches: the daemon writes
-    its stream's next batches into the same files, so their pages stay mapped here and
-    are not faulted in again. At most ``MAX`` files (least recently used out); a file
-    replaced under the same name (another inode) is mapped afresh."""
+    """Copy-on-write maps of shared-memory files, kept across batches: the daemon
+    writes its stream's next batches into the same files, so their pages stay mapped
+    here and are not faulted in again. At most ``MAX`` files (least recently used out);
+    a file replaced under the same name (another inode) is mapped afresh, and so is one
+    whose written pages cannot be dropped."""
 
     MAX = 64
 
@@ -204,11 +261,17 @@ class _Mappings:
             ident = (st.st_dev, st.st_ino)
             with self._lock:
                 cached = self._maps.get(path)
-                if cached is not None and cached[0] == ident and len(cached[1]) == size:
+                if (
+                    cached is not None
+                    and cached[0] == ident
+                    and len(cached[1]) == size
+                    # No array over it is left (the file came back from the daemon).
+                    and _drop_written_pages(cached[1], size)
+                ):
                     mapped = cached[1]
                     self._maps.move_to_end(path)
                 else:
-                    mapped = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+                    mapped = mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
                     self._maps[path] = (ident, mapped)
                     while len(self._maps) > self.MAX:
                         self._maps.popitem(last=False)
@@ -217,7 +280,7 @@ class _Mappings:
         # One owner per batch: when it goes, so has every array over it.
         owner = np.frombuffer(mapped, dtype=np.uint8)
         weakref.finalize(owner, _give_back, path)
-        return memoryview(owner).toreadonly()
+        return memoryview(owner)
 
     def forget(self, paths: Iterable[str]) -> None:
         """Drops the maps of files a stream that ended used."""
@@ -231,7 +294,7 @@ MAPPINGS = _Mappings()
 
 
 def _map_file(shm_dir: str, file: str, name: str, dtype: str, shape: list[int]) -> memoryview:
-    """Maps a tensor's shared-memory file read-only (see ``_Mappings``)."""
+    """Maps a tensor's shared-memory file copy-on-write (see ``_Mappings``)."""
     if not _FILE_NAME.match(file):
         raise WireError(f"tensor {name!r}: {file!r} is not a file name")
     path = os.path.join(shm_dir, file)
@@ -249,10 +312,13 @@ def _map_file(shm_dir: str, file: str, name: str, dtype: str, shape: list[int]) 
         raise WireError(f"tensor {name!r}: {e}") from None
 
 
-def parse_batch(raw: bytes, shm_dir: str | None = None) -> WireBatch:
-    """Parses a serialised ``editfeed.v1.Batch``; the tensors' data are views of `raw`,
-    or of the mapped file in `shm_dir` for a tensor the daemon sent as one."""
-    buf = memoryview(raw).toreadonly()
+def parse_batch(raw: bytes | bytearray, shm_dir: str | None = None) -> WireBatch:
+    """Parses a serialised ``editfeed.v1.Batch``; the tensors' data are writable views
+    of a copy of `raw` (of `raw` itself when it is a writable buffer), or of the
+    copy-on-write map of the file in `shm_dir` for a tensor the daemon sent as one."""
+    if memoryview(raw).readonly:
+        raw = bytearray(raw)
+    buf = memoryview(raw)
     end = len(buf)
     tensors: list[WireTensor] = []
     rest = bytearray()
