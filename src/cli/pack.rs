@@ -58,6 +58,10 @@ pub struct PicoBananaArgs {
     /// aspect ratio, never enlarges).
     #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_side: Option<u32>,
+    /// Skip (as image_too_large) image files larger than SIZE bytes (e.g. 64MiB),
+    /// checked before reading.
+    #[arg(long, value_name = "SIZE", value_parser = editfeed::units::parse_bytes, default_value = "64MiB")]
+    pub max_image_bytes: u64,
     /// Where to write the JSON report of skipped rows (default: <out>/import-report.json).
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -115,6 +119,7 @@ fn pico(a: PicoBananaArgs) -> anyhow::Result<()> {
             transcode_edits: a.transcode_edits,
             max_side: a.max_side,
             pixel_limit: DEFAULT_PIXEL_LIMIT,
+            max_image_bytes: a.max_image_bytes,
         },
         limit: a.limit,
         report: a.report,

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
+use crate::dataset::input_files::{read_bounded, InputFileError, DEFAULT_MAX_IMAGE_BYTES};
 use crate::dataset::sample::{ImageFormat, Role, SampleImage};
 use crate::dataset::transcode::{probe, transcode, TranscodeTarget, DEFAULT_PIXEL_LIMIT};
 
@@ -22,6 +23,8 @@ pub struct ImageOptions {
     pub max_side: Option<u32>,
     /// Refuse to decode images with more pixels than this when transcoding.
     pub pixel_limit: u64,
+    /// Refuse image files larger than this many bytes, checked before reading.
+    pub max_image_bytes: u64,
 }
 
 impl Default for ImageOptions {
@@ -30,6 +33,7 @@ impl Default for ImageOptions {
             transcode_edits: None,
             max_side: None,
             pixel_limit: DEFAULT_PIXEL_LIMIT,
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
         }
     }
 }
@@ -46,13 +50,25 @@ impl ImageOptions {
 pub enum LoadError {
     /// The file could not be read.
     Read(std::io::Error),
+    /// The path names a FIFO, a device, a socket or a folder (the message says which).
+    NotRegular(String),
+    /// The file is larger than [`ImageOptions::max_image_bytes`] (the message says so).
+    TooLarge(String),
     /// The bytes are not a decodable image.
     Decode(String),
 }
 
 /// Reads, checks and (when asked) transcodes the image at `path` for `role`.
 pub fn load_image(path: &Path, role: Role, opts: &ImageOptions) -> Result<SampleImage, LoadError> {
-    let bytes = Bytes::from(std::fs::read(path).map_err(LoadError::Read)?);
+    let bytes = Bytes::from(
+        read_bounded(path, opts.max_image_bytes).map_err(|e| match e {
+            InputFileError::Missing { source, .. } | InputFileError::Read { source, .. } => {
+                LoadError::Read(source)
+            }
+            e @ InputFileError::NotRegular { .. } => LoadError::NotRegular(e.to_string()),
+            e => LoadError::TooLarge(e.to_string()),
+        })?,
+    );
     let (format, bytes): (ImageFormat, Bytes) = if opts.rewrites() {
         let target = if role == Role::Source {
             None
