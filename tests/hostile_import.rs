@@ -308,3 +308,42 @@ fn a_device_is_refused_by_type_not_read_until_memory_runs_out() {
     let reasons: Vec<_> = got.iter().map(|r| (r.1, r.2)).collect();
     assert_eq!(reasons, vec![(1, "unresolved_source"), (2, "not_a_file")]);
 }
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn a_decompression_bomb_is_skipped_at_pack_time_without_a_transcode() {
+    // A real PNG whose IHDR is patched to declare 100000x100000, CRC fixed.
+    let mut bomb = png(5);
+    bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    let crc = crc32(&bomb[12..29]);
+    bomb[29..33].copy_from_slice(&crc.to_be_bytes());
+    let f = Fixture::new();
+    put(&f.sources.join("a_o.jpg"), &png(1));
+    put(&f.root.join("images/a.png"), &png(2));
+    put(&f.root.join("images/bomb.png"), &bomb);
+    f.jsonl(
+        "sft.jsonl",
+        &[
+            row("a", "images/a.png", ""),
+            row("a", "images/bomb.png", ""),
+        ],
+    );
+    let got = f.import(&f.options());
+    let reasons: Vec<_> = got.iter().map(|r| (r.1, r.2)).collect();
+    assert_eq!(reasons, vec![(2, "image_too_large")]);
+}

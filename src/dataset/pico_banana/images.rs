@@ -12,6 +12,7 @@ use bytes::Bytes;
 use crate::dataset::input_files::{read_bounded, InputFileError, DEFAULT_MAX_IMAGE_BYTES};
 use crate::dataset::sample::{ImageFormat, Role, SampleImage};
 use crate::dataset::transcode::{probe, transcode, TranscodeTarget, DEFAULT_PIXEL_LIMIT};
+use crate::pipeline::decode::{self, DecodeLimits};
 
 /// What to do to images at import time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +22,9 @@ pub struct ImageOptions {
     pub transcode_edits: Option<TranscodeTarget>,
     /// Shrink every image of a sample so its longer side is at most this many pixels.
     pub max_side: Option<u32>,
-    /// Refuse to decode images with more pixels than this when transcoding.
+    /// Refuse images whose header declares more pixels than this (the daemon's
+    /// `max_decode_pixels` by default, so nothing is packed that it would refuse), with
+    /// or without transcoding.
     pub pixel_limit: u64,
     /// Refuse image files larger than this many bytes, checked before reading.
     pub max_image_bytes: u64,
@@ -69,6 +72,17 @@ pub fn load_image(path: &Path, role: Role, opts: &ImageOptions) -> Result<Sample
             e => LoadError::TooLarge(e.to_string()),
         })?,
     );
+    // The daemon's own header parser and limit check, so a bomb is refused here
+    // rather than on every read; undecodable headers are left to the probe below.
+    if let Some(declared) = ImageFormat::sniff(&bytes) {
+        if let Ok(header) = decode::probe(declared, &bytes) {
+            let limits = DecodeLimits {
+                max_pixels: opts.pixel_limit,
+            };
+            decode::check_limits(&header, &limits)
+                .map_err(|e| LoadError::TooLarge(format!("{e} (--max-decode-pixels)")))?;
+        }
+    }
     let (format, bytes): (ImageFormat, Bytes) = if opts.rewrites() {
         let target = if role == Role::Source {
             None
@@ -93,6 +107,14 @@ mod tests {
     use super::*;
     use crate::dataset::transcode::encode;
     use image::{DynamicImage, RgbImage};
+
+    #[test]
+    fn the_pixel_limit_defaults_to_the_daemons() {
+        assert_eq!(
+            ImageOptions::default().pixel_limit,
+            crate::config::ServeConfig::default().max_decode_pixels
+        );
+    }
 
     #[test]
     fn sources_keep_their_format_and_edits_follow_the_target() {
