@@ -267,6 +267,36 @@ async fn an_undecodable_sample_is_replaced_and_the_stream_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_subset_of_broken_samples_ends_in_data_loss_counting_what_was_tried() {
+    use editfeed::dataset::sample::Role;
+    use editfeed::dataset::Subset;
+    let dir = tempfile::tempdir().unwrap();
+    let mut samples: Vec<_> = all_samples(&small_synth(10, 7))
+        .into_iter()
+        .filter(|s| s.subset() == Subset::Sft)
+        .collect();
+    let n = samples.len();
+    assert!(n > 1 && (n as u64) < editfeed::pipeline::prepare::MAX_REPLACEMENTS);
+    for s in &mut samples {
+        let img = s.images.iter_mut().find(|i| i.role == Role::Edit).unwrap();
+        img.bytes = bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\nthis is not a png");
+    }
+    write_dataset(dir.path(), &samples, ShardTarget::Samples(4));
+    let server = TestServer::start(&[("d", dir.path())], 2, 2).await;
+    let err = fetch_all(&server.endpoint, request("d", 3, 2, 1, 0, 16, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
+    let want = format!("and the {} after it all failed", n - 1);
+    assert!(
+        err.message().contains(&want),
+        "{want:?} not in {}",
+        err.message()
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_lists_datasets_and_encoded_output_passes_bytes_through() {
     let dir = dataset(10, 8);
     let server = TestServer::start(&[("d", dir.path())], 1, 1).await;
