@@ -167,7 +167,15 @@ impl ServeConfig {
         let mut token = Secret::default();
         for (name, value) in env {
             if name == "EDITFEED_ADMIN_TOKEN" {
-                token = Secret::new(value);
+                // Trimmed like admin_token_file, and refused when nothing is left, so a
+                // token of spaces cannot authenticate a non-loopback Admin service.
+                if value.trim().is_empty() {
+                    return Err(ConfigError::Invalid {
+                        field: "EDITFEED_ADMIN_TOKEN",
+                        why: "is set but empty or only whitespace".into(),
+                    });
+                }
+                token = Secret::new(value.trim().to_string());
                 continue;
             }
             let Some(key) = name.strip_prefix("EDITFEED_").map(str::to_ascii_lowercase) else {
@@ -421,6 +429,11 @@ mod tests {
         )];
         let c = ServeConfig::from_toml_with_env("t.toml", open, env).unwrap();
         c.validate().unwrap();
+        for blank in ["", "   ", " \t\n"] {
+            let env = [("EDITFEED_ADMIN_TOKEN".to_string(), blank.to_string())];
+            let e = ServeConfig::from_toml_with_env("t.toml", open, env).unwrap_err();
+            assert!(e.to_string().contains("EDITFEED_ADMIN_TOKEN"), "{e}");
+        }
         assert_eq!(
             c.resolved_admin_token().unwrap().unwrap().expose(),
             "s3cret-t0ken"

@@ -13,6 +13,18 @@ pub const ACTIVE_STREAMS: &str = "editfeed_active_streams";
 /// Time to prepare one batch (read, decode, augment, collate), in seconds.
 pub const BATCH_PREPARE_SECONDS: &str = "editfeed_batch_prepare_seconds";
 
+/// Whether each configured dataset is loaded (1) or failing to load (0), by dataset.
+pub const DATASET_LOADED: &str = "editfeed_dataset_loaded";
+
+/// Sets whether `dataset` is loaded (the label set is the configured names).
+pub fn dataset_loaded(dataset: &str, loaded: bool) {
+    metrics::gauge!(DATASET_LOADED, "dataset" => dataset.to_string()).set(if loaded {
+        1.0
+    } else {
+        0.0
+    });
+}
+
 /// Counts one replaced sample.
 pub fn sample_replaced() {
     metrics::counter!(SAMPLES_REPLACED).increment(1);
@@ -185,6 +197,11 @@ pub const HELP: &[(&str, Kind, &str)] = &[
         "Bytes of batch tensors sent to trainers, by subset",
     ),
     (ACTIVE_STREAMS, Kind::Gauge, "Trainer streams open now"),
+    (
+        DATASET_LOADED,
+        Kind::Gauge,
+        "1 when the dataset is loaded and served, 0 while it fails to load (see admin list)",
+    ),
     (
         BATCH_PREPARE_SECONDS,
         Kind::Histogram,

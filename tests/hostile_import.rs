@@ -221,3 +221,129 @@ fn outside_paths_are_refused_whether_or_not_they_exist() {
     let reasons: Vec<_> = got.iter().map(|r| (r.1, r.2)).collect();
     assert_eq!(reasons, vec![(2, "outside_root"), (3, "outside_root")]);
 }
+
+/// Runs `f` on a thread and fails if it does not finish within `secs` seconds (a read
+/// that blocks forever must fail the test, not hang it).
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("did not finish within {secs} s"))
+}
+
+fn mkfifo(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn fifos_devices_and_oversized_files_are_skipped_without_blocking_or_reading() {
+    let f = Fixture::new();
+    put(&f.sources.join("a_o.jpg"), &png(1));
+    put(&f.root.join("images/a.png"), &png(2));
+    mkfifo(&f.root.join("images/fifo.png"));
+    mkfifo(&f.sources.join("fifo_o.jpg"));
+    put(&f.root.join("images/c.png"), &png(3));
+    // Larger than the limit below, but sparse: nothing is allocated on disk.
+    let big = std::fs::File::create(f.root.join("images/big.png")).unwrap();
+    big.set_len((1 << 20) + 1).unwrap();
+    f.jsonl(
+        "sft.jsonl",
+        &[
+            row("a", "images/a.png", ""),
+            row("a", "images/fifo.png", ""),
+            row("fifo", "images/c.png", ""),
+            row("a", "images/big.png", ""),
+            row("a", "images", ""),
+        ],
+    );
+    let mut opts = f.options();
+    opts.images.max_image_bytes = 1 << 20;
+    let got = within(20, move || {
+        let got = f.import(&opts);
+        drop(f);
+        got
+    });
+    let reasons: Vec<_> = got.iter().map(|r| (r.1, r.2)).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (2, "not_a_file"),
+            (3, "not_a_file"),
+            (4, "image_too_large"),
+            (5, "not_a_file")
+        ]
+    );
+}
+
+#[test]
+fn a_device_is_refused_by_type_not_read_until_memory_runs_out() {
+    // `--source-dir /dev` and a URL ending in /zero make the source photo /dev/zero.
+    let f = Fixture::new();
+    put(&f.root.join("images/a.png"), &png(2));
+    put(&f.root.join("images/b.png"), &png(3));
+    f.jsonl(
+        "sft.jsonl",
+        &[
+            row("a", "images/a.png", ""),
+            r#"{"open_image_input_url":"https://example.com/zero","text":"zoom","output_image":"images/a.png","edit_type":"Zoom in"}"#.to_string(),
+            row("a", "images/b.png", r#","local_input_image":"images/a.png""#),
+        ],
+    );
+    let mut opts = f.options();
+    opts.sources.source_dir = Some(PathBuf::from("/dev"));
+    opts.sources.source_map = None;
+    opts.sources.source_images = None;
+    let got = within(20, move || {
+        let got = f.import(&opts);
+        drop(f);
+        got
+    });
+    let reasons: Vec<_> = got.iter().map(|r| (r.1, r.2)).collect();
+    assert_eq!(reasons, vec![(1, "unresolved_source"), (2, "not_a_file")]);
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn a_decompression_bomb_is_skipped_at_pack_time_without_a_transcode() {
+    // A real PNG whose IHDR is patched to declare 100000x100000, CRC fixed.
+    let mut bomb = png(5);
+    bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    let crc = crc32(&bomb[12..29]);
+    bomb[29..33].copy_from_slice(&crc.to_be_bytes());
+    let f = Fixture::new();
+    put(&f.sources.join("a_o.jpg"), &png(1));
+    put(&f.root.join("images/a.png"), &png(2));
+    put(&f.root.join("images/bomb.png"), &bomb);
+    f.jsonl(
+        "sft.jsonl",
+        &[
+            row("a", "images/a.png", ""),
+            row("a", "images/bomb.png", ""),
+        ],
+    );
+    let got = f.import(&f.options());
+    let reasons: Vec<_> = got.iter().map(|r| (r.1, r.2)).collect();
+    assert_eq!(reasons, vec![(2, "image_too_large")]);
+}

@@ -176,3 +176,34 @@ async fn max_batch_bytes_is_checked_for_the_subsets_the_stream_reaches_per_rank(
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_curriculum_longer_than_the_bound_is_a_clear_invalid_argument() {
+    use editfeed::plan::spec::{Phase, MAX_PHASES};
+    let dir = dataset();
+    let server = TestServer::start(&[("d", dir.path())], 1, 1).await;
+    let mut spec = editfeed::plan::StreamSpec::new(1, 4);
+    spec.curriculum = (0..30_000u64)
+        .map(|i| Phase {
+            until_step: (i + 1 < 30_000).then_some(i + 1),
+            weights: [("sft".to_string(), 1.0)].into(),
+            ramp_steps: 0,
+        })
+        .collect();
+    let mut req = request("d", 1, 4, 1, 0, 32, 1);
+    req.spec = Some(editfeed::convert::spec_to_wire(&spec));
+    let err = fetch_all(&server.endpoint, req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("30000 phases") && err.message().contains(&MAX_PHASES.to_string()),
+        "{}",
+        err.message()
+    );
+    // At the bound it is accepted.
+    spec.curriculum.truncate(MAX_PHASES);
+    spec.curriculum.last_mut().unwrap().until_step = None;
+    let mut req = request("d", 1, 4, 1, 0, 32, 1);
+    req.spec = Some(editfeed::convert::spec_to_wire(&spec));
+    assert_eq!(fetch_all(&server.endpoint, req).await.unwrap().len(), 1);
+    server.stop().await;
+}

@@ -267,6 +267,36 @@ async fn an_undecodable_sample_is_replaced_and_the_stream_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_subset_of_broken_samples_ends_in_data_loss_counting_what_was_tried() {
+    use editfeed::dataset::sample::Role;
+    use editfeed::dataset::Subset;
+    let dir = tempfile::tempdir().unwrap();
+    let mut samples: Vec<_> = all_samples(&small_synth(10, 7))
+        .into_iter()
+        .filter(|s| s.subset() == Subset::Sft)
+        .collect();
+    let n = samples.len();
+    assert!(n > 1 && (n as u64) < editfeed::pipeline::prepare::MAX_REPLACEMENTS);
+    for s in &mut samples {
+        let img = s.images.iter_mut().find(|i| i.role == Role::Edit).unwrap();
+        img.bytes = bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\nthis is not a png");
+    }
+    write_dataset(dir.path(), &samples, ShardTarget::Samples(4));
+    let server = TestServer::start(&[("d", dir.path())], 2, 2).await;
+    let err = fetch_all(&server.endpoint, request("d", 3, 2, 1, 0, 16, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
+    let want = format!("and the {} after it all failed", n - 1);
+    assert!(
+        err.message().contains(&want),
+        "{want:?} not in {}",
+        err.message()
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_lists_datasets_and_encoded_output_passes_bytes_through() {
     let dir = dataset(10, 8);
     let server = TestServer::start(&[("d", dir.path())], 1, 1).await;
@@ -541,5 +571,69 @@ async fn aspect_buckets_give_one_shape_per_step_on_every_rank() {
         shapes.insert(hw(b));
     }
     assert_eq!(shapes.len(), 2, "both buckets are drawn over 8 steps");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_prints_the_resume_cursor_when_the_stream_ends_with_an_error() {
+    use editfeed::dataset::sample::Role;
+    use editfeed::dataset::Subset;
+    let dir = tempfile::tempdir().unwrap();
+    // Good sft samples, then preference samples whose chosen image never decodes.
+    let mut samples: Vec<_> = all_samples(&small_synth(20, 7))
+        .into_iter()
+        .filter(|s| s.subset() != Subset::MultiTurn)
+        .collect();
+    for s in samples
+        .iter_mut()
+        .filter(|s| s.subset() == Subset::Preference)
+    {
+        let img = s
+            .images
+            .iter_mut()
+            .find(|i| i.role == Role::Chosen)
+            .unwrap();
+        img.bytes = bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\nthis is not a png");
+    }
+    write_dataset(dir.path(), &samples, ShardTarget::Samples(4));
+    let curriculum = dir.path().join("curriculum.toml");
+    std::fs::write(
+        &curriculum,
+        "[[curriculum]]\nuntil_step = 1\nweights = { sft = 1.0 }\n\n\
+         [[curriculum]]\nweights = { preference = 1.0 }\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&[("d", dir.path())], 2, 2).await;
+    let endpoint = server.endpoint.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        bin()
+            .args(["fetch", "--endpoint", &endpoint, "--dataset", "d"])
+            .args(["--seed", "1", "--global-batch", "2", "--steps", "3"])
+            .args(["--size", "16", "--hash", "--curriculum"])
+            .arg(&curriculum)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("DataLoss"), "{stderr}");
+    // The one batch received (step 0) carried the cursor the error names.
+    let cursor = stderr
+        .split("--cursor ")
+        .nth(1)
+        .and_then(|t| t.split(": ").next())
+        .unwrap_or_else(|| panic!("no resume cursor in {stderr}"));
+    assert!(
+        stdout.lines().next().unwrap().starts_with("0 0 sft"),
+        "{stdout}"
+    );
+    assert!(
+        cursor.starts_with("ef1:") && cursor.split(':').count() == 4,
+        "{cursor}"
+    );
+    assert!(stderr.contains("after 1 batches"), "{stderr}");
     server.stop().await;
 }

@@ -288,3 +288,37 @@ fn duplicate_keys_in_a_subset_are_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn verify_names_every_sample_a_truncated_shard_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples = all_samples(&small_synth(30, 5));
+    let manifest = write_dataset(dir.path(), &samples, ShardTarget::Samples(1000));
+    let ds = Dataset::open(dir.path()).unwrap();
+    let index = ds.index(Subset::Sft, 0).unwrap();
+    let n = index.entries.len();
+    assert!(n >= 4, "{n}");
+    // Cut the shard in the middle of its second sample: it and all after it are lost.
+    let cut = &index.entries[1];
+    let path = dir
+        .path()
+        .join(&manifest.subsets[&Subset::Sft].shards[0].path);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..(cut.offset + 3) as usize]).unwrap();
+    let ds = Dataset::open(dir.path()).unwrap();
+    let opts = VerifyOptions {
+        decode_images: false,
+        threads: 1,
+    };
+    let report = verify(&ds, &opts, &|_| {});
+    let all = report.problems.join("\n");
+    let first = &index.entries[1].key;
+    let last = &index.entries[n - 1].key;
+    assert!(
+        all.contains(&format!(
+            "samples {first} to {last} ({} in index order)",
+            n - 1
+        )),
+        "{all}"
+    );
+}

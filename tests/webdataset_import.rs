@@ -467,3 +467,43 @@ fn qoi_transcode_serves_the_same_pixels() {
 fn ppm_transcode_serves_the_same_pixels() {
     transcode_serves_the_same_pixels(editfeed::dataset::transcode::TranscodeTarget::Ppm);
 }
+
+#[test]
+fn a_fifo_or_device_given_as_a_shard_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("in.tar");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let out = dir.path().join("out");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let shards = [fifo, PathBuf::from("/dev/zero")];
+    std::thread::spawn(move || {
+        let errors: Vec<String> = shards
+            .iter()
+            .enumerate()
+            .map(|(i, shard)| {
+                let opts = options(std::slice::from_ref(shard), Subset::Sft);
+                let w = writer(&out.join(i.to_string()));
+                match import_webdataset(&opts, w, &|_| {}) {
+                    Err(e @ WebDatasetError::NotAFile(_)) => e.to_string(),
+                    other => format!("unexpected: {:?}", other.map(|_| ())),
+                }
+            })
+            .collect();
+        let _ = tx.send(errors);
+    });
+    let errors = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the import blocked on a fifo");
+    assert!(
+        errors[0].contains("in.tar is a fifo, not a regular file"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].contains("/dev/zero is a character device"),
+        "{errors:?}"
+    );
+}

@@ -154,6 +154,9 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<()> {
                     r.name, r.version, r.streams, r.location
                 );
             }
+            for f in r.failed {
+                println!("failed {}\t{}\t{}", f.name, f.location, f.error);
+            }
         }
         AdminCommand::Register { name, url } => {
             let info = c

@@ -173,7 +173,19 @@ pub async fn stream(
     let started = Instant::now();
     let mut stream = client.stream(req).await.map_err(status_error)?.into_inner();
     let mut report = FetchReport::default();
-    while let Some(mut batch) = stream.message().await.map_err(status_error)? {
+    loop {
+        let next = stream.message().await.map_err(|s| {
+            let e = status_error(s);
+            // The server's message says to resume from the last cursor: say which.
+            match report.cursor.as_str() {
+                "" => e,
+                cursor => e.context(format!(
+                    "the stream ended after {} batches; resume with --cursor {cursor}",
+                    report.batches
+                )),
+            }
+        })?;
+        let Some(mut batch) = next else { break };
         if let Some(dir) = shm_dir {
             tokio::task::block_in_place(|| editfeed::shared_memory::take_files(&mut batch, dir))?;
         }

@@ -58,6 +58,15 @@ pub struct PicoBananaArgs {
     /// aspect ratio, never enlarges).
     #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_side: Option<u32>,
+    /// Skip (as image_too_large) image files larger than SIZE bytes (e.g. 64MiB),
+    /// checked before reading.
+    #[arg(long, value_name = "SIZE", value_parser = editfeed::units::parse_bytes, default_value = "64MiB")]
+    pub max_image_bytes: u64,
+    /// Skip (as image_too_large) images whose header declares more than N pixels
+    /// (default: the daemon's max_decode_pixels default), checked from the header
+    /// whether or not the image is transcoded.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PIXEL_LIMIT, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_decode_pixels: u64,
     /// Where to write the JSON report of skipped rows (default: <out>/import-report.json).
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -114,7 +123,8 @@ fn pico(a: PicoBananaArgs) -> anyhow::Result<()> {
         images: ImageOptions {
             transcode_edits: a.transcode_edits,
             max_side: a.max_side,
-            pixel_limit: DEFAULT_PIXEL_LIMIT,
+            pixel_limit: a.max_decode_pixels,
+            max_image_bytes: a.max_image_bytes,
         },
         limit: a.limit,
         report: a.report,

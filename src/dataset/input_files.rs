@@ -8,7 +8,13 @@
 //!
 //! Flow: metadata row -> INPUT FILES (here) -> image checks -> dataset writer.
 
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+
+/// The default most bytes one image file may have (published edits are a few MB).
+pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 64 << 20;
 
 /// Why a named input file was refused or could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +173,88 @@ impl Confinement {
     }
 }
 
+fn kind_of(t: std::fs::FileType) -> &'static str {
+    if t.is_dir() {
+        "folder"
+    } else if t.is_fifo() {
+        "fifo"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
+}
+
+/// Reads the regular file at `path`, at most `max_bytes` of it. It is opened without
+/// blocking (a FIFO would otherwise wait for a writer forever), its type and size are
+/// checked on the open descriptor before anything is read, and the read itself stops
+/// one byte past the limit in case the file grows meanwhile.
+pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<Vec<u8>, InputFileError> {
+    let read_err = |source| InputFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|source| InputFileError::Missing {
+            path: path.display().to_string(),
+            source,
+        })?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.file_type().is_file() {
+        return Err(InputFileError::NotRegular {
+            path: path.to_path_buf(),
+            kind: kind_of(meta.file_type()),
+        });
+    }
+    let too_large = |bytes| InputFileError::TooLarge {
+        path: path.to_path_buf(),
+        bytes,
+        max: max_bytes,
+    };
+    if meta.len() > max_bytes {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    Read::take(&file, max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Opens a regular file for streaming (an input shard), refusing FIFOs and devices
+/// without blocking on them.
+pub fn open_regular(path: &Path) -> Result<File, InputFileError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|source| InputFileError::Missing {
+            path: path.display().to_string(),
+            source,
+        })?;
+    let meta = file.metadata().map_err(|source| InputFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.file_type().is_file() {
+        return Err(InputFileError::NotRegular {
+            path: path.to_path_buf(),
+            kind: kind_of(meta.file_type()),
+        });
+    }
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +294,33 @@ mod tests {
         assert!(matches!(
             c.resolve(&root, "images/nothing.png"),
             Err(InputFileError::Missing { .. })
+        ));
+    }
+
+    #[test]
+    fn only_regular_files_within_the_limit_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small");
+        std::fs::write(&small, b"12345").unwrap();
+        assert_eq!(read_bounded(&small, 5).unwrap(), b"12345");
+        assert!(matches!(
+            read_bounded(&small, 4),
+            Err(InputFileError::TooLarge {
+                bytes: 5,
+                max: 4,
+                ..
+            })
+        ));
+        // /dev/zero never ends: it must be refused by type, not read until memory runs out.
+        let e = read_bounded(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert!(matches!(e, InputFileError::NotRegular { .. }), "{e:?}");
+        assert!(matches!(
+            read_bounded(dir.path(), 1 << 20),
+            Err(InputFileError::NotRegular { kind: "folder", .. })
+        ));
+        assert!(matches!(
+            open_regular(Path::new("/dev/zero")),
+            Err(InputFileError::NotRegular { .. })
         ));
     }
 }

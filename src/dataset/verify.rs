@@ -198,7 +198,7 @@ fn verify_shard(
         }
     }
     let mut expect_offset = 0u64;
-    for e in &index.entries {
+    for (i, e) in index.entries.iter().enumerate() {
         if e.offset != expect_offset {
             r.problems.push(format!(
                 "shard {name}, sample {}: frame at offset {}, expected {expect_offset} (index out of step with the tar)",
@@ -207,10 +207,20 @@ fn verify_shard(
         }
         expect_offset = e.offset + e.frame_len as u64;
         let Some(frame) = data.get(e.range().start as usize..e.range().end as usize) else {
-            r.problems.push(format!(
-                "shard {name}, sample {}: frame past the end of the shard",
-                e.key
-            ));
+            // A truncated shard loses every sample from here on: name them all, as a
+            // range in index order.
+            let lost = &index.entries[i..];
+            let last = &lost[lost.len() - 1].key;
+            r.problems.push(match lost.len() {
+                1 => format!(
+                    "shard {name}, sample {}: frame past the end of the shard",
+                    e.key
+                ),
+                n => format!(
+                    "shard {name}, samples {} to {last} ({n} in index order): frames past the end of the shard",
+                    e.key
+                ),
+            });
             break;
         };
         match decode_frame(name, e.offset, frame, e.raw_len) {

@@ -25,7 +25,6 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -33,6 +32,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::edit_types::category_of;
+use super::input_files::{open_regular, InputFileError};
 use super::manifest::Manifest;
 use super::sample::{check_key, ImageFormat, Role, Sample, SampleImage, SampleMeta};
 use super::skip_summary::{write_skips, Skip};
@@ -260,6 +260,10 @@ pub enum WebDatasetError {
         #[source]
         source: std::io::Error,
     },
+    /// An input shard is not a regular file (a FIFO, a device, a folder): it is not
+    /// read, so a FIFO cannot block the import.
+    #[error(transparent)]
+    NotAFile(InputFileError),
     /// An input shard is corrupt (broken tar or zstd, members of a sample not adjacent).
     #[error(transparent)]
     Shard(#[from] ShardError),
@@ -574,9 +578,14 @@ pub fn import_webdataset(
     // Open every input first, so a typo fails before anything is written.
     let mut files = Vec::with_capacity(opts.shards.len());
     for path in &opts.shards {
-        files.push(File::open(path).map_err(|source| WebDatasetError::Open {
-            path: path.clone(),
-            source,
+        files.push(open_regular(path).map_err(|e| match e {
+            InputFileError::Missing { source, .. } | InputFileError::Read { source, .. } => {
+                WebDatasetError::Open {
+                    path: path.clone(),
+                    source,
+                }
+            }
+            other => WebDatasetError::NotAFile(other),
         })?);
     }
     let mut report = WebDatasetReport {

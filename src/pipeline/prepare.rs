@@ -164,10 +164,14 @@ pub enum PrepareError {
         source: augment::AugmentError,
     },
     /// The planned sample and every replacement failed.
-    #[error("subset {subset}: sample {ordinal} and the {MAX_REPLACEMENTS} after it all failed; last error: {last}")]
+    #[error(
+        "subset {subset}: sample {ordinal} and the {after} after it all failed; last error: {last}"
+    )]
     Exhausted {
         subset: Subset,
         ordinal: u64,
+        /// The replacements tried: [`MAX_REPLACEMENTS`], or fewer in a smaller subset.
+        after: u64,
         last: String,
     },
 }
@@ -206,7 +210,8 @@ pub fn prepare(
 ) -> Result<Prepared, PrepareError> {
     let len = ctx.dataset.len(sref.subset);
     let mut last = String::new();
-    for k in 0..=MAX_REPLACEMENTS.min(len.saturating_sub(1)) {
+    let after = MAX_REPLACEMENTS.min(len.saturating_sub(1));
+    for k in 0..=after {
         let ordinal = (sref.ordinal + k) % len;
         let attempt = SampleRef { ordinal, ..*sref };
         match prepare_one(ctx, &attempt, target) {
@@ -233,7 +238,8 @@ pub fn prepare(
                         return Err(PrepareError::Read(changed));
                     }
                 }
-                tracing::warn!(subset = %sref.subset, ordinal, error = %e, "sample skipped, using the next one");
+                let key = ctx.dataset.key_of(sref.subset, ordinal).unwrap_or_default();
+                tracing::warn!(subset = %sref.subset, ordinal, key, error = %e, "sample skipped, using the next one");
                 crate::metrics::sample_replaced();
                 last = e.to_string();
             }
@@ -242,6 +248,7 @@ pub fn prepare(
     Err(PrepareError::Exhausted {
         subset: sref.subset,
         ordinal: sref.ordinal,
+        after,
         last,
     })
 }

@@ -22,6 +22,11 @@ pub const FINGERPRINT_HEX_LEN: usize = 16;
 /// The window, in blocks, of block shuffle mode when `shuffle.window` is not given.
 pub const DEFAULT_SHUFFLE_WINDOW_BLOCKS: u64 = 16;
 
+/// The most phases a curriculum may have. Real curricula have a handful; the bound
+/// keeps one request's plan (built per stream) small and gives a clear
+/// INVALID_ARGUMENT where a 30,000-phase spec used to be taken as it came.
+pub const MAX_PHASES: usize = 1024;
+
 /// Why a stream spec or curriculum file was rejected. Each message names the field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SpecError {
@@ -34,6 +39,12 @@ pub enum SpecError {
     /// `global_batch` is zero.
     #[error("global_batch must be positive")]
     ZeroGlobalBatch,
+    /// The curriculum has more phases than [`MAX_PHASES`].
+    #[error("curriculum: {phases} phases, at most {MAX_PHASES} allowed")]
+    TooManyPhases {
+        /// Phases given.
+        phases: usize,
+    },
     /// A weights map names something that is not a subset.
     #[error("{field}: unknown subset `{name}` (expected sft, preference or multi_turn)")]
     UnknownSubset {
@@ -359,6 +370,11 @@ impl StreamSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
         if self.global_batch == 0 {
             return Err(SpecError::ZeroGlobalBatch);
+        }
+        if self.curriculum.len() > MAX_PHASES {
+            return Err(SpecError::TooManyPhases {
+                phases: self.curriculum.len(),
+            });
         }
         let mut start = 0u64;
         let last = self.curriculum.len().saturating_sub(1);

@@ -174,10 +174,19 @@ impl Loader for LoaderService {
         let state = &self.state;
         match state.phase() {
             super::Phase::Serving => {}
+            // Each dataset is served as soon as it loads; one that keeps failing does
+            // not hold the others back.
+            super::Phase::Loading if state.registry.get(&req.dataset).is_some() => {}
             super::Phase::Loading => {
+                if let Some((location, error)) = state.failures().get(&req.dataset) {
+                    return Err(Status::unavailable(format!(
+                        "dataset {} ({location}) has not loaded yet: {error}; the daemon retries it",
+                        req.dataset
+                    )));
+                }
                 return Err(Status::unavailable(
                     "the daemon is still loading its datasets",
-                ))
+                ));
             }
             super::Phase::Draining => {
                 return Err(Status::unavailable(

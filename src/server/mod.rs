@@ -6,7 +6,9 @@
 //! e.g. until its volume is mounted), SERVING once all are loaded, NOT_SERVING again as
 //! soon as shutdown begins. While draining, new streams are refused with UNAVAILABLE;
 //! open streams go on until they finish or the drain period ends, when they are closed
-//! with UNAVAILABLE so trainers resume elsewhere from their last cursor.
+//! with UNAVAILABLE so trainers resume elsewhere from their last cursor. Each dataset
+//! is served as soon as it loads; one that fails is reported (admin list, its own health
+//! service `editfeed.v1.Loader/NAME`, metrics) with its last error while it is retried.
 //!
 //! The Admin service ([`admin`]) runs on its own listener through [`admin::serve_admin`].
 
@@ -67,6 +69,9 @@ pub struct ServerState {
     stop_streams: watch::Sender<bool>,
     /// The shared-memory folder for clients on this host (`shm_dir`), if on.
     pub shared_memory: Option<Arc<crate::shared_memory::SharedMemory>>,
+    /// Datasets that failed to load and are being retried: name -> (location, last
+    /// error). Shown by `admin list`, health and metrics.
+    pub load_failures: std::sync::Mutex<std::collections::BTreeMap<String, (String, String)>>,
 }
 
 impl ServerState {
@@ -92,6 +97,7 @@ impl ServerState {
             phase: watch::channel(Phase::Loading).0,
             stop_streams: watch::channel(false).0,
             shared_memory,
+            load_failures: Default::default(),
         }))
     }
 
@@ -121,8 +127,15 @@ impl ServerState {
                 Ok(ds) => {
                     tracing::info!(dataset = %name, version = %ds.dataset.manifest().version, "dataset loaded");
                     self.registry.insert(ds);
+                    self.failures().remove(name);
+                    crate::metrics::dataset_loaded(name, true);
                 }
-                Err(e) => errors.push(e),
+                Err(e) => {
+                    self.failures()
+                        .insert(name.clone(), (location.clone(), e.to_string()));
+                    crate::metrics::dataset_loaded(name, false);
+                    errors.push(e);
+                }
             }
         }
         if errors.is_empty() {
@@ -135,6 +148,15 @@ impl ServerState {
             });
         }
         errors
+    }
+
+    /// Datasets that failed to load: name -> (location, last error).
+    pub fn failures(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, (String, String)>> {
+        self.load_failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The current phase.
@@ -199,7 +221,9 @@ pub async fn serve(
 
     // Health follows the phase.
     let mut phases = state.phase.subscribe();
+    let phase_health = health.clone();
     tokio::spawn(async move {
+        let health = phase_health;
         loop {
             let status = match *phases.borrow_and_update() {
                 Phase::Serving => ServingStatus::Serving,
@@ -215,7 +239,9 @@ pub async fn serve(
         }
     });
     if state.phase() == Phase::Loading {
-        tokio::spawn(load_until_done(state.clone()));
+        tokio::spawn(load_until_done(state.clone(), health.clone()));
+    } else {
+        set_dataset_health(&state, &health).await;
     }
     tokio::spawn(report_pool(state.clone()));
 
@@ -256,13 +282,35 @@ pub async fn serve(
 /// How long connections may take to close once the drain is over.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-async fn load_until_done(state: Arc<ServerState>) {
+/// The health service name of one dataset: `editfeed.v1.Loader/NAME`.
+pub fn dataset_health_service(name: &str) -> String {
+    format!("editfeed.v1.Loader/{name}")
+}
+
+/// Sets each wanted dataset's health: SERVING once loaded, NOT_SERVING while it fails.
+async fn set_dataset_health(state: &ServerState, health: &tonic_health::server::HealthReporter) {
+    for (name, _) in state.versions.wanted() {
+        let status = if state.registry.get(&name).is_some() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        health
+            .set_service_status(dataset_health_service(&name), status)
+            .await;
+    }
+}
+
+/// Loads the datasets not loaded yet until all are, serving each as soon as it loads
+/// (one that keeps failing does not hold the others back).
+async fn load_until_done(state: Arc<ServerState>, health: tonic_health::server::HealthReporter) {
     let retry = Duration::from_secs(state.config.load_retry_seconds.max(1));
     loop {
         let s = state.clone();
         let errors = tokio::task::spawn_blocking(move || s.load_missing())
             .await
             .unwrap_or_default();
+        set_dataset_health(&state, &health).await;
         if errors.is_empty() || state.phase() == Phase::Draining {
             return;
         }

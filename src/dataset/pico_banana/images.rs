@@ -9,8 +9,10 @@ use std::path::Path;
 
 use bytes::Bytes;
 
+use crate::dataset::input_files::{read_bounded, InputFileError, DEFAULT_MAX_IMAGE_BYTES};
 use crate::dataset::sample::{ImageFormat, Role, SampleImage};
 use crate::dataset::transcode::{probe, transcode, TranscodeTarget, DEFAULT_PIXEL_LIMIT};
+use crate::pipeline::decode::{self, DecodeLimits};
 
 /// What to do to images at import time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,8 +22,12 @@ pub struct ImageOptions {
     pub transcode_edits: Option<TranscodeTarget>,
     /// Shrink every image of a sample so its longer side is at most this many pixels.
     pub max_side: Option<u32>,
-    /// Refuse to decode images with more pixels than this when transcoding.
+    /// Refuse images whose header declares more pixels than this (the daemon's
+    /// `max_decode_pixels` by default, so nothing is packed that it would refuse), with
+    /// or without transcoding.
     pub pixel_limit: u64,
+    /// Refuse image files larger than this many bytes, checked before reading.
+    pub max_image_bytes: u64,
 }
 
 impl Default for ImageOptions {
@@ -30,6 +36,7 @@ impl Default for ImageOptions {
             transcode_edits: None,
             max_side: None,
             pixel_limit: DEFAULT_PIXEL_LIMIT,
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
         }
     }
 }
@@ -46,13 +53,36 @@ impl ImageOptions {
 pub enum LoadError {
     /// The file could not be read.
     Read(std::io::Error),
+    /// The path names a FIFO, a device, a socket or a folder (the message says which).
+    NotRegular(String),
+    /// The file is larger than [`ImageOptions::max_image_bytes`] (the message says so).
+    TooLarge(String),
     /// The bytes are not a decodable image.
     Decode(String),
 }
 
 /// Reads, checks and (when asked) transcodes the image at `path` for `role`.
 pub fn load_image(path: &Path, role: Role, opts: &ImageOptions) -> Result<SampleImage, LoadError> {
-    let bytes = Bytes::from(std::fs::read(path).map_err(LoadError::Read)?);
+    let bytes = Bytes::from(
+        read_bounded(path, opts.max_image_bytes).map_err(|e| match e {
+            InputFileError::Missing { source, .. } | InputFileError::Read { source, .. } => {
+                LoadError::Read(source)
+            }
+            e @ InputFileError::NotRegular { .. } => LoadError::NotRegular(e.to_string()),
+            e => LoadError::TooLarge(e.to_string()),
+        })?,
+    );
+    // The daemon's own header parser and limit check, so a bomb is refused here
+    // rather than on every read; undecodable headers are left to the probe below.
+    if let Some(declared) = ImageFormat::sniff(&bytes) {
+        if let Ok(header) = decode::probe(declared, &bytes) {
+            let limits = DecodeLimits {
+                max_pixels: opts.pixel_limit,
+            };
+            decode::check_limits(&header, &limits)
+                .map_err(|e| LoadError::TooLarge(format!("{e} (--max-decode-pixels)")))?;
+        }
+    }
     let (format, bytes): (ImageFormat, Bytes) = if opts.rewrites() {
         let target = if role == Role::Source {
             None
@@ -77,6 +107,14 @@ mod tests {
     use super::*;
     use crate::dataset::transcode::encode;
     use image::{DynamicImage, RgbImage};
+
+    #[test]
+    fn the_pixel_limit_defaults_to_the_daemons() {
+        assert_eq!(
+            ImageOptions::default().pixel_limit,
+            crate::config::ServeConfig::default().max_decode_pixels
+        );
+    }
 
     #[test]
     fn sources_keep_their_format_and_edits_follow_the_target() {

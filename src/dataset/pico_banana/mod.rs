@@ -188,6 +188,11 @@ impl ImportOptions {
         if self.images.max_side == Some(0) {
             return Err(ImportError::Options("--max-side must be positive".into()));
         }
+        if self.images.max_image_bytes == 0 {
+            return Err(ImportError::Options(
+                "--max-image-bytes must be positive".into(),
+            ));
+        }
         if self.limit == Some(0) {
             return Err(ImportError::Options("--limit must be positive".into()));
         }
@@ -380,6 +385,22 @@ pub fn import(
     })
 }
 
+/// The reason for an image that did not load; `missing` builds the one for an
+/// unreadable file.
+fn load_skip(
+    e: LoadError,
+    path: &str,
+    missing: impl FnOnce(String, String) -> SkipReason,
+) -> SkipReason {
+    let path = path.to_string();
+    match e {
+        LoadError::Read(e) => missing(path, e.to_string()),
+        LoadError::Decode(why) => SkipReason::UndecodableImage { path, why },
+        LoadError::NotRegular(why) => SkipReason::NotAFile { path, why },
+        LoadError::TooLarge(why) => SkipReason::ImageTooLarge { path, why },
+    }
+}
+
 /// What every row needs to become a sample.
 struct RowContext<'a> {
     root: &'a Path,
@@ -422,28 +443,20 @@ impl RowContext<'_> {
         let shown = source_path.display().to_string();
         let mut loaded: Vec<SampleImage> = Vec::with_capacity(row.outputs.len() + 1);
         loaded.push(
-            load_image(&source_path, Role::Source, &self.images).map_err(|e| match e {
-                LoadError::Read(e) => SkipReason::MissingSourceFile {
-                    path: shown.clone(),
-                    why: e.to_string(),
-                },
-                LoadError::Decode(why) => SkipReason::UndecodableImage {
-                    path: shown.clone(),
+            load_image(&source_path, Role::Source, &self.images).map_err(|e| {
+                load_skip(e, &shown, |path, why| SkipReason::MissingSourceFile {
+                    path,
                     why,
-                },
+                })
             })?,
         );
         for (role, rel) in &row.outputs {
             let real = self.edit_path(rel)?;
-            let image = load_image(&real, *role, &self.images).map_err(|e| match e {
-                LoadError::Read(e) => SkipReason::MissingEditFile {
-                    path: rel.clone(),
-                    why: e.to_string(),
-                },
-                LoadError::Decode(why) => SkipReason::UndecodableImage {
-                    path: rel.clone(),
+            let image = load_image(&real, *role, &self.images).map_err(|e| {
+                load_skip(e, rel, |path, why| SkipReason::MissingEditFile {
+                    path,
                     why,
-                },
+                })
             })?;
             loaded.push(image);
         }

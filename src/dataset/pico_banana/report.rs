@@ -81,6 +81,25 @@ pub enum SkipReason {
         /// The folders it had to stay in.
         allowed: String,
     },
+    /// A path named by the row is a FIFO, a device, a socket or a folder; it is not
+    /// read (a FIFO would block the import forever, a device never ends).
+    #[error("{why}")]
+    NotAFile {
+        /// The path as written in the row.
+        path: String,
+        /// What it is.
+        why: String,
+    },
+    /// An image is larger than the import allows: more bytes than `--max-image-bytes`
+    /// (checked before reading), or more declared pixels than `--max-decode-pixels`
+    /// (checked from the header).
+    #[error("image {path}: {why}")]
+    ImageTooLarge {
+        /// The image's path.
+        path: String,
+        /// Which limit, and by how much.
+        why: String,
+    },
     /// The edit type is not one of the 35 published strings.
     #[error("unknown edit type {edit_type:?}")]
     UnknownEditType {
@@ -116,7 +135,7 @@ pub enum SkipReason {
 
 impl SkipReason {
     /// Every short name (the summary and report list them alphabetically).
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 15] = [
         "bad_json",
         "missing_field",
         "bad_field",
@@ -125,6 +144,8 @@ impl SkipReason {
         "unresolved_source",
         "duplicate_output",
         "outside_root",
+        "not_a_file",
+        "image_too_large",
         "unknown_edit_type",
         "undecodable_image",
         "bad_turns",
@@ -143,6 +164,8 @@ impl SkipReason {
             SkipReason::UnresolvedSource { .. } => "unresolved_source",
             SkipReason::DuplicateOutput { .. } => "duplicate_output",
             SkipReason::OutsideRoot { .. } => "outside_root",
+            SkipReason::NotAFile { .. } => "not_a_file",
+            SkipReason::ImageTooLarge { .. } => "image_too_large",
             SkipReason::UnknownEditType { .. } => "unknown_edit_type",
             SkipReason::UndecodableImage { .. } => "undecodable_image",
             SkipReason::BadTurns { .. } => "bad_turns",

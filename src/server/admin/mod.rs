@@ -118,9 +118,20 @@ impl Admin for AdminService {
             })
             .collect();
         let retired = self.state.versions.retired();
+        let failed = self
+            .state
+            .failures()
+            .iter()
+            .map(|(name, (location, error))| pb::FailedDataset {
+                name: name.clone(),
+                location: location.clone(),
+                error: error.clone(),
+            })
+            .collect();
         Ok(Response::new(pb::ListDatasetsResponse {
             datasets,
             retired,
+            failed,
         }))
     }
 
