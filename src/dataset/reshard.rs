@@ -76,7 +76,8 @@ pub struct ClosedShard {
 pub struct Progress {
     /// Samples written (taken over ones included).
     pub samples: u64,
-    /// Compressed bytes written (taken over ones included).
+    /// Compressed bytes written (taken over ones included): the closed shards' file
+    /// sizes plus the frames of the shards still open.
     pub bytes: u64,
     /// Shards closed (taken over ones included).
     pub shards: u64,
@@ -136,6 +137,11 @@ pub fn reshard(
         on_progress(progress.clone())
     })?;
     progress.closed = None;
+    // Bytes are counted as closed shards' file sizes plus the frames of the shards still
+    // open, whether a shard was written now or taken over, so a resumed run reports
+    // the same figures as an uninterrupted one.
+    let mut closed_bytes = progress.bytes;
+    let mut open_bytes = 0;
     for subset in opts.subsets_of(source) {
         let categories: Vec<u8> = source
             .manifest()
@@ -173,7 +179,7 @@ pub fn reshard(
                 let category = categories
                     .get(*ordinal as usize)
                     .and_then(|c| category_from_char(*c));
-                progress.bytes += writer.add_members(
+                let frame = writer.add_members(
                     subset,
                     category,
                     &raw.key,
@@ -190,6 +196,14 @@ pub fn reshard(
                         max_turns,
                     });
                 progress.shards = shards;
+                match &progress.closed {
+                    Some(c) => {
+                        closed_bytes += c.shard.bytes;
+                        open_bytes = 0;
+                    }
+                    None => open_bytes += frame,
+                }
+                progress.bytes = closed_bytes + open_bytes;
                 if !on_progress(progress.clone()) {
                     return Err(ReshardError::Cancelled);
                 }
@@ -442,6 +456,15 @@ mod tests {
         bytes[100] ^= 1;
         std::fs::write(&damaged, bytes).unwrap();
 
+        let mut whole_last = Progress::default();
+        let w = DatasetWriter::create(dir.path().join("whole2"), options(ShardTarget::Samples(3)))
+            .unwrap();
+        reshard(&src, w, &opts, &[], &mut |p| {
+            whole_last = p;
+            true
+        })
+        .unwrap();
+
         let mut last = Progress::default();
         let mut reported = Vec::new();
         let w = DatasetWriter::create(&out, options(ShardTarget::Samples(3))).unwrap();
@@ -457,6 +480,11 @@ mod tests {
             "only the intact shard"
         );
         assert_eq!(last.samples, src.manifest().total_samples());
+        assert_eq!(
+            (last.bytes, last.shards),
+            (whole_last.bytes, whole_last.shards),
+            "a resumed run reports the figures of an uninterrupted one"
+        );
         assert_eq!(reported[0], closed[0]);
         assert_eq!(files(&out), files(&dir.path().join("whole")));
     }

@@ -258,11 +258,11 @@ fn run(
         e => JobFailure::Failed(e.to_string()),
     })?;
     handle.update(false, |j| {
-        j.shards_done = manifest
-            .subsets
-            .values()
-            .map(|s| s.shards.len() as u64)
-            .sum()
+        let shards = manifest.subsets.values().flat_map(|s| &s.shards);
+        j.shards_done = shards.clone().count() as u64;
+        // The files written, taken-over shards included: the same for a resumed job
+        // as for an uninterrupted one.
+        j.bytes_written = shards.map(|s| s.bytes).sum();
     });
     if req.activate {
         let ds =
