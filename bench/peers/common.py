@@ -30,7 +30,7 @@ STARTED = time.perf_counter()
 BENCH = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BENCH))
 
-import python_reference as ref  # noqa: E402  (shared dataset reading and crop)
+import python_reference as ref  # noqa: E402,F401  (shared dataset reading and crop, used by the peers)
 
 KINDS = ("sft", "preference", "multi_turn")
 NAMES = {"sft": ["source", "target"], "preference": ["source", "chosen", "rejected"]}
