@@ -248,7 +248,7 @@ def main() -> None:
     if args.report:
         saved = json.loads(args.report.read_text())
         # Runs saved before the best pack was named kept it under "qoi" (QOI edits, level -1).
-        results = {re.sub(r"-qoi/", "-best/", k): v for k, v in saved["results"].items()}
+        results = {re.sub(r"-qoi/", "-best/", k): v for k, v in saved.get("results", {}).items()}
         best_pack = saved.get("best_pack", ["--transcode-edits", "qoi", "--level", "-1"])
         if saved.get("start"):
             print_tables(results, saved["kinds"], saved["sizes"], saved["cores"], saved["start"], saved["memory"], saved["samples"], saved["rounds"], best_pack)
