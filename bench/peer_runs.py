@@ -148,4 +148,6 @@ def print_table(saved: dict, kinds: list[str], sizes: list[int]) -> None:
         took = ", ".join(f"{k} {v:.1f} s" if v is not None else f"{k} made by an earlier run" for k, v in secs.items())
         print(f"\n{LABELS[name]}: converting the shards ({'TFRecord' if name == 'tfdata' else 'plain tar'}), not counted: {took}")
     for name, inst in saved["installs"].items():
+        if errors.get(name, "").startswith("could not install"):
+            continue
         print(f"{LABELS[name]}: installed in {inst['seconds']:.0f} s, {inst['mib']:.0f} MiB on disk ({inst['requirements']})")
