@@ -20,7 +20,10 @@ and reported as medians and ratios:
 - the daemon's peak RSS with 1 and with 16 concurrent streams, and with 16 that take
   their tensors through shared memory;
 - the time to the first batch on a 400K-sample manifest, at step 0 and resumed at step
-  10^6.
+  10^6;
+- the peers (``bench/peer_runs.py``, ``--peers``): tf.data service, DALI on CPU,
+  torchvision's DataLoader and SPDL beside editfeed, each a consumer process of its own,
+  samples/s, editfeed's ratio to each, peak RSS and time to the first batch.
 
 Throughputs are steady-state rates: the clock starts at the first batch of each run, so
 process start-up and the pipeline's warm-up are not counted for anyone.
@@ -44,6 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 import editfeed  # noqa: E402  (the installed client package, with its generated stubs)
+import peer_runs  # noqa: E402  (bench/peer_runs.py)
 
 
 def load_bench_client():
@@ -95,13 +99,15 @@ def made(out: Path, recipe: list, log_line: str, cmd: list) -> bool:
     return True
 
 
-def make_datasets(binary: str, data: Path, samples: int) -> dict[str, Path]:
+def make_datasets(binary: str, data: Path, samples: int, published_only: bool = False) -> dict[str, Path]:
     """The published-format dataset and its best packs, made once per sample count."""
     pub = data / f"published-{samples}"
     per_shard = max(4, samples // 10)
     fresh = made(pub, [samples, per_shard], f"writing {samples} synthetic samples at Pico-Banana's sizes to {pub}",
                  [binary, "synth", "--out", pub, "--samples", samples, "--shard-samples", per_shard, "--overwrite"])
     out = {"published": pub}
+    if published_only:
+        return out
     for kind in KINDS:
         best = data / f"best-{samples}-{kind}"
         manifest = json.loads((pub / "manifest.json").read_text())
@@ -234,15 +240,20 @@ def main() -> None:
     p.add_argument("--sizes", default="256,512")
     p.add_argument("--kinds", default=",".join(KINDS))
     p.add_argument("--quick", action="store_true", help="one round, half the batches, no 16-stream memory run")
+    p.add_argument("--peers", default=",".join(peer_runs.PEERS), help="the peers to run beside editfeed, comma-separated, or none")
+    p.add_argument("--peers-only", action="store_true", help="only the peer table (editfeed through its Python client and the peers)")
     p.add_argument("--json", type=Path, help="also write every measurement here")
     p.add_argument("--report", type=Path, help="only print the tables of a run saved with --json")
     args = p.parse_args()
     if args.report:
         saved = json.loads(args.report.read_text())
         # Runs saved before the best pack was named kept it under "qoi" (QOI edits, level -1).
-        results = {re.sub(r"-qoi/", "-best/", k): v for k, v in saved["results"].items()}
+        results = {re.sub(r"-qoi/", "-best/", k): v for k, v in saved.get("results", {}).items()}
         best_pack = saved.get("best_pack", ["--transcode-edits", "qoi", "--level", "-1"])
-        print_tables(results, saved["kinds"], saved["sizes"], saved["cores"], saved["start"], saved["memory"], saved["samples"], saved["rounds"], best_pack)
+        if saved.get("start"):
+            print_tables(results, saved["kinds"], saved["sizes"], saved["cores"], saved["start"], saved["memory"], saved["samples"], saved["rounds"], best_pack)
+        if saved.get("peers"):
+            peer_runs.print_table(saved["peers"], saved["kinds"], saved["sizes"])
         return
     if args.quick:
         args.rounds = 1
@@ -253,9 +264,21 @@ def main() -> None:
     cores = os.cpu_count() or 1
     python = sys.executable
     bc = load_bench_client()
-    ds = make_datasets(args.bin, args.data, args.samples)
+    ds = make_datasets(args.bin, args.data, args.samples, published_only=args.peers_only)
     pub = ds["published"]
     results: dict[str, list[float]] = {}
+    peers = peer_runs.Peers(peer_runs.parse_peers(args.peers), args.bin, args.data / "peers")
+    peers.prepare(pub, kinds)
+    if args.peers_only:
+        for r in range(args.rounds):
+            log(f"round {r + 1} of {args.rounds}")
+            for kind in kinds:
+                for size in sizes:
+                    log(f"  {kind}/{size}: {peers.measure(pub, kind, size, BATCHES[kind])}")
+        peer_runs.print_table(peers.saved(), kinds, sizes)
+        if args.json:
+            args.json.write_text(json.dumps({"peers": peers.saved(), "kinds": kinds, "sizes": sizes, "cores": cores, "samples": args.samples, "rounds": args.rounds}, indent=1))
+        return
 
     def add(name: str, value: float) -> None:
         results.setdefault(name, []).append(value)
@@ -288,6 +311,8 @@ def main() -> None:
                             f"python {results[f'python/{key}'][-1]:.1f}, python best pack {results[f'python-best/{key}'][-1]:.1f}, "
                             f"reference {results[f'reference/{key}'][-1]:.1f} samples/s"
                         )
+                        if peers.names:
+                            log(f"  {key} peers: {peers.measure(pub, kind, size, n)}")
                 # Transport: the stored bytes passed through, global batch 32.
                 t = fetch(args.bin, endpoint, "bench", "sft", 256, 20, curs["sft"], "--encoded", "--global-batch", "32")
                 add("transport/MBps", t["mb_per_s"])
@@ -304,8 +329,10 @@ def main() -> None:
             mem["16 shm"] = memory(bc, args.bin, pub, curs["sft"], 16, 12, shm=True)
 
     print_tables(results, kinds, sizes, cores, start, mem, args.samples, args.rounds, BEST_PACK)
+    if peers.names:
+        peer_runs.print_table(peers.saved(), kinds, sizes)
     if args.json:
-        saved = {"results": results, "start": start, "memory": mem, "kinds": kinds, "sizes": sizes, "cores": cores, "samples": args.samples, "rounds": args.rounds, "best_pack": BEST_PACK}
+        saved = {"results": results, "start": start, "memory": mem, "kinds": kinds, "sizes": sizes, "cores": cores, "samples": args.samples, "rounds": args.rounds, "best_pack": BEST_PACK, "peers": peers.saved()}
         args.json.write_text(json.dumps(saved, indent=1))
 
 

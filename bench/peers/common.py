@@ -30,7 +30,7 @@ STARTED = time.perf_counter()
 BENCH = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BENCH))
 
-import python_reference as ref  # noqa: E402  (shared dataset reading and crop)
+import python_reference as ref  # noqa: E402,F401  (shared dataset reading and crop, used by the peers)
 
 KINDS = ("sft", "preference", "multi_turn")
 NAMES = {"sft": ["source", "target"], "preference": ["source", "chosen", "rejected"]}
@@ -47,6 +47,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", type=Path, help="where converted copies of the shards are kept")
+    p.add_argument("--dump", type=Path, help="also save the first batch here (.npz), to look at")
     p.add_argument("--prepare", action="store_true", help="only convert the shards (if the peer needs to) and print the seconds it took")
     return p
 
@@ -109,6 +110,8 @@ def run(args: argparse.Namespace, batches, slots: int, name: str, cleanup=None) 
         first = next(it)
         first_batch = time.perf_counter() - STARTED
         check(args.subset, first, args.batch, args.size, slots)
+        if args.dump:
+            np.savez(args.dump, **first)
         clock = time.perf_counter()
         for _ in range(args.batches):
             arrays = next(it)
@@ -140,12 +143,12 @@ def run(args: argparse.Namespace, batches, slots: int, name: str, cleanup=None) 
 
 
 def prepared(args: argparse.Namespace, convert) -> bool:
-    """With --prepare, runs `convert()` (which makes the peer's copy of the shards,
-    unless it is there) and prints the seconds it took; true when the caller should
-    stop there."""
+    """With --prepare, runs `convert()` (which makes the peer's copy of the shards
+    unless it is there, and returns how many shards it converted) and prints the
+    seconds it took; true when the caller should stop there."""
     if not args.prepare:
         return False
     clock = time.perf_counter()
-    convert()
-    print(json.dumps({"prepare_seconds": round(time.perf_counter() - clock, 3)}), flush=True)
+    converted = convert() or 0
+    print(json.dumps({"prepare_seconds": round(time.perf_counter() - clock, 3), "converted": converted}), flush=True)
     return True

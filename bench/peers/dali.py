@@ -35,12 +35,13 @@ def ext(name: str) -> str:
     return ";".join(f"{name}.{e}" for e in ref.IMAGE_EXTS)
 
 
-def plain_tars(args) -> list:
-    """Plain-tar copies of the subset's shards under --cache, written once."""
+def plain_tars(args) -> tuple[list, int]:
+    """Plain-tar copies of the subset's shards under --cache, written once; and how
+    many were written now."""
     shards, _ = ref.subset_shards(args.data, args.subset)
     out_dir = args.cache / "tar"
     out_dir.mkdir(parents=True, exist_ok=True)
-    tars = []
+    tars, made = [], 0
     for shard in shards:
         tar = out_dir / shard.name.removesuffix(".zst")
         if not tar.is_file():
@@ -48,8 +49,9 @@ def plain_tars(args) -> list:
             with open(part, "wb") as f:
                 subprocess.run(["zstd", "-dc", str(shard)], stdout=f, check=True)
             part.rename(tar)
+            made += 1
         tars.append(tar)
-    return tars
+    return tars, made
 
 
 def crop_box(shape, size: int):
@@ -128,10 +130,10 @@ def main() -> None:
     args = p.parse_args()
     if args.cache is None:
         p.error("--cache is needed: DALI reads plain-tar copies of the shards")
-    if common.prepared(args, lambda: plain_tars(args)):
+    if common.prepared(args, lambda: plain_tars(args)[1]):
         return
     _, slots = ref.subset_shards(args.data, args.subset)
-    pipe = build(args, plain_tars(args), slots)
+    pipe = build(args, plain_tars(args)[0], slots)
     pipe.build()
     common.run(args, batches(pipe, args.subset), slots, "dali")
 

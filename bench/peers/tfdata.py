@@ -37,12 +37,13 @@ import tensorflow as tf  # noqa: E402
 TRIES = 10
 
 
-def records(args) -> list[Path]:
-    """TFRecord copies of the subset's shards under --cache, written once."""
+def records(args) -> tuple[list[Path], int]:
+    """TFRecord copies of the subset's shards under --cache, written once; and how many
+    were written now."""
     shards, _ = ref.subset_shards(args.data, args.subset)
     out_dir = args.cache / "tfrecord"
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = []
+    out, made = [], 0
     for shard in shards:
         path = out_dir / (shard.name.removesuffix(".tar.zst") + ".tfrecord")
         if not path.is_file():
@@ -51,8 +52,9 @@ def records(args) -> list[Path]:
                 for sample in ref.read_samples(ref.shard_urls([shard])):
                     w.write(example(sample, args.subset).SerializeToString())
             part.rename(path)
+            made += 1
         out.append(path)
-    return out
+    return out, made
 
 
 def example(sample: dict, subset: str) -> tf.train.Example:
@@ -150,10 +152,10 @@ def main() -> None:
     args = p.parse_args()
     if args.cache is None:
         p.error("--cache is needed: tf.data reads TFRecord copies of the shards")
-    if common.prepared(args, lambda: records(args)):
+    if common.prepared(args, lambda: records(args)[1]):
         return
     _, slots = ref.subset_shards(args.data, args.subset)
-    files = records(args)
+    files, _ = records(args)
     server = subprocess.Popen([sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True)
     target = server.stdout.readline().strip()
     if not target.startswith("grpc://"):

@@ -1,0 +1,153 @@
+"""The peer table of bench/run: editfeed beside tf.data service, DALI, torchvision and
+SPDL, each run as its own consumer process (``bench/peers/*.py``, each in the virtual
+environment bench/run made for it under ``target/bench-venv/<peer>``) on the same
+samples, and editfeed through ``bench/peers/editfeed_stream.py`` (a fresh daemon and a
+Python consumer), every one timed, checked and reported by ``bench/peers/common.py``.
+
+A peer that cannot be installed or fails keeps its rows, as "could not run" with its
+error.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS_DIR = ROOT / "bench/peers"
+VENVS = ROOT / "target/bench-venv"
+# The peers that read converted copies of the shards (made by --prepare).
+CONVERTS = ("tfdata", "dali")
+PEERS = {"tfdata": "tfdata.py", "dali": "dali.py", "torchvision": "torchvision_loader.py", "spdl": "spdl_pipeline.py"}
+LABELS = {
+    "editfeed": "editfeed (daemon + Python client)",
+    "tfdata": "tf.data service",
+    "dali": "DALI, CPU",
+    "torchvision": "torchvision DataLoader",
+    "spdl": "SPDL",
+}
+
+
+def parse_peers(text: str) -> list[str]:
+    names = [p for p in text.split(",") if p and p != "none"]
+    unknown = [p for p in names if p not in PEERS]
+    if unknown:
+        raise SystemExit(f"--peers: unknown peer {', '.join(unknown)} (known: {', '.join(PEERS)})")
+    return names
+
+
+class Peers:
+    """Runs the peers, keeps their figures per round and their errors."""
+
+    def __init__(self, names: list[str], binary: str, cache: Path) -> None:
+        self.names, self.binary, self.cache = names, binary, cache
+        self.results: dict[str, list[float]] = {}
+        self.errors: dict[str, str] = {}
+        self.prepare_s: dict[str, dict[str, float]] = {}
+        self.installs: dict[str, dict] = {}
+        for name in names:
+            error = VENVS / f"{name}.error"
+            if error.is_file():
+                self.errors[name] = "could not install: " + error.read_text().strip()
+            elif not self.python(name).exists():
+                self.errors[name] = f"could not install: no virtual environment at {VENVS / name} (bench/run makes it)"
+            mark = VENVS / f"{name}.install.json"
+            if mark.is_file():
+                self.installs[name] = json.loads(mark.read_text())
+
+    @staticmethod
+    def python(name: str) -> Path:
+        return VENVS / name / "bin/python"
+
+    def command(self, name: str, data: Path, kind: str) -> list[str]:
+        if name == "editfeed":
+            return [sys.executable, str(PEERS_DIR / "editfeed_stream.py"), "--bin", self.binary, "--data", str(data), "--subset", kind]
+        return [str(self.python(name)), str(PEERS_DIR / PEERS[name]), "--data", str(data), "--subset", kind, "--cache", str(self.cache / data.name)]
+
+    def call(self, cmd: list[str]) -> dict:
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [line for line in p.stdout.splitlines() if line.startswith("{")]
+        if p.returncode != 0 or not lines:
+            tail = [line for line in p.stderr.strip().splitlines() if line.strip()][-3:]
+            raise RuntimeError(f"exit status {p.returncode}: " + " / ".join(tail))
+        return json.loads(lines[-1])
+
+    def prepare(self, data: Path, kinds: list[str]) -> None:
+        """Each peer's copy of the shards (TFRecord, plain tar), once, timed apart."""
+        for name in self.names:
+            for kind in kinds:
+                if name in self.errors or name not in CONVERTS:
+                    break
+                try:
+                    r = self.call([*self.command(name, data, kind), "--prepare"])
+                    # None: the copies were made by an earlier run.
+                    self.prepare_s.setdefault(name, {})[kind] = r["prepare_seconds"] if r["converted"] else None
+                except RuntimeError as e:
+                    self.errors[name] = str(e)
+
+    def measure(self, data: Path, kind: str, size: int, batches: int) -> str:
+        """One run of editfeed and of every peer at this kind and size; returns a log line."""
+        key = f"{kind}/{size}"
+        said = []
+        for name in ["editfeed", *self.names]:
+            if name in self.errors or f"{name}/{key}" in self.errors:
+                continue
+            try:
+                r = self.call([*self.command(name, data, kind), "--size", str(size), "--batches", str(batches)])
+            except RuntimeError as e:
+                self.errors[f"{name}/{key}"] = str(e)
+                said.append(f"{name} failed")
+                continue
+            for field in ("samples_per_s", "peak_rss_mib", "first_batch_s"):
+                self.results.setdefault(f"{field}:{name}/{key}", []).append(r[field])
+            said.append(f"{name} {r['samples_per_s']:.1f}")
+        return ", ".join(said) + " samples/s"
+
+    def saved(self) -> dict:
+        return {"names": self.names, "results": self.results, "errors": self.errors, "prepare_s": self.prepare_s, "installs": self.installs}
+
+
+def print_table(saved: dict, kinds: list[str], sizes: list[int]) -> None:
+    results, errors = saved["results"], saved["errors"]
+
+    def med(field: str, name: str, key: str) -> float | None:
+        xs = results.get(f"{field}:{name}/{key}")
+        return statistics.median(xs) if xs else None
+
+    def ratio(name: str, key: str) -> float | None:
+        a, b = results.get(f"samples_per_s:editfeed/{key}"), results.get(f"samples_per_s:{name}/{key}")
+        if not a or not b:
+            return None
+        return statistics.median([x / y for x, y in zip(a, b)])
+
+    print("\nPeers: every pipeline a consumer process of its own over the same samples; samples/s from the first batch on; "
+          "first batch from the consumer's start (servers and workers started by it); peak RSS summed over its process tree")
+    print("\n| kind | px | pipeline | samples/s | editfeed / it | peak RSS (MiB) | first batch (s) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for kind in kinds:
+        for size in sizes:
+            key = f"{kind}/{size}"
+            for name in ["editfeed", *saved["names"]]:
+                sps = med("samples_per_s", name, key)
+                if sps is None:
+                    why = errors.get(name) or errors.get(f"{name}/{key}") or "not measured"
+                    print(f"| {kind} | {size} | {LABELS[name]} | could not run ({why.split(':')[0].replace('|', '/')}) | | | |")
+                    continue
+                r = ratio(name, key)
+                cell = "" if name == "editfeed" else ("" if r is None else f"**{r:.2f}x**")
+                print(f"| {kind} | {size} | {LABELS[name]} | {sps:.1f} | {cell} | {med('peak_rss_mib', name, key):.0f} | {med('first_batch_s', name, key):.2f} |")
+    shown = {}
+    for where, why in errors.items():
+        shown.setdefault(why, []).append(where)
+    for why, where in shown.items():
+        print(f"\ncould not run ({', '.join(sorted(set(where)))}): {why}")
+    for name, secs in saved["prepare_s"].items():
+        took = ", ".join(f"{k} {v:.1f} s" if v is not None else f"{k} made by an earlier run" for k, v in secs.items())
+        print(f"\n{LABELS[name]}: converting the shards ({'TFRecord' if name == 'tfdata' else 'plain tar'}), not counted: {took}")
+    for name, inst in saved["installs"].items():
+        if errors.get(name, "").startswith("could not install"):
+            continue
+        print(f"{LABELS[name]}: installed in {inst['seconds']:.0f} s, {inst['mib']:.0f} MiB on disk ({inst['requirements']})")
