@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use editfeed::dataset::manifest::{dataset_version, ContentHasher, MANIFEST_FILE};
+use editfeed::dataset::manifest::{manifest_version, ContentHasher, MANIFEST_FILE};
 use editfeed::dataset::sample::{Sample, SampleImage};
 use editfeed::dataset::{Dataset, Manifest, Subset};
 use editfeed::pipeline::augment::{self, AugmentSpec, SampleRng, Texts};
@@ -199,11 +199,7 @@ fn replicate(a: ReplicateArgs) -> anyhow::Result<()> {
         sm.shards = shards;
         sm.content_sha256 = hasher.finish();
     }
-    out.version = dataset_version(
-        out.subsets
-            .iter()
-            .map(|(k, s)| (*k, s.samples, s.content_sha256.as_str())),
-    );
+    out.version = manifest_version(&out);
     let bytes = out.to_json();
     Manifest::parse(&bytes).context("the replicated manifest does not validate")?;
     std::fs::write(a.out.join(MANIFEST_FILE), bytes)?;

@@ -60,6 +60,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             level: 3,
             compress_literals: false,
             overwrite: true,
+            split_file: None,
+            split_rule: None,
         };
         super::synth::write_synth(
             &SynthOptions {

@@ -65,6 +65,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     for (c, n) in &cats {
         println!("  {c:<20} {n:>9}");
     }
+    print_splits(m);
     let mut types: BTreeMap<String, u64> = BTreeMap::new();
     let mut scanned = 0;
     let mut shown = Vec::new();
@@ -99,6 +100,47 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         print_sample(s);
     }
     Ok(())
+}
+
+/// Counts per split, subset and category, from the manifest alone.
+fn print_splits(m: &editfeed::dataset::Manifest) {
+    if m.splits.is_empty() {
+        println!("\nsplits: none (pack or reshard with --split-file or --split-rule)");
+        return;
+    }
+    let mut counts: BTreeMap<(u8, String, String), u64> = BTreeMap::new();
+    let mut totals = vec![0u64; m.splits.len()];
+    for (subset, s) in &m.subsets {
+        for sh in &s.shards {
+            let cats = sh.categories.as_bytes();
+            for (i, b) in sh.splits.bytes().enumerate() {
+                let id = b - b'0';
+                let cat = cats
+                    .get(i)
+                    .and_then(|&c| category_from_char(c))
+                    .map_or("(none)", |c| c.name());
+                totals[id as usize] += 1;
+                *counts
+                    .entry((id, subset.name().to_string(), cat.to_string()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    let how = m.split_source.as_deref().unwrap_or("given");
+    println!("\nsplits ({how}):");
+    for (id, name) in m.splits.iter().enumerate() {
+        println!("  {name:<11} {:>9}", totals[id]);
+    }
+    println!(
+        "\n{:<11} {:<11} {:<20} {:>9}",
+        "split", "subset", "category", "samples"
+    );
+    for ((id, subset, cat), n) in &counts {
+        println!(
+            "{:<11} {subset:<11} {cat:<20} {n:>9}",
+            m.splits[*id as usize]
+        );
+    }
 }
 
 fn print_sample(s: &Sample) {

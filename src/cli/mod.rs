@@ -129,9 +129,27 @@ pub struct WriteArgs {
     /// Replace a dataset already in --out.
     #[arg(long)]
     pub overwrite: bool,
+    /// Give every sample a split from this file: one `<subset>/<key> <split>` line per
+    /// sample (`#` comments). Unknown keys, a key twice or an unlisted sample are refused.
+    #[arg(long, conflicts_with = "split_rule")]
+    pub split_file: Option<PathBuf>,
+    /// Give every sample a split by rule, e.g. `seed=7,train=0.8,val=0.1,test=0.1`: a
+    /// hash of the sample's source photo (its source URL, else its key) and the seed.
+    #[arg(long)]
+    pub split_rule: Option<String>,
 }
 
 impl WriteArgs {
+    /// The split source these flags ask for, if any.
+    pub fn splits(&self) -> anyhow::Result<Option<editfeed::dataset::splits::SplitSource>> {
+        use editfeed::dataset::splits::{SplitFile, SplitRule, SplitSource};
+        Ok(match (&self.split_file, &self.split_rule) {
+            (Some(f), _) => Some(SplitSource::File(SplitFile::read(f)?)),
+            (None, Some(r)) => Some(SplitSource::Rule(SplitRule::parse(r)?)),
+            (None, None) => None,
+        })
+    }
+
     /// The writer options these flags ask for.
     pub fn options(&self) -> WriteOptions {
         let target = match (self.shard_samples, self.shard_bytes) {

@@ -132,7 +132,8 @@ fn pico(a: PicoBananaArgs) -> anyhow::Result<()> {
     opts.validate()?;
     let total = pico_banana::count_rows(&opts.root, opts.limit)?;
     let writer = DatasetWriter::create(&a.write.out, a.write.options())
-        .with_context(|| format!("cannot write a dataset in {}", a.write.out.display()))?;
+        .with_context(|| format!("cannot write a dataset in {}", a.write.out.display()))?
+        .with_splits(a.write.splits()?);
     let pb = bar(total, "rows");
     let result = pico_banana::import(&opts, writer, &|n| pb.inc(n));
     pb.finish_and_clear();
@@ -169,7 +170,8 @@ fn webdataset(a: WebDatasetArgs) -> anyhow::Result<()> {
         transcode_edits: a.transcode_edits,
     };
     let writer = DatasetWriter::create(&a.write.out, a.write.options())
-        .with_context(|| format!("cannot write a dataset in {}", a.write.out.display()))?;
+        .with_context(|| format!("cannot write a dataset in {}", a.write.out.display()))?
+        .with_splits(a.write.splits()?);
     let pb = bar(webdataset_import::input_bytes(&opts.shards), "input bytes");
     let result = webdataset_import::import_webdataset(&opts, writer, &|n| pb.inc(n));
     pb.finish_and_clear();

@@ -41,7 +41,8 @@ pub fn run(a: ReshardArgs) -> anyhow::Result<()> {
         max_side: a.max_side,
     };
     let writer = DatasetWriter::create(&a.write.out, a.write.options())
-        .with_context(|| format!("cannot write a dataset in {}", a.write.out.display()))?;
+        .with_context(|| format!("cannot write a dataset in {}", a.write.out.display()))?
+        .with_splits(a.write.splits()?);
     let pb = bar(opts.total_samples(&source), "samples");
     let manifest = reshard(&source, writer, &opts, &[], &mut |p| {
         pb.set_position(p.samples);

@@ -56,7 +56,8 @@ pub fn write_synth(
     opts: &SynthOptions,
     write: &WriteArgs,
 ) -> anyhow::Result<editfeed::dataset::Manifest> {
-    let mut writer = DatasetWriter::create(&write.out, write.options())?;
+    let mut writer =
+        DatasetWriter::create(&write.out, write.options())?.with_splits(write.splits()?);
     let pb = super::progress::bar(opts.split().iter().map(|(_, n)| n).sum(), "synth");
     for (subset, n) in opts.split() {
         for i in 0..n {

@@ -42,6 +42,15 @@ pub struct Manifest {
     pub order: String,
     /// The subsets present, keyed by name.
     pub subsets: BTreeMap<Subset, SubsetManifest>,
+    /// The split names in id order (`train`, `val`, `test` first), when the dataset has
+    /// splits; every shard then says each sample's split in [`ShardManifest::splits`].
+    /// Splits are part of the version: the same samples split otherwise are another
+    /// dataset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub splits: Vec<String>,
+    /// How the splits were made (`rule seed=...` or `file <name>`), informative.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_source: Option<String>,
 }
 
 /// One subset of a dataset.
@@ -63,7 +72,7 @@ pub struct SubsetManifest {
 }
 
 /// One shard of a subset.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShardManifest {
     /// Path of the shard relative to the dataset root.
@@ -86,6 +95,23 @@ pub struct ShardManifest {
     /// categories without reading any shard.
     #[serde(default)]
     pub categories: String,
+    /// One character per sample: its split id `0`..`9`, indexing [`Manifest::splits`].
+    /// Empty when the dataset has no splits.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub splits: String,
+    /// One character per sample: its edit type's index in
+    /// [`EDIT_TYPES`](super::edit_types::EDIT_TYPES) in base 36 (`0`-`9`, `a`-`y`), or
+    /// `-`. Empty when not recorded (datasets written before it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub edit_types: String,
+    /// One character per sample: its number of turns in base 36 (0 for single-step
+    /// samples). Empty when not recorded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub turns: String,
+    /// Two characters per sample: the word count of its longest instruction in base 36,
+    /// capped at 1295. Empty when not recorded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instruction_words: String,
 }
 
 /// Why a manifest is unusable.
@@ -136,6 +162,54 @@ pub fn dataset_version<'a>(subsets: impl IntoIterator<Item = (Subset, u64, &'a s
         h.update(content.as_bytes());
     }
     format!("sha256:{}", hex(&h.finalize()))
+}
+
+/// The dataset version of a manifest: [`dataset_version`] over its subsets, and, when
+/// it has splits, sha256 of that, the split names and every sample's split character in
+/// canonical order.
+pub fn manifest_version(m: &Manifest) -> String {
+    let base = dataset_version(
+        m.subsets
+            .iter()
+            .map(|(k, s)| (*k, s.samples, s.content_sha256.as_str())),
+    );
+    with_splits(base, m)
+}
+
+/// Folds `m`'s splits into a version computed from the content alone.
+pub fn with_splits(base: String, m: &Manifest) -> String {
+    if m.splits.is_empty() {
+        return base;
+    }
+    let mut h = Sha256::new();
+    h.update(b"splits");
+    h.update(base.as_bytes());
+    for n in &m.splits {
+        h.update((n.len() as u64).to_le_bytes());
+        h.update(n.as_bytes());
+    }
+    for (subset, s) in &m.subsets {
+        h.update(subset.name().as_bytes());
+        for sh in &s.shards {
+            h.update(sh.splits.as_bytes());
+        }
+    }
+    format!("sha256:{}", hex(&h.finalize()))
+}
+
+/// Base-36 digit of `v` (capped at 35).
+pub fn base36(v: u32) -> char {
+    let v = v.min(35) as u8;
+    (if v < 10 { b'0' + v } else { b'a' + v - 10 }) as char
+}
+
+/// Value of a base-36 digit.
+pub fn from_base36(ch: u8) -> Option<u32> {
+    match ch {
+        b'0'..=b'9' => Some((ch - b'0') as u32),
+        b'a'..=b'z' => Some((ch - b'a') as u32 + 10),
+        _ => None,
+    }
 }
 
 /// The category character stored in [`ShardManifest::categories`].
@@ -263,11 +337,68 @@ impl Manifest {
                 ));
             }
         }
-        let expected = dataset_version(
-            self.subsets
-                .iter()
-                .map(|(k, s)| (*k, s.samples, s.content_sha256.as_str())),
-        );
+        if self.splits.len() > super::splits::MAX_SPLITS {
+            return bad(format!(
+                "{} splits, at most {}",
+                self.splits.len(),
+                super::splits::MAX_SPLITS
+            ));
+        }
+        for (i, n) in self.splits.iter().enumerate() {
+            super::splits::check_name(n).map_err(|e| ManifestError::Invalid(e.to_string()))?;
+            if self.splits[..i].contains(n) {
+                return bad(format!("split {n:?} is listed twice"));
+            }
+        }
+        for (subset, s) in &self.subsets {
+            for (i, sh) in s.shards.iter().enumerate() {
+                let at = format!("subset {subset}, shard {i} ({})", sh.path);
+                let n = sh.samples as usize;
+                if self.splits.is_empty() != sh.splits.is_empty() {
+                    return bad(format!(
+                        "{at}: splits are {} but the dataset {} split names",
+                        if sh.splits.is_empty() {
+                            "absent"
+                        } else {
+                            "present"
+                        },
+                        if self.splits.is_empty() {
+                            "has no"
+                        } else {
+                            "has"
+                        }
+                    ));
+                }
+                if !sh.splits.is_empty() {
+                    if sh.splits.len() != n {
+                        return bad(format!(
+                            "{at}: splits has {} entries for {n} samples",
+                            sh.splits.len()
+                        ));
+                    }
+                    let k = self.splits.len() as u8;
+                    if let Some(b) = sh.splits.bytes().find(|b| b.wrapping_sub(b'0') >= k) {
+                        return bad(format!("{at}: bad split character {:?}", b as char));
+                    }
+                }
+                for (field, v, per) in [
+                    ("edit_types", &sh.edit_types, 1),
+                    ("turns", &sh.turns, 1),
+                    ("instruction_words", &sh.instruction_words, 2),
+                ] {
+                    if !v.is_empty() && v.len() != n * per {
+                        return bad(format!(
+                            "{at}: {field} has {} characters for {n} samples",
+                            v.len()
+                        ));
+                    }
+                    if let Some(b) = v.bytes().find(|&b| b != b'-' && from_base36(b).is_none()) {
+                        return bad(format!("{at}: bad {field} character {:?}", b as char));
+                    }
+                }
+            }
+        }
+        let expected = manifest_version(self);
         if expected != self.version {
             return bad(format!(
                 "version {} does not match its subsets ({expected})",

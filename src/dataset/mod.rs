@@ -9,6 +9,7 @@ pub mod reader;
 pub mod reshard;
 pub mod sample;
 pub mod skip_summary;
+pub mod splits;
 pub mod subset;
 pub mod synth;
 pub mod transcode;

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::{category_from_char, Manifest, ShardManifest};
 use super::sample::Role;
+use super::splits::SplitSource;
 use super::transcode::{transcode, TranscodeError, TranscodeTarget, DEFAULT_PIXEL_LIMIT};
 use super::writer::{DatasetWriter, WriteError};
 use super::{Dataset, DatasetError, Subset};
@@ -122,11 +123,18 @@ pub enum ReshardError {
 /// becomes a dataset).
 pub fn reshard(
     source: &Dataset,
-    mut writer: DatasetWriter,
+    writer: DatasetWriter,
     opts: &ReshardOptions,
     done: &[ClosedShard],
     on_progress: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<Manifest, ReshardError> {
+    // Without a new split file or rule, the samples keep the splits they have.
+    let keep_splits = writer.split_source().is_none() && !source.manifest().splits.is_empty();
+    let mut writer = if keep_splits {
+        writer.with_splits(Some(SplitSource::Given(source.manifest().splits.clone())))
+    } else {
+        writer
+    };
     let mut progress = Progress::default();
     let skip = adopt(&mut writer, opts.subsets_of(source), done, &mut |closed| {
         progress.samples += closed.shard.samples;
@@ -159,6 +167,15 @@ pub fn reshard(
                     .collect()
             })
             .unwrap_or_default();
+        let splits: Vec<u8> = if keep_splits {
+            source.manifest().subsets[&subset]
+                .shards
+                .iter()
+                .flat_map(|sh| sh.splits.bytes().map(|b| b - b'0'))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let len = source.len(subset);
         let mut start = skip.get(&subset).copied().unwrap_or(0);
         while start < len {
@@ -179,9 +196,10 @@ pub fn reshard(
                 let category = categories
                     .get(*ordinal as usize)
                     .and_then(|c| category_from_char(*c));
-                let frame = writer.add_members(
+                let frame = writer.add_members_with_split(
                     subset,
                     category,
+                    splits.get(*ordinal as usize).copied(),
                     &raw.key,
                     members.iter().map(|(f, b)| (f.as_str(), &b[..])),
                 )?;

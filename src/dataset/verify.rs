@@ -96,7 +96,10 @@ pub fn verify(ds: &Dataset, opts: &VerifyOptions, progress: &(dyn Fn(u64) + Sync
         }
         parts.push((subset, n, sum));
     }
-    let version = dataset_version(parts.iter().map(|(s, n, h)| (*s, *n, h.as_str())));
+    let version = super::manifest::with_splits(
+        dataset_version(parts.iter().map(|(s, n, h)| (*s, *n, h.as_str()))),
+        ds.manifest(),
+    );
     if version != ds.manifest().version {
         report.problems.push(format!(
             "dataset version is {version}, the manifest says {}",

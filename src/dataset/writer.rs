@@ -16,11 +16,13 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use super::edit_types::EDIT_TYPES;
 use super::manifest::{
-    category_char, dataset_version, ContentHasher, Manifest, ShardManifest, SubsetManifest, FORMAT,
-    FORMAT_VERSION, MANIFEST_FILE, ORDER,
+    base36, category_char, manifest_version, ContentHasher, Manifest, ShardManifest,
+    SubsetManifest, FORMAT, FORMAT_VERSION, MANIFEST_FILE, ORDER,
 };
 use super::sample::{Role, Sample};
+use super::splits::{group_of, split_char, SplitError, SplitSource};
 use super::{Category, Subset};
 use crate::shard::writer::hex;
 use crate::shard::ShardWriter;
@@ -123,6 +125,10 @@ struct OpenShard {
     name: String,
     writer: ShardWriter<ObjectWriter>,
     categories: String,
+    splits: String,
+    edit_types: String,
+    turns: String,
+    instruction_words: String,
 }
 
 #[derive(Default)]
@@ -134,12 +140,29 @@ struct SubsetState {
     max_turns: u32,
 }
 
+/// What the writer records per sample from its `json` member (read leniently: members
+/// written by other tools may carry other fields, or none).
+#[derive(Debug, Default, serde::Deserialize)]
+struct JsonAttrs {
+    #[serde(default)]
+    edit_type: Option<String>,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    turns: Vec<String>,
+    #[serde(default)]
+    source_url: Option<String>,
+}
+
 /// Writes one dataset, to a folder or a bucket prefix.
 pub struct DatasetWriter {
     root: PathBuf,
     store: Store,
     opts: WriteOptions,
     subsets: BTreeMap<Subset, SubsetState>,
+    splits: Option<SplitSource>,
+    /// Samples the split file assigned, to find the file's keys the dataset lacks.
+    split_keys_used: HashSet<(Subset, String)>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
@@ -209,7 +232,21 @@ impl DatasetWriter {
             store,
             opts,
             subsets: BTreeMap::new(),
+            splits: None,
+            split_keys_used: HashSet::new(),
         })
+    }
+
+    /// Where samples' splits come from, if the dataset gets splits.
+    pub fn split_source(&self) -> Option<&SplitSource> {
+        self.splits.as_ref()
+    }
+
+    /// Gives every sample a split from `source` (see [`super::splits`]); without it
+    /// the dataset has no splits.
+    pub fn with_splits(mut self, source: Option<SplitSource>) -> DatasetWriter {
+        self.splits = source;
+        self
     }
 
     /// The folder being written; for an object store, its URL as a path.
@@ -270,6 +307,50 @@ impl DatasetWriter {
         key: &str,
         members: impl IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
     ) -> Result<u64, WriteError> {
+        self.add_members_with_split(subset, category, None, key, members)
+    }
+
+    /// [`add_members`](Self::add_members) with the sample's split id given (required
+    /// with [`SplitSource::Given`], otherwise it overrides the source).
+    pub fn add_members_with_split<'a>(
+        &mut self,
+        subset: Subset,
+        category: Option<Category>,
+        split: Option<u8>,
+        key: &str,
+        members: impl IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
+    ) -> Result<u64, WriteError> {
+        let attrs: JsonAttrs = members
+            .clone()
+            .into_iter()
+            .find(|(f, _)| *f == "json")
+            .and_then(|(_, b)| serde_json::from_slice(b).ok())
+            .unwrap_or_default();
+        let split = match (split, &self.splits) {
+            (_, None) => None,
+            (Some(id), Some(_)) => Some(id),
+            (None, Some(SplitSource::Rule(r))) => {
+                Some(r.assign(&group_of(subset, key, attrs.source_url.as_deref())))
+            }
+            (None, Some(SplitSource::File(f))) => {
+                let (id, _) = f.get(subset, key).ok_or_else(|| {
+                    WriteError::Options(
+                        SplitError::Missing {
+                            path: f.path.clone(),
+                            key: format!("{subset}/{key}"),
+                        }
+                        .to_string(),
+                    )
+                })?;
+                self.split_keys_used.insert((subset, key.to_string()));
+                Some(id)
+            }
+            (None, Some(SplitSource::Given(_))) => {
+                return Err(WriteError::Options(format!(
+                    "sample {subset}/{key}: no split given"
+                )))
+            }
+        };
         let state = self.subsets.entry(subset).or_default();
         if !state.keys.insert(key.to_string()) {
             return Err(WriteError::DuplicateKey {
@@ -287,6 +368,10 @@ impl DatasetWriter {
                 name,
                 writer,
                 categories: String::new(),
+                splits: String::new(),
+                edit_types: String::new(),
+                turns: String::new(),
+                instruction_words: String::new(),
             });
         }
         let turns = members
@@ -303,6 +388,25 @@ impl DatasetWriter {
         let path = PathBuf::from(self.store.url_of(&open.name));
         let frame = open.writer.add(key, members).map_err(io_err(&path))?;
         open.categories.push(category_char(category));
+        if let Some(id) = split {
+            open.splits.push(split_char(id));
+        }
+        open.edit_types.push(
+            attrs
+                .edit_type
+                .as_deref()
+                .and_then(|t| EDIT_TYPES.iter().position(|(n, _, _)| *n == t))
+                .map_or('-', |i| base36(i as u32)),
+        );
+        open.turns.push(base36(turns));
+        let words = std::iter::once(&attrs.text)
+            .chain(&attrs.turns)
+            .map(|t| t.split_whitespace().count() as u32)
+            .max()
+            .unwrap_or(0)
+            .min(36 * 36 - 1);
+        open.instruction_words.push(base36(words / 36));
+        open.instruction_words.push(base36(words % 36));
         let digest = open.writer_last_digest();
         state.content.add(key, &digest);
         let full = match self.opts.target {
@@ -354,6 +458,9 @@ impl DatasetWriter {
             )));
         }
         for (key, digest) in samples {
+            if matches!(self.splits, Some(SplitSource::File(_))) {
+                self.split_keys_used.insert((subset, key.clone()));
+            }
             if !state.keys.insert(key.clone()) {
                 return Err(WriteError::DuplicateKey {
                     subset,
@@ -391,18 +498,29 @@ impl DatasetWriter {
         if subsets.is_empty() {
             return Err(WriteError::Empty);
         }
-        let version =
-            dataset_version(subsets.iter().map(|(k, s): (&Subset, &SubsetManifest)| {
-                (*k, s.samples, s.content_sha256.as_str())
-            }));
-        let manifest = Manifest {
+        if let Some(SplitSource::File(f)) = &self.splits {
+            f.check_all_used(&self.split_keys_used)
+                .map_err(|e| WriteError::Options(e.to_string()))?;
+        }
+        let mut manifest = Manifest {
             format: FORMAT.into(),
             format_version: FORMAT_VERSION,
-            version,
+            version: String::new(),
             created_by: format!("editfeed {}", env!("CARGO_PKG_VERSION")),
             order: ORDER.into(),
             subsets,
+            splits: self
+                .splits
+                .as_ref()
+                .map(|s| s.names().to_vec())
+                .unwrap_or_default(),
+            split_source: self.splits.as_ref().and_then(|s| match s {
+                SplitSource::File(f) => Some(format!("file {}", f.path)),
+                SplitSource::Rule(r) => Some(format!("rule {}", r.text())),
+                SplitSource::Given(_) => None,
+            }),
         };
+        manifest.version = manifest_version(&manifest);
         manifest
             .validate()
             .map_err(|e| WriteError::Options(e.to_string()))?;
@@ -439,6 +557,10 @@ fn close_shard(store: &Store, state: &mut SubsetState) -> Result<(), WriteError>
         sha256: done.sha256,
         index_sha256: Some(index_sha256),
         categories: open.categories,
+        splits: open.splits,
+        edit_types: open.edit_types,
+        turns: open.turns,
+        instruction_words: open.instruction_words,
     });
     Ok(())
 }

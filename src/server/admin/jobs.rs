@@ -577,6 +577,7 @@ mod tests {
                 sha256: "0".repeat(64),
                 index_sha256: Some("1".repeat(64)),
                 categories: "012".into(),
+                ..Default::default()
             },
             max_turns: 0,
         }
