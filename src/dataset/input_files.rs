@@ -198,30 +198,16 @@ pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<Vec<u8>, InputFileErr
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|source| InputFileError::Missing {
-            path: path.display().to_string(),
-            source,
-        })?;
-    let meta = file.metadata().map_err(read_err)?;
-    if !meta.file_type().is_file() {
-        return Err(InputFileError::NotRegular {
-            path: path.to_path_buf(),
-            kind: kind_of(meta.file_type()),
-        });
-    }
+    let (file, len) = open_regular_with_len(path)?;
     let too_large = |bytes| InputFileError::TooLarge {
         path: path.to_path_buf(),
         bytes,
         max: max_bytes,
     };
-    if meta.len() > max_bytes {
-        return Err(too_large(meta.len()));
+    if len > max_bytes {
+        return Err(too_large(len));
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let mut bytes = Vec::with_capacity(len as usize);
     Read::take(&file, max_bytes + 1)
         .read_to_end(&mut bytes)
         .map_err(read_err)?;
@@ -234,6 +220,11 @@ pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<Vec<u8>, InputFileErr
 /// Opens a regular file for streaming (an input shard), refusing FIFOs and devices
 /// without blocking on them.
 pub fn open_regular(path: &Path) -> Result<File, InputFileError> {
+    open_regular_with_len(path).map(|(file, _)| file)
+}
+
+/// [`open_regular`], with the file's length from the same `fstat`.
+fn open_regular_with_len(path: &Path) -> Result<(File, u64), InputFileError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -252,7 +243,7 @@ pub fn open_regular(path: &Path) -> Result<File, InputFileError> {
             kind: kind_of(meta.file_type()),
         });
     }
-    Ok(file)
+    Ok((file, meta.len()))
 }
 
 #[cfg(test)]
