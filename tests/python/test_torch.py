@@ -201,14 +201,19 @@ def test_a_worker_fails_over_and_its_state_still_resumes(start_daemon):
     def make(endpoints):
         return dataset(endpoints, spec, max_batches=24, client_options=options)
 
-    loader = StatefulDataLoader(make([a.endpoint, b.endpoint]), batch_size=None, num_workers=2, prefetch_factor=1)
+    # Spawned workers: a forked child inherits the gRPC core of a parent that has
+    # streamed already (the expected run above), which gRPC does not support and which
+    # can deadlock the child. A worker that stops delivering fails the test within the
+    # DataLoader timeout instead of hanging it.
+    workers = {"num_workers": 2, "multiprocessing_context": "spawn", "timeout": 120}
+    loader = StatefulDataLoader(make([a.endpoint, b.endpoint]), batch_size=None, prefetch_factor=1, **workers)
     it = iter(loader)
     got = rows(next(it) for _ in range(4))
     a.kill()
     got += rows(next(it) for _ in range(8))
     state = loader.state_dict()
     del it, loader
-    resumed = StatefulDataLoader(make([b.endpoint]), batch_size=None, num_workers=2)
+    resumed = StatefulDataLoader(make([b.endpoint]), batch_size=None, **workers)
     resumed.load_state_dict(state)
     assert got + rows(resumed) == expected
 
