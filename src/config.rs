@@ -70,6 +70,11 @@ pub struct ServeConfig {
     pub max_image_side: u32,
     /// Largest batch message in bytes; larger requests are refused up front.
     pub max_batch_bytes: u64,
+    /// Bytes of batches in flight for all streams together: prepared ahead, being
+    /// collated, queued and being sent; a batch counts twice its tensor bytes. A stream
+    /// waits for room rather than growing the heap, and a request one of whose batches
+    /// alone would pass it is refused with RESOURCE_EXHAUSTED.
+    pub max_inflight_bytes: u64,
     /// Images declaring more pixels than this are refused before decoding.
     pub max_decode_pixels: u64,
     /// HTTP/2 stream and connection window in bytes (batches are tens of MB).
@@ -125,6 +130,7 @@ impl Default for ServeConfig {
             max_global_batch: 4096,
             max_image_side: 2048,
             max_batch_bytes: 1 << 30,
+            max_inflight_bytes: 2 << 30,
             max_decode_pixels: 64 << 20,
             http2_window_bytes: 16 << 20,
             shm_dir: "/dev/shm".into(),
@@ -278,6 +284,9 @@ impl ServeConfig {
         }
         if self.max_global_batch == 0 || self.max_image_side == 0 || self.max_batch_bytes == 0 {
             return bad("max_global_batch", "limits must be positive");
+        }
+        if self.max_inflight_bytes < 1 << 20 {
+            return bad("max_inflight_bytes", "must be at least 1 MiB (1048576)");
         }
         if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<SocketAddr>().is_err() {
             return bad(

@@ -88,6 +88,21 @@ pub fn pool_stats(stats: &crate::pipeline::pool::PoolStats) {
     metrics::gauge!(POOL_WORKERS).set(stats.workers as f64);
 }
 
+/// Bytes of batches in flight charged to the memory budget (`max_inflight_bytes`).
+pub const INFLIGHT_BYTES: &str = "editfeed_inflight_bytes";
+/// Times a stream with nothing in flight waited for room in the memory budget.
+pub const BUDGET_WAITS: &str = "editfeed_budget_waits_total";
+
+/// Publishes the bytes charged to the memory budget.
+pub fn inflight_bytes(bytes: u64) {
+    metrics::gauge!(INFLIGHT_BYTES).set(bytes as f64);
+}
+
+/// Counts one wait for the memory budget.
+pub fn budget_wait() {
+    metrics::counter!(BUDGET_WAITS).increment(1);
+}
+
 /// Histogram buckets (seconds) for the latency histograms.
 pub const SECONDS_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -259,6 +274,16 @@ pub const HELP: &[(&str, Kind, &str)] = &[
         STORE_CACHE_ERRORS,
         Kind::Counter,
         "Disk cache operations that failed (the read went to the store)",
+    ),
+    (
+        INFLIGHT_BYTES,
+        Kind::Gauge,
+        "Bytes of batches in flight charged to the memory budget (max_inflight_bytes)",
+    ),
+    (
+        BUDGET_WAITS,
+        Kind::Counter,
+        "Times a stream with nothing in flight waited for room in the memory budget",
     ),
     (
         STORE_CACHE_BYTES,

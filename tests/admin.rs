@@ -754,6 +754,10 @@ async fn the_admin_cli_drives_every_rpc() {
         (vec!["jobs"], "job-1 succeeded".to_string()),
         (vec!["job", "job-1"], "12/12 samples".to_string()),
         (vec!["stats"], "pool: 2 workers".to_string()),
+        (
+            vec!["stats"],
+            "of max_inflight_bytes 2147483648 in flight".to_string(),
+        ),
         (vec!["gc", "--dry-run"], "would remove d".to_string()),
     ] {
         let r = run.clone();

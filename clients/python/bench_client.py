@@ -40,7 +40,8 @@ SFT_ONLY = "[[curriculum]]\nweights = { sft = 1.0 }\n"
 def start_daemon(binary: str, data: Path | dict[str, Path], workers: int) -> tuple[subprocess.Popen, str]:
     """Starts `editfeed serve` on a free loopback port; returns it and its endpoint.
 
-    ``data`` is one dataset folder (served as ``bench``) or datasets by name.
+    ``data`` is one dataset folder (served as ``bench``) or datasets by name. The
+    process's ``admin`` attribute is its Admin endpoint.
     """
     datasets = data if isinstance(data, dict) else {"bench": data}
     flags = [arg for name, path in datasets.items() for arg in ("--dataset", f"{name}={path}")]
@@ -59,6 +60,7 @@ def start_daemon(binary: str, data: Path | dict[str, Path], workers: int) -> tup
     if not admin.startswith("admin listening on "):
         proc.kill()
         raise SystemExit(f"editfeed serve did not report its admin address: {admin!r}")
+    proc.admin = "http://" + admin.split()[-1]  # type: ignore[attr-defined]
     # It listens before its datasets are loaded and says "ready" once it serves them.
     ready = proc.stdout.readline()
     if ready.strip() != "ready":

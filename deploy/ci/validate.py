@@ -60,7 +60,7 @@ import yaml
 CONFIG_TOP: dict[str, str] = {
     "listen": "str", "workers": "int", "prefetch_batches": "int", "queue_samples": "int",
     "max_streams": "int", "max_global_batch": "int", "max_image_side": "int",
-    "max_batch_bytes": "int", "max_decode_pixels": "int", "http2_window_bytes": "int",
+    "max_batch_bytes": "int", "max_inflight_bytes": "int", "max_decode_pixels": "int", "http2_window_bytes": "int",
     "drain_seconds": "int", "metrics_listen": "str", "log_format": "str", "log_level": "str",
     "load_retry_seconds": "int", "store": "table", "datasets": "table",
     "admin_listen": "str", "state_dir": "str", "reshard_threads": "int", "reshard_queue_jobs": "int",

@@ -232,6 +232,11 @@ async fn run_async(args: AdminArgs) -> anyhow::Result<()> {
                 "pool: {} workers, {} busy, {} queued, {} jobs done; {} reshard jobs active",
                 p.workers, p.busy, p.queued, p.completed, r.active_jobs
             );
+            let m = r.memory.unwrap_or_default();
+            println!(
+                "memory: {} of max_inflight_bytes {} in flight, peak {}, {} waits for room",
+                m.inflight_bytes, m.max_inflight_bytes, m.peak_inflight_bytes, m.waits
+            );
             for d in r.datasets {
                 println!(
                     "dataset {} {}: {} bytes read",

@@ -218,7 +218,19 @@ fn u8_tensor(
     tensor_u8(name, shape, pool.freeze(data))
 }
 
-/// The bytes a batch of this shape will take, to refuse oversized requests up front.
+/// Image slots of a multi-turn sample when the manifest does not give the longest
+/// chain: the source and Pico-Banana's longest chain, 5 turns.
+pub const UNKNOWN_CHAIN_SLOTS: usize = 6;
+
+/// The bytes a batch of this shape will take, to refuse oversized requests up front and
+/// to charge the memory budget. `subset_slots` is [`PrepareCtx::slots`] (0 for
+/// multi-turn of unknown chain length, counted as [`UNKNOWN_CHAIN_SLOTS`]).
+///
+/// [`PrepareCtx::slots`]: super::prepare::PrepareCtx::slots
 pub fn estimate_bytes(subset_slots: usize, batch: u64, target: (u32, u32)) -> u64 {
-    batch * subset_slots as u64 * target.0 as u64 * target.1 as u64 * 3
+    let slots = match subset_slots {
+        0 => UNKNOWN_CHAIN_SLOTS,
+        n => n,
+    };
+    batch * slots as u64 * target.0 as u64 * target.1 as u64 * 3
 }

@@ -5,6 +5,7 @@
 //! store -> shard reader -> plan -> PREFETCH -> DECODE + AUGMENT -> COLLATE -> gRPC
 
 pub mod augment;
+pub mod budget;
 pub mod buffers;
 pub mod collate;
 pub mod decode;

@@ -1,9 +1,11 @@
 //! The producer of one trainer stream: walks the plan from the start step (every step,
 //! or every `step_stride`-th for a loader worker's share of the rank), submits each
 //! batch's samples to the worker pool, keeps at most `prefetch_batches` batches in
-//! flight, and hands finished batches to the gRPC response in plan order through a
-//! bounded channel. A failed send means the client left: the producer stops, and
-//! dropping its pool queue discards the work it had waiting.
+//! flight (and no more than the daemon's memory budget has room for: see
+//! [`super::budget`]), and hands finished batches to the gRPC response in plan order
+//! through a bounded channel, each with its budget charge. A failed send means the
+//! client left: the producer stops, and dropping its pool queue discards the work it
+//! had waiting.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -12,10 +14,11 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::collate::{collate, BatchHeader};
+use super::budget::{batch_charge, Charge, MemoryBudget};
+use super::collate::{collate, estimate_bytes, BatchHeader};
 use super::pool::StreamQueue;
 use super::prepare::{prepare, PrepareCtx, PrepareError, Prepared};
-use crate::plan::{Plan, PlanError};
+use crate::plan::{Plan, PlanError, StepPlan};
 use crate::proto::v1::Batch;
 use crate::rng::{Purpose, Rng};
 
@@ -45,6 +48,25 @@ pub struct StreamParams {
     /// Large tensors go to the client as shared-memory files (when it shares the
     /// daemon's folder).
     pub shared: Option<crate::shared_memory::StreamFiles>,
+}
+
+/// What the producer hands the transport: a batch or the error that ends the stream,
+/// with the batch's budget charge, which the transport keeps until gRPC asks for the
+/// next message (by then this one is encoded and on its way).
+pub struct Outgoing {
+    /// The batch, or why the stream ends.
+    pub item: Result<Batch, StreamError>,
+    /// The batch's charge to the memory budget.
+    pub charge: Option<Charge>,
+}
+
+impl From<StreamError> for Outgoing {
+    fn from(e: StreamError) -> Outgoing {
+        Outgoing {
+            item: Err(e),
+            charge: None,
+        }
+    }
 }
 
 /// Why a stream ended early.
@@ -113,7 +135,7 @@ pub fn step_size(params: &StreamParams, step: u64) -> (u32, u32) {
 
 /// A batch on its way: being prepared by the pool, or refused by the plan.
 enum Inflight {
-    Pending(u64, oneshot::Receiver<Result<Batch, PrepareError>>),
+    Pending(u64, oneshot::Receiver<Result<Batch, PrepareError>>, Charge),
     Failed(StreamError),
 }
 
@@ -121,8 +143,8 @@ enum Inflight {
 /// waiting (a client that stopped reading must not hold the shutdown), or, when the
 /// channel is full, leaves it owed in `progress` for the transport to send after the
 /// queued batches.
-fn shut_down(tx: &mpsc::Sender<Result<Batch, StreamError>>, progress: &StreamProgress) {
-    if tx.try_send(Err(StreamError::ShuttingDown)).is_err() {
+fn shut_down(tx: &mpsc::Sender<Outgoing>, progress: &StreamProgress) {
+    if tx.try_send(StreamError::ShuttingDown.into()).is_err() {
         progress.shutdown_owed.store(true, Ordering::Release);
     }
 }
@@ -131,7 +153,8 @@ fn shut_down(tx: &mpsc::Sender<Result<Batch, StreamError>>, progress: &StreamPro
 pub async fn produce(
     params: StreamParams,
     queue: StreamQueue,
-    tx: mpsc::Sender<Result<Batch, StreamError>>,
+    tx: mpsc::Sender<Outgoing>,
+    budget: Arc<MemoryBudget>,
     stop: tokio::sync::watch::Receiver<bool>,
     job: String,
     progress: Arc<StreamProgress>,
@@ -146,43 +169,68 @@ pub async fn produce(
     };
     let mut inflight: VecDeque<Inflight> = VecDeque::new();
     let mut next = Some(params.start_step);
+    // A step planned whose charge the budget had no room for yet.
+    let mut planned: Option<(u64, StepPlan)> = None;
     loop {
         while let Some(step) = next.filter(|_| inflight.len() < params.prefetch_batches.max(1)) {
             if params.end_step.is_some_and(|e| step >= e) {
                 next = None;
                 break;
             }
-            let submitted = tokio::select! {
-                r = submit_batch(&params, &queue, step) => r,
+            let batch = match planned.take() {
+                Some((s, batch)) if s == step => batch,
+                _ => match params.plan.rank_batch(step, params.rank, params.world_size) {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        // The batches before the refused step still go out first.
+                        inflight.push_back(Inflight::Failed(e.into()));
+                        next = None;
+                        break;
+                    }
+                },
+            };
+            let bytes = batch_charge(estimate_bytes(
+                params.ctx.slots(batch.subset),
+                batch.samples.len() as u64,
+                step_size(&params, step),
+            ));
+            // With batches in flight, deliver them rather than wait for room; with
+            // none, wait in line.
+            let charge = if inflight.is_empty() {
+                tokio::select! {
+                    c = budget.charge(bytes) => c,
+                    _ = tx.closed() => return,
+                    _ = stopped(&stop) => return shut_down(&tx, &progress),
+                }
+            } else if let Some(c) = budget.try_charge(bytes) {
+                c
+            } else {
+                planned = Some((step, batch));
+                break;
+            };
+            let rx = tokio::select! {
+                rx = submit_batch(&params, &queue, step, batch) => rx,
                 _ = tx.closed() => return,
                 _ = stopped(&stop) => return shut_down(&tx, &progress),
             };
-            match submitted {
-                Ok(rx) => {
-                    inflight.push_back(Inflight::Pending(step, rx));
-                    next = step.checked_add(params.step_stride.max(1));
-                }
-                Err(e) => {
-                    // The batches before the refused step still go out first.
-                    inflight.push_back(Inflight::Failed(e));
-                    next = None;
-                }
-            }
+            inflight.push_back(Inflight::Pending(step, rx, charge));
+            next = step.checked_add(params.step_stride.max(1));
         }
-        let item = match inflight.pop_front() {
+        let (item, charge) = match inflight.pop_front() {
             None => return,
-            Some(Inflight::Failed(e)) => Err(e),
-            Some(Inflight::Pending(step, rx)) => {
+            Some(Inflight::Failed(e)) => (Err(e), None),
+            Some(Inflight::Pending(step, rx, charge)) => {
                 let result = tokio::select! {
                     r = rx => r,
                     _ = tx.closed() => return,
                     _ = stopped(&stop) => return shut_down(&tx, &progress),
                 };
-                match result {
+                let item = match result {
                     Ok(Ok(batch)) => Ok(batch),
                     Ok(Err(e)) => Err(StreamError::Prepare(e)),
                     Err(_) => Err(StreamError::WorkerLost { step }),
-                }
+                };
+                (item, Some(charge))
             }
         };
         let last = item.is_err();
@@ -195,7 +243,7 @@ pub async fn produce(
         }
         let sending = Instant::now();
         let sent = tokio::select! {
-            r = tx.send(item) => r.is_ok(),
+            r = tx.send(Outgoing { item, charge }) => r.is_ok(),
             _ = stopped(&stop) => {
                 shut_down(&tx, &progress);
                 false
@@ -267,14 +315,13 @@ impl BatchState {
     }
 }
 
+/// Hands the samples of `plan`, the rank's share of `step`, to the worker pool.
 async fn submit_batch(
     params: &Arc<StreamParams>,
     queue: &StreamQueue,
     step: u64,
-) -> Result<oneshot::Receiver<Result<Batch, PrepareError>>, StreamError> {
-    let plan = params
-        .plan
-        .rank_batch(step, params.rank, params.world_size)?;
+    plan: StepPlan,
+) -> oneshot::Receiver<Result<Batch, PrepareError>> {
     let target = step_size(params, step);
     let (tx, rx) = oneshot::channel();
     let n = plan.samples.len();
@@ -309,5 +356,5 @@ async fn submit_batch(
             }))
             .await;
     }
-    Ok(rx)
+    rx
 }

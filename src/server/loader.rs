@@ -2,20 +2,19 @@
 //! and returns the receiving end of its bounded channel; `Describe` lists the datasets.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::admin::stats::{ActiveStream, ActiveStreams};
 use super::request::validate;
+use super::response::{grpc_timeout, HoldCharge, UntilDeadline};
 use super::status::RequestError;
 use super::ServerState;
-use crate::pipeline::stream::{produce, StreamProgress};
+use crate::pipeline::stream::{produce, Outgoing, StreamProgress};
 use crate::proto::v1 as pb;
 use crate::proto::v1::loader_server::Loader;
 
@@ -94,69 +93,6 @@ impl Drop for ClientSlot {
                 open.remove(&self.ip);
             }
         }
-    }
-}
-
-/// The deadline a client set with the `grpc-timeout` header (`<digits><unit>`, units
-/// H, M, S, m, u, n), if any.
-fn grpc_timeout(meta: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    let v = meta.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-/// Ends a stream with DEADLINE_EXCEEDED when its deadline passes; dropping the inner
-/// stream then stops its producer.
-struct UntilDeadline<S> {
-    inner: Option<S>,
-    timer: Pin<Box<tokio::time::Sleep>>,
-    after: Duration,
-}
-
-impl<S> UntilDeadline<S> {
-    fn new(inner: S, after: Duration) -> Self {
-        UntilDeadline {
-            inner: Some(inner),
-            timer: Box::pin(tokio::time::sleep(after)),
-            after,
-        }
-    }
-}
-
-impl<S: Stream<Item = Result<pb::Batch, Status>> + Unpin> Stream for UntilDeadline<S> {
-    type Item = Result<pb::Batch, Status>;
-
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        use std::task::Poll;
-        let Some(inner) = self.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        if let Poll::Ready(item) = Pin::new(inner).poll_next(cx) {
-            if item.is_none() {
-                self.inner = None;
-            }
-            return Poll::Ready(item);
-        }
-        if self.timer.as_mut().poll(cx).is_ready() {
-            self.inner = None;
-            let after = self.after;
-            return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
-                "the request's deadline ({after:?}) passed; resume from the last cursor"
-            )))));
-        }
-        Poll::Pending
     }
 }
 
@@ -262,22 +198,23 @@ impl Loader for LoaderService {
             params,
             queue,
             tx,
+            state.budget.clone(),
             state.stop_signal(),
             job,
             progress.clone(),
         ));
         let owed = progress.clone();
         // After the producer's last item, a ShuttingDown error it could not queue.
-        let tail = std::iter::once_with(move || owed.owed_shutdown().map(Err)).flatten();
-        let stream = ReceiverStream::new(rx)
-            .chain(tokio_stream::iter(tail))
-            .map(move |item| {
+        let tail = std::iter::once_with(move || owed.owed_shutdown().map(Outgoing::from)).flatten();
+        let stream = HoldCharge::new(ReceiverStream::new(rx).chain(tokio_stream::iter(tail))).map(
+            move |item| {
                 let _keep = (&slot, &client_slot, &active);
                 if let Ok(b) = &item {
                     progress.taken(b.step);
                 }
                 item.map_err(Status::from)
-            });
+            },
+        );
         Ok(Response::new(match deadline {
             Some(d) => Box::pin(UntilDeadline::new(stream, d)),
             None => Box::pin(stream),

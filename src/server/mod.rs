@@ -16,6 +16,7 @@ pub mod admin;
 pub mod loader;
 pub mod registry;
 pub mod request;
+mod response;
 pub mod security;
 pub mod status;
 
@@ -54,6 +55,8 @@ pub struct ServerState {
     pub pool: Arc<WorkerPool>,
     /// Streams open now.
     pub streams: AtomicUsize,
+    /// The memory budget of all streams' batches in flight (`max_inflight_bytes`).
+    pub budget: Arc<crate::pipeline::budget::MemoryBudget>,
     /// Streams open per client address.
     pub clients: Arc<loader::ClientStreams>,
     /// What each open stream is doing, for `Stats`.
@@ -84,12 +87,16 @@ impl ServerState {
         let shared_memory =
             crate::shared_memory::SharedMemory::new(&config.shm_dir, config.shm_max_bytes);
         let store = config.store.clone().with_env();
+        let budget = Arc::new(crate::pipeline::budget::MemoryBudget::new(
+            config.max_inflight_bytes,
+        ));
         Ok(Arc::new(ServerState {
             store,
             config,
             registry: Registry::default(),
             pool,
             streams: AtomicUsize::new(0),
+            budget,
             clients: Default::default(),
             active: Default::default(),
             versions,

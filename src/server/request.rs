@@ -9,6 +9,7 @@ use crate::config::ServeConfig;
 use crate::convert::spec_from_wire;
 use crate::dataset::Subset;
 use crate::pipeline::augment::{AugmentSpec, FlipPolicy, Jitter};
+use crate::pipeline::budget::batch_charge;
 use crate::pipeline::collate::estimate_bytes;
 use crate::pipeline::prepare::{OutputKind, PrepareCtx};
 use crate::pipeline::stream::StreamParams;
@@ -264,14 +265,12 @@ pub fn validate(
     Ok(params)
 }
 
-/// Image slots of a multi-turn sample when the manifest does not give the longest
-/// chain: the source and Pico-Banana's longest chain, 5 turns.
-const UNKNOWN_CHAIN_SLOTS: usize = 6;
-
 /// Refuses the request if a batch of a subset the stream reaches (between its first
-/// step and its end) would pass `max_batch_bytes` for one rank: sft has 2 images per
-/// sample, preference 3, multi-turn the source and the dataset's longest chain. Names
-/// the earliest such step, and its curriculum phase.
+/// step and its end) would pass a limit for one rank: `max_batch_bytes`, or, charged
+/// twice ([`batch_charge`]), the daemon's whole `max_inflight_bytes`, so that it could
+/// never be in flight. Sft has 2 images per sample, preference 3, multi-turn the source
+/// and the dataset's longest chain. Names the earliest such step, and its curriculum
+/// phase.
 fn check_batch_bytes(
     plan: &Plan,
     ctx: &PrepareCtx,
@@ -281,35 +280,51 @@ fn check_batch_bytes(
     largest: (u32, u32),
     config: &ServeConfig,
 ) -> Result<(), RequestError> {
-    let mut worst: Option<(u64, Subset, u64)> = None;
-    for subset in Subset::ALL {
-        let Some(step) = plan.first_step_of(subset, start_step, end_step) else {
-            continue;
-        };
-        let slots = match ctx.slots(subset) {
-            0 => UNKNOWN_CHAIN_SLOTS,
-            n => n,
-        };
-        let bytes = estimate_bytes(slots, per_rank, largest);
-        if bytes > config.max_batch_bytes && worst.is_none_or(|(first, _, _)| step < first) {
-            worst = Some((step, subset, bytes));
-        }
-    }
-    let Some((step, subset, bytes)) = worst else {
-        return Ok(());
+    let reached: Vec<(u64, Subset, u64)> = Subset::ALL
+        .into_iter()
+        .filter_map(|subset| {
+            let step = plan.first_step_of(subset, start_step, end_step)?;
+            Some((
+                step,
+                subset,
+                estimate_bytes(ctx.slots(subset), per_rank, largest),
+            ))
+        })
+        .collect();
+    let earliest = |over: &dyn Fn(u64) -> bool| {
+        reached
+            .iter()
+            .filter(|(_, _, bytes)| over(*bytes))
+            .min_by_key(|(step, _, _)| *step)
+            .copied()
     };
-    let curriculum = &plan.spec().curriculum;
-    let phase = curriculum
-        .iter()
-        .position(|p| p.until_step.is_none_or(|end| step < end))
-        .map_or(String::new(), |i| format!(", curriculum[{i}]"));
-    Err(RequestError::BatchTooLarge {
-        subset,
-        step,
-        phase,
-        bytes,
-        limit: config.max_batch_bytes,
-    })
+    let phase = |step: u64| {
+        plan.spec()
+            .curriculum
+            .iter()
+            .position(|p| p.until_step.is_none_or(|end| step < end))
+            .map_or(String::new(), |i| format!(", curriculum[{i}]"))
+    };
+    if let Some((step, subset, bytes)) = earliest(&|b| b > config.max_batch_bytes) {
+        return Err(RequestError::BatchTooLarge {
+            subset,
+            step,
+            phase: phase(step),
+            bytes,
+            limit: config.max_batch_bytes,
+        });
+    }
+    if let Some((step, subset, bytes)) = earliest(&|b| batch_charge(b) > config.max_inflight_bytes)
+    {
+        return Err(RequestError::OverBudget {
+            subset,
+            step,
+            phase: phase(step),
+            charge: batch_charge(bytes),
+            limit: config.max_inflight_bytes,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -46,6 +46,17 @@ pub enum RequestError {
         bytes: u64,
         limit: u64,
     },
+    /// One batch the stream would reach, charged twice its bytes, passes the daemon's
+    /// memory budget for all batches in flight.
+    #[error("a {subset} batch at step {step}{phase} would be charged {charge} bytes (twice its tensors), over the daemon's whole max_inflight_bytes {limit}; lower global_batch or the output size, or raise max_inflight_bytes")]
+    OverBudget {
+        subset: crate::dataset::Subset,
+        step: u64,
+        /// `, curriculum[i]` when the spec has a curriculum.
+        phase: String,
+        charge: u64,
+        limit: u64,
+    },
 }
 
 impl From<RequestError> for Status {
@@ -53,9 +64,9 @@ impl From<RequestError> for Status {
         let msg = e.to_string();
         match e {
             RequestError::UnknownDataset { .. } => Status::not_found(msg),
-            RequestError::TooManyStreams { .. } | RequestError::TooManyClientStreams { .. } => {
-                Status::resource_exhausted(msg)
-            }
+            RequestError::TooManyStreams { .. }
+            | RequestError::TooManyClientStreams { .. }
+            | RequestError::OverBudget { .. } => Status::resource_exhausted(msg),
             RequestError::Plan(PlanError::EndOfStream { .. }) => Status::out_of_range(msg),
             _ => Status::invalid_argument(msg),
         }

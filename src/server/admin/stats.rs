@@ -123,5 +123,14 @@ pub fn stats(state: &ServerState) -> pb::StatsResponse {
         }),
         datasets,
         active_jobs: state.jobs.active() as u64,
+        memory: Some({
+            let m = state.budget.stats();
+            pb::MemoryStats {
+                max_inflight_bytes: m.limit,
+                inflight_bytes: m.in_use,
+                peak_inflight_bytes: m.peak,
+                waits: m.waits,
+            }
+        }),
     }
 }
