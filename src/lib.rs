@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod convert;
 pub mod dataset;
+mod error_report;
 pub mod metrics;
 pub mod pipeline;
 pub mod plan;
@@ -18,3 +19,5 @@ pub mod shared_memory;
 pub mod store;
 pub mod units;
 pub mod wire;
+
+pub use error_report::error_report;

@@ -10,7 +10,7 @@ fn main() -> std::process::ExitCode {
     match cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", editfeed::error_report(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

@@ -740,3 +740,72 @@ fn the_pack_command_imports_and_prints_a_summary() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("gif"));
 }
+
+/// A 256 KiB tmpfs, filled up, unmounted when dropped; `None` where this process may
+/// not mount one (not root, or no CAP_SYS_ADMIN).
+struct FullDisk {
+    dir: tempfile::TempDir,
+}
+
+impl FullDisk {
+    fn mount() -> Option<FullDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            return None;
+        }
+        let mut fill = std::fs::File::create(dir.path().join("fill")).unwrap();
+        let chunk = vec![0u8; 4096];
+        while std::io::Write::write_all(&mut fill, &chunk).is_ok() {}
+        Some(FullDisk { dir })
+    }
+}
+
+impl Drop for FullDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn packing_into_a_full_disk_names_the_shard_write_first_and_each_cause_once() {
+    let Some(disk) = FullDisk::mount() else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let f = Fixture::new();
+    full_fixture(&f);
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_editfeed"))
+        .args(["pack", "pico-banana", "--root"])
+        .arg(&f.root)
+        .arg("--source-dir")
+        .arg(&f.source_dir)
+        .arg("--out")
+        .arg(disk.dir.path().join("ds"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line in:\n{stderr}"));
+    let full = std::io::Error::from_raw_os_error(28).to_string();
+    // The shard's failure, then the report's: two causes, each printed once.
+    let shard = error
+        .find(".tar.zst")
+        .unwrap_or_else(|| panic!("no shard named: {error}"));
+    let report = error
+        .find("the import report could not be written either")
+        .unwrap_or_else(|| panic!("the report's failure is not named: {error}"));
+    assert!(shard < report, "{error}");
+    assert_eq!(error.matches(&full).count(), 2, "{error}");
+    assert!(!disk.dir.path().join("ds/manifest.json").exists());
+}

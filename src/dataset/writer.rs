@@ -474,6 +474,15 @@ impl DatasetWriter {
         Ok(())
     }
 
+    /// Closes every open shard and writes its index, without the manifest: a failed
+    /// shard write shows here, before side files such as an import report are written.
+    pub fn close_shards(&mut self) -> Result<(), WriteError> {
+        for state in self.subsets.values_mut() {
+            close_shard(&self.store, state)?;
+        }
+        Ok(())
+    }
+
     /// Closes every shard and writes the manifest atomically; returns it.
     pub fn finish(mut self) -> Result<Manifest, WriteError> {
         let mut subsets = BTreeMap::new();

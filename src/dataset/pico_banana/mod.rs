@@ -114,6 +114,15 @@ pub enum ImportError {
     /// The dataset could not be written.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The dataset could not be written, and then neither could the report.
+    #[error("{write}; the import report could not be written either: {report}")]
+    WriteAndReport {
+        /// The shard or index write that failed.
+        #[source]
+        write: WriteError,
+        /// The report's write.
+        report: WriteError,
+    },
     /// Every row was skipped (the report says why).
     #[error("no row was imported: {skipped} rows skipped, see {}", report_path.display())]
     NothingImported {
@@ -367,9 +376,16 @@ pub fn import(
         .report
         .clone()
         .unwrap_or_else(|| writer.root().join(DEFAULT_REPORT_FILE));
-    writer
-        .write_side_file(&report_path, &report.to_json())
-        .map_err(ImportError::Report)?;
+    // The shards first: on a full disk, their failure is the one to name, and the
+    // report is still attempted.
+    let closed = writer.close_shards();
+    let reported = writer.write_side_file(&report_path, &report.to_json());
+    match (closed, reported) {
+        (Err(write), Err(report)) => return Err(ImportError::WriteAndReport { write, report }),
+        (Err(write), Ok(())) => return Err(ImportError::Write(write)),
+        (Ok(()), Err(report)) => return Err(ImportError::Report(report)),
+        (Ok(()), Ok(())) => {}
+    }
     if report.total_written() == 0 {
         return Err(ImportError::NothingImported {
             skipped: report.skipped.len(),
