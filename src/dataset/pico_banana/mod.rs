@@ -121,7 +121,7 @@ pub enum ImportError {
         #[source]
         write: WriteError,
         /// The report's write.
-        report: WriteError,
+        report: Box<WriteError>,
     },
     /// Every row was skipped (the report says why).
     #[error("no row was imported: {skipped} rows skipped, see {}", report_path.display())]
@@ -381,7 +381,12 @@ pub fn import(
     let closed = writer.close_shards();
     let reported = writer.write_side_file(&report_path, &report.to_json());
     match (closed, reported) {
-        (Err(write), Err(report)) => return Err(ImportError::WriteAndReport { write, report }),
+        (Err(write), Err(report)) => {
+            return Err(ImportError::WriteAndReport {
+                write,
+                report: Box::new(report),
+            })
+        }
         (Err(write), Ok(())) => return Err(ImportError::Write(write)),
         (Ok(()), Err(report)) => return Err(ImportError::Report(report)),
         (Ok(()), Ok(())) => {}
