@@ -71,9 +71,11 @@ pub struct ServeConfig {
     /// Largest batch message in bytes; larger requests are refused up front.
     pub max_batch_bytes: u64,
     /// Bytes of batches in flight for all streams together: prepared ahead, being
-    /// collated, queued and being sent; a batch counts twice its tensor bytes. A stream
-    /// waits for room rather than growing the heap, and a request one of whose batches
-    /// alone would pass it is refused with RESOURCE_EXHAUSTED.
+    /// collated, queued and being sent. A stream is admitted with a base of three times
+    /// its largest batch's tensor bytes, and each batch it prepares beyond one takes
+    /// twice its bytes when there is room. Streams wait for admission rather than grow
+    /// the heap; a request whose base alone would pass it is refused with
+    /// RESOURCE_EXHAUSTED.
     pub max_inflight_bytes: u64,
     /// Images declaring more pixels than this are refused before decoding.
     pub max_decode_pixels: u64,

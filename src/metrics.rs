@@ -90,7 +90,7 @@ pub fn pool_stats(stats: &crate::pipeline::pool::PoolStats) {
 
 /// Bytes of batches in flight charged to the memory budget (`max_inflight_bytes`).
 pub const INFLIGHT_BYTES: &str = "editfeed_inflight_bytes";
-/// Times a stream with nothing in flight waited for room in the memory budget.
+/// Times a stream waited for room in the memory budget to be admitted.
 pub const BUDGET_WAITS: &str = "editfeed_budget_waits_total";
 
 /// Publishes the bytes charged to the memory budget.
@@ -283,7 +283,7 @@ pub const HELP: &[(&str, Kind, &str)] = &[
     (
         BUDGET_WAITS,
         Kind::Counter,
-        "Times a stream with nothing in flight waited for room in the memory budget",
+        "Times a stream waited for room in the memory budget to be admitted",
     ),
     (
         STORE_CACHE_BYTES,

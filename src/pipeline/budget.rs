@@ -1,12 +1,16 @@
 //! The daemon-wide memory budget for batches in flight (`max_inflight_bytes`).
 //!
-//! A batch is charged [`batch_charge`] bytes from the moment its samples go to the
-//! worker pool until gRPC asks for the stream's next message: that covers the samples'
-//! buffers, collation, the message waiting in the stream's channel and its encoded
-//! copy. A stream with batches in flight takes a charge only if the budget has room
-//! now, and otherwise delivers what it has first; a stream with nothing in flight waits
-//! for room, in arrival order. So every stream keeps moving, and the sum of the charges
-//! never passes the budget, whatever the number of streams or their batch sizes.
+//! A stream is admitted with a base charge of [`stream_base`] bytes, three times its
+//! largest batch, which it keeps while it lasts: one batch's tensors, its encoded
+//! message, and the message before it, which gRPC's encoding buffer keeps until it
+//! encodes the next. The base covers one batch in flight at a time, from the submission
+//! of its samples to the workers until gRPC asks for the stream's next message. A
+//! stream prepares more batches ahead only with extra charges of [`batch_charge`]
+//! bytes, taken when the budget has room now and never waited for.
+//!
+//! So the only wait is admission, in arrival order; an admitted stream always has its
+//! base, so every stream keeps moving, and the sum of the charges never passes the
+//! budget, whatever the number of streams or their batch sizes.
 //!
 //! Charges are counted in KiB, the semaphore's unit.
 
@@ -15,11 +19,17 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Bytes a batch of `tensor_bytes` (its tensors' size) is charged: twice, since its
-/// tensors exist twice while it is collated (the samples' buffers and the batch) and
-/// while it is sent (the batch and its encoded message).
+/// Bytes an extra batch of `tensor_bytes` (its tensors' size) is charged: twice, since
+/// its tensors exist twice while it is collated (the samples' buffers and the batch)
+/// and while it is sent (the batch and its encoded message).
 pub fn batch_charge(tensor_bytes: u64) -> u64 {
     tensor_bytes.saturating_mul(2)
+}
+
+/// A stream's base charge, for its largest batch of `largest_bytes`: the batch charge
+/// and the previous message kept by gRPC's encoding buffer.
+pub fn stream_base(largest_bytes: u64) -> u64 {
+    batch_charge(largest_bytes).saturating_add(largest_bytes)
 }
 
 /// The budget, shared by every stream.
@@ -46,7 +56,7 @@ pub struct BudgetStats {
     pub in_use: u64,
     /// The most ever charged at once.
     pub peak: u64,
-    /// Times a stream with nothing in flight had to wait for room.
+    /// Times a stream waited for room to be admitted.
     pub waits: u64,
 }
 
@@ -62,6 +72,61 @@ impl Drop for Charge {
     fn drop(&mut self) {
         let now = self.counters.in_use.fetch_sub(self.bytes, Ordering::AcqRel) - self.bytes;
         crate::metrics::inflight_bytes(now);
+    }
+}
+
+/// What one batch in flight holds: the stream's base, which covers one batch at a
+/// time, or an extra charge. Given back when dropped.
+#[derive(Debug)]
+pub enum BatchCharge {
+    /// The stream's one-batch slot.
+    Base(OwnedSemaphorePermit),
+    /// Room taken from the budget for a batch ahead.
+    Extra(Charge),
+}
+
+/// A stream's share of the budget: its base charge (until the producer hands it to the
+/// transport, which keeps it until the stream ends) and the one-batch slot it covers.
+#[derive(Debug)]
+pub struct StreamBudget {
+    budget: Arc<MemoryBudget>,
+    base: Option<Charge>,
+    slot: Arc<Semaphore>,
+}
+
+impl StreamBudget {
+    /// Admits a stream whose largest batch has `largest_bytes` of tensors, waiting for
+    /// room behind the streams that asked first.
+    pub async fn admit(budget: Arc<MemoryBudget>, largest_bytes: u64) -> StreamBudget {
+        let base = budget.charge(stream_base(largest_bytes)).await;
+        StreamBudget {
+            budget,
+            base: Some(base),
+            slot: Arc::new(Semaphore::new(1)),
+        }
+    }
+
+    /// A charge for a batch of `tensor_bytes` now: the base slot if it is free, else
+    /// extra room if the budget has it.
+    pub fn try_batch(&self, tensor_bytes: u64) -> Option<BatchCharge> {
+        if let Ok(p) = self.slot.clone().try_acquire_owned() {
+            return Some(BatchCharge::Base(p));
+        }
+        self.budget
+            .try_charge(batch_charge(tensor_bytes))
+            .map(BatchCharge::Extra)
+    }
+
+    /// The base slot, once the batch that holds it is on its way (gRPC asked for the
+    /// stream's next message). Waits on this stream alone.
+    pub async fn batch(&self) -> BatchCharge {
+        let p = self.slot.clone().acquire_owned().await;
+        BatchCharge::Base(p.expect("a stream's slot is never closed"))
+    }
+
+    /// The base charge, once: for the transport to keep until the stream ends.
+    pub fn take_base(&mut self) -> Option<Charge> {
+        self.base.take()
     }
 }
 
@@ -100,7 +165,8 @@ impl MemoryBudget {
         Some(self.charged(permit, bytes))
     }
 
-    /// A charge of `bytes`, waiting for room behind the streams that asked first.
+    /// A charge of `bytes`, waiting for room behind the streams that asked first (a
+    /// stream's admission).
     pub async fn charge(&self, bytes: u64) -> Charge {
         if let Some(c) = self.try_charge(bytes) {
             return c;
@@ -165,6 +231,39 @@ mod tests {
         drop((b, c));
         let s = budget.stats();
         assert_eq!((s.in_use, s.peak, s.waits), (0, 10 << 20, 0));
+    }
+
+    #[tokio::test]
+    async fn a_stream_has_its_base_slot_and_extras_only_when_there_is_room() {
+        let budget = Arc::new(MemoryBudget::new(10 << 20));
+        // Largest batch 2 MiB: a base of 6 MiB, extras of 4 MiB.
+        let stream = StreamBudget::admit(budget.clone(), 2 << 20).await;
+        assert_eq!(budget.stats().in_use, 6 << 20);
+        let first = stream.try_batch(2 << 20).expect("the base slot");
+        assert!(matches!(first, BatchCharge::Base(_)));
+        let second = stream.try_batch(2 << 20).expect("room for an extra");
+        assert!(matches!(second, BatchCharge::Extra(_)));
+        assert!(stream.try_batch(2 << 20).is_none(), "no more room");
+        // The base slot comes back when its batch is done with, and no sooner.
+        let waiting = tokio::spawn(async move {
+            let charge = stream.batch().await;
+            (stream, charge)
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(first);
+        let (mut stream, third) = waiting.await.unwrap();
+        assert!(matches!(third, BatchCharge::Base(_)));
+        let base = stream.take_base().expect("the base, once");
+        assert!(stream.take_base().is_none());
+        drop((second, third, stream));
+        assert_eq!(
+            budget.stats().in_use,
+            6 << 20,
+            "the transport keeps the base"
+        );
+        drop(base);
+        assert_eq!(budget.stats().in_use, 0);
     }
 
     #[tokio::test]

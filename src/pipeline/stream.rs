@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::budget::{batch_charge, Charge, MemoryBudget};
+use super::budget::{BatchCharge, Charge, MemoryBudget, StreamBudget};
 use super::collate::{collate, estimate_bytes, BatchHeader};
 use super::pool::StreamQueue;
 use super::prepare::{prepare, PrepareCtx, PrepareError, Prepared};
@@ -45,6 +45,9 @@ pub struct StreamParams {
     pub buckets: Vec<(u32, u32)>,
     /// Batches prepared ahead of the client.
     pub prefetch_batches: usize,
+    /// Tensor bytes of the stream's largest batch, which sizes its base charge in the
+    /// memory budget.
+    pub largest_batch: u64,
     /// Large tensors go to the client as shared-memory files (when it shares the
     /// daemon's folder).
     pub shared: Option<crate::shared_memory::StreamFiles>,
@@ -57,7 +60,9 @@ pub struct Outgoing {
     /// The batch, or why the stream ends.
     pub item: Result<Batch, StreamError>,
     /// The batch's charge to the memory budget.
-    pub charge: Option<Charge>,
+    pub charge: Option<BatchCharge>,
+    /// The stream's base charge, with its first item: kept until the stream ends.
+    pub base: Option<Charge>,
 }
 
 impl From<StreamError> for Outgoing {
@@ -65,6 +70,7 @@ impl From<StreamError> for Outgoing {
         Outgoing {
             item: Err(e),
             charge: None,
+            base: None,
         }
     }
 }
@@ -135,7 +141,11 @@ pub fn step_size(params: &StreamParams, step: u64) -> (u32, u32) {
 
 /// A batch on its way: being prepared by the pool, or refused by the plan.
 enum Inflight {
-    Pending(u64, oneshot::Receiver<Result<Batch, PrepareError>>, Charge),
+    Pending(
+        u64,
+        oneshot::Receiver<Result<Batch, PrepareError>>,
+        BatchCharge,
+    ),
     Failed(StreamError),
 }
 
@@ -167,6 +177,11 @@ pub async fn produce(
             let _ = stop.wait_for(|s| *s).await;
         }
     };
+    let mut share = tokio::select! {
+        s = StreamBudget::admit(budget, params.largest_batch) => s,
+        _ = tx.closed() => return,
+        _ = stopped(&stop) => return shut_down(&tx, &progress),
+    };
     let mut inflight: VecDeque<Inflight> = VecDeque::new();
     let mut next = Some(params.start_step);
     // A step planned whose charge the budget had no room for yet.
@@ -189,24 +204,24 @@ pub async fn produce(
                     }
                 },
             };
-            let bytes = batch_charge(estimate_bytes(
+            let bytes = estimate_bytes(
                 params.ctx.slots(batch.subset),
                 batch.samples.len() as u64,
                 step_size(&params, step),
-            ));
+            );
             // With batches in flight, deliver them rather than wait for room; with
-            // none, wait in line.
-            let charge = if inflight.is_empty() {
-                tokio::select! {
-                    c = budget.charge(bytes) => c,
+            // none, wait for the stream's base slot.
+            let charge = match share.try_batch(bytes) {
+                Some(c) => c,
+                None if inflight.is_empty() => tokio::select! {
+                    c = share.batch() => c,
                     _ = tx.closed() => return,
                     _ = stopped(&stop) => return shut_down(&tx, &progress),
+                },
+                None => {
+                    planned = Some((step, batch));
+                    break;
                 }
-            } else if let Some(c) = budget.try_charge(bytes) {
-                c
-            } else {
-                planned = Some((step, batch));
-                break;
             };
             let rx = tokio::select! {
                 rx = submit_batch(&params, &queue, step, batch) => rx,
@@ -243,7 +258,7 @@ pub async fn produce(
         }
         let sending = Instant::now();
         let sent = tokio::select! {
-            r = tx.send(Outgoing { item, charge }) => r.is_ok(),
+            r = tx.send(Outgoing { item, charge, base: share.take_base() }) => r.is_ok(),
             _ = stopped(&stop) => {
                 shut_down(&tx, &progress);
                 false

@@ -9,7 +9,7 @@ use crate::config::ServeConfig;
 use crate::convert::spec_from_wire;
 use crate::dataset::Subset;
 use crate::pipeline::augment::{AugmentSpec, FlipPolicy, Jitter};
-use crate::pipeline::budget::batch_charge;
+use crate::pipeline::budget::stream_base;
 use crate::pipeline::collate::estimate_bytes;
 use crate::pipeline::prepare::{OutputKind, PrepareCtx};
 use crate::pipeline::stream::StreamParams;
@@ -232,7 +232,8 @@ pub fn validate(
         kind,
         read_ahead: None,
     };
-    check_batch_bytes(&plan, &ctx, start_step, end_step, per_rank, largest, config)?;
+    let largest_batch =
+        check_batch_bytes(&plan, &ctx, start_step, end_step, per_rank, largest, config)?;
     ctx.start_read_ahead(
         &plan,
         req.rank,
@@ -253,6 +254,7 @@ pub fn validate(
         size,
         buckets,
         prefetch_batches: config.prefetch_batches,
+        largest_batch,
         shared: match shared {
             // Files for the batches in preparation, one being sent and a few the
             // client has received and not given back yet.
@@ -266,11 +268,12 @@ pub fn validate(
 }
 
 /// Refuses the request if a batch of a subset the stream reaches (between its first
-/// step and its end) would pass a limit for one rank: `max_batch_bytes`, or, charged
-/// twice ([`batch_charge`]), the daemon's whole `max_inflight_bytes`, so that it could
-/// never be in flight. Sft has 2 images per sample, preference 3, multi-turn the source
-/// and the dataset's longest chain. Names the earliest such step, and its curriculum
-/// phase.
+/// step and its end) would pass a limit for one rank: `max_batch_bytes`, or, for the
+/// largest, with the stream's base charge ([`stream_base`]), the daemon's whole
+/// `max_inflight_bytes`, so that the stream could never be admitted. Sft has 2 images
+/// per sample, preference 3, multi-turn the source and the dataset's longest chain.
+/// Names the earliest such step, and its curriculum phase. Returns the largest batch's
+/// bytes.
 fn check_batch_bytes(
     plan: &Plan,
     ctx: &PrepareCtx,
@@ -279,7 +282,7 @@ fn check_batch_bytes(
     per_rank: u64,
     largest: (u32, u32),
     config: &ServeConfig,
-) -> Result<(), RequestError> {
+) -> Result<u64, RequestError> {
     let reached: Vec<(u64, Subset, u64)> = Subset::ALL
         .into_iter()
         .filter_map(|subset| {
@@ -314,17 +317,26 @@ fn check_batch_bytes(
             limit: config.max_batch_bytes,
         });
     }
-    if let Some((step, subset, bytes)) = earliest(&|b| batch_charge(b) > config.max_inflight_bytes)
-    {
-        return Err(RequestError::OverBudget {
-            subset,
-            step,
-            phase: phase(step),
-            charge: batch_charge(bytes),
-            limit: config.max_inflight_bytes,
-        });
+    // The largest batch sizes the stream's base charge; the first step it comes at is
+    // the one named.
+    let largest = reached
+        .iter()
+        .max_by_key(|(step, _, bytes)| (*bytes, std::cmp::Reverse(*step)))
+        .copied();
+    let largest_batch = largest.map_or(0, |(_, _, b)| b);
+    if let Some((step, subset, bytes)) = largest {
+        if stream_base(bytes) > config.max_inflight_bytes {
+            return Err(RequestError::OverBudget {
+                subset,
+                step,
+                phase: phase(step),
+                bytes,
+                need: stream_base(bytes),
+                limit: config.max_inflight_bytes,
+            });
+        }
     }
-    Ok(())
+    Ok(largest_batch)
 }
 
 #[cfg(test)]

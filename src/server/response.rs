@@ -9,21 +9,27 @@ use std::time::Duration;
 use tokio_stream::Stream;
 use tonic::Status;
 
-use crate::pipeline::budget::Charge;
+use crate::pipeline::budget::{BatchCharge, Charge};
 use crate::pipeline::stream::{Outgoing, StreamError};
 use crate::proto::v1 as pb;
 
 /// Yields the producer's items and keeps each batch's budget charge until the next
 /// poll: gRPC polls for the next message once this one is encoded and handed to
-/// HTTP/2, so the charge covers the batch until then.
+/// HTTP/2, so the charge covers the batch until then. The stream's base charge is kept
+/// until the response is dropped.
 pub struct HoldCharge<S> {
     inner: S,
-    held: Option<Charge>,
+    held: Option<BatchCharge>,
+    base: Option<Charge>,
 }
 
 impl<S> HoldCharge<S> {
     pub fn new(inner: S) -> Self {
-        HoldCharge { inner, held: None }
+        HoldCharge {
+            inner,
+            held: None,
+            base: None,
+        }
     }
 }
 
@@ -35,6 +41,9 @@ impl<S: Stream<Item = Outgoing> + Unpin> Stream for HoldCharge<S> {
         match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(Some(out)) => {
                 self.held = out.charge;
+                if out.base.is_some() {
+                    self.base = out.base;
+                }
                 Poll::Ready(Some(out.item))
             }
             Poll::Ready(None) => Poll::Ready(None),

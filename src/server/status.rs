@@ -46,15 +46,16 @@ pub enum RequestError {
         bytes: u64,
         limit: u64,
     },
-    /// One batch the stream would reach, charged twice its bytes, passes the daemon's
-    /// memory budget for all batches in flight.
-    #[error("a {subset} batch at step {step}{phase} would be charged {charge} bytes (twice its tensors), over the daemon's whole max_inflight_bytes {limit}; lower global_batch or the output size, or raise max_inflight_bytes")]
+    /// The stream's base charge in the memory budget, three times its largest batch,
+    /// passes the daemon's whole budget for batches in flight.
+    #[error("a {subset} batch at step {step}{phase} takes {bytes} bytes per rank, and a stream needs three times its largest batch ({need} bytes: the batch, its encoded message and the message before it) in the daemon's max_inflight_bytes {limit}; lower global_batch or the output size, or raise max_inflight_bytes")]
     OverBudget {
         subset: crate::dataset::Subset,
         step: u64,
         /// `, curriculum[i]` when the spec has a curriculum.
         phase: String,
-        charge: u64,
+        bytes: u64,
+        need: u64,
         limit: u64,
     },
 }
