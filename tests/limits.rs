@@ -154,7 +154,7 @@ async fn max_batch_bytes_is_checked_for_the_subsets_the_stream_reaches_per_rank(
     .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     let want = format!(
-        "a multi_turn batch at step 4, curriculum[1] would take {} bytes per rank, over the daemon's max_batch_bytes {}",
+        "the multi_turn batch at step 4, curriculum[1] would take {} bytes per rank, over the daemon's max_batch_bytes {}",
         chain * image,
         3 * image
     );
@@ -170,7 +170,7 @@ async fn max_batch_bytes_is_checked_for_the_subsets_the_stream_reaches_per_rank(
     .unwrap_err();
     assert!(
         e.message()
-            .starts_with("a sft batch at step 0, curriculum[0] would take"),
+            .starts_with("the sft batch at step 0, curriculum[0] would take"),
         "{}",
         e.message()
     );

@@ -37,7 +37,7 @@ pub enum RequestError {
     #[error("the daemon serves {limit} streams at most; try again later or another daemon")]
     TooManyStreams { limit: usize },
     /// A batch the stream would reach exceeds the message limit.
-    #[error("a {subset} batch at step {step}{phase} would take {bytes} bytes per rank, over the daemon's max_batch_bytes {limit}; lower global_batch or the output size")]
+    #[error("the {subset} batch at step {step}{phase} would take {bytes} bytes per rank, over the daemon's max_batch_bytes {limit}; lower global_batch or the output size")]
     BatchTooLarge {
         subset: crate::dataset::Subset,
         step: u64,
@@ -48,7 +48,7 @@ pub enum RequestError {
     },
     /// The stream's base charge in the memory budget, three times its largest batch,
     /// passes the daemon's whole budget for batches in flight.
-    #[error("a {subset} batch at step {step}{phase} takes {bytes} bytes per rank, and a stream needs three times its largest batch ({need} bytes: the batch, its encoded message and the message before it) in the daemon's max_inflight_bytes {limit}; lower global_batch or the output size, or raise max_inflight_bytes")]
+    #[error("the {subset} batch at step {step}{phase} takes {bytes} bytes per rank, and a stream needs three times its largest batch ({need} bytes: the batch, its encoded message and the message before it) in the daemon's max_inflight_bytes {limit}; lower global_batch or the output size, or raise max_inflight_bytes")]
     OverBudget {
         subset: crate::dataset::Subset,
         step: u64,
