@@ -62,16 +62,19 @@ fn dataset() -> PlanDataset {
                 subset: Subset::Sft,
                 len: SIZES[0],
                 categories: Some(categories(SIZES[0], 1)),
+                selected: None,
             },
             PlanSubset {
                 subset: Subset::Preference,
                 len: SIZES[1],
                 categories: Some(categories(SIZES[1], 2)),
+                selected: None,
             },
             PlanSubset {
                 subset: Subset::MultiTurn,
                 len: SIZES[2],
                 categories: None,
+                selected: None,
             },
         ],
     }

@@ -1,7 +1,7 @@
 //! Conversions between the wire messages (`proto::v1`) and the library's own types, in
 //! both directions, so the server and the command-line client agree on one mapping.
 
-use crate::plan::{Phase, ShuffleSpec, StreamSpec};
+use crate::plan::{Phase, Selection, ShuffleSpec, StreamSpec};
 use crate::proto::v1 as pb;
 
 /// A wire stream spec as the planner's spec.
@@ -27,6 +27,40 @@ pub fn spec_from_wire(w: &pb::StreamSpec) -> StreamSpec {
             block: (w.shuffle_block > 0).then_some(w.shuffle_block),
             window: (w.shuffle_window > 0).then_some(w.shuffle_window),
         },
+        select: w
+            .select
+            .as_ref()
+            .map(selection_from_wire)
+            .unwrap_or_default(),
+    }
+}
+
+fn selection_from_wire(w: &pb::Selection) -> Selection {
+    let bound = |v: u32| (v > 0).then_some(v);
+    Selection {
+        split: (!w.split.is_empty()).then(|| w.split.clone()),
+        edit_types: w.edit_types.clone(),
+        exclude_edit_types: w.exclude_edit_types.clone(),
+        categories: w.categories.clone(),
+        exclude_categories: w.exclude_categories.clone(),
+        min_turns: bound(w.min_turns),
+        max_turns: bound(w.max_turns),
+        min_instruction_words: bound(w.min_instruction_words),
+        max_instruction_words: bound(w.max_instruction_words),
+    }
+}
+
+fn selection_to_wire(s: &Selection) -> pb::Selection {
+    pb::Selection {
+        split: s.split.clone().unwrap_or_default(),
+        edit_types: s.edit_types.clone(),
+        exclude_edit_types: s.exclude_edit_types.clone(),
+        categories: s.categories.clone(),
+        exclude_categories: s.exclude_categories.clone(),
+        min_turns: s.min_turns.unwrap_or(0),
+        max_turns: s.max_turns.unwrap_or(0),
+        min_instruction_words: s.min_instruction_words.unwrap_or(0),
+        max_instruction_words: s.max_instruction_words.unwrap_or(0),
     }
 }
 
@@ -51,6 +85,7 @@ pub fn spec_to_wire(s: &StreamSpec) -> pb::StreamSpec {
             .collect(),
         shuffle_block: s.shuffle.block.unwrap_or(0),
         shuffle_window: s.shuffle.window.unwrap_or(0),
+        select: (!s.select.is_all()).then(|| selection_to_wire(&s.select)),
     }
 }
 
@@ -63,7 +98,8 @@ mod tests {
         let spec = StreamSpec::from_toml_str(
             "seed = 3\nglobal_batch = 8\n[[curriculum]]\nuntil_step = 10\nweights = { sft = 1.0 }\n\
              [[curriculum]]\nramp_steps = 4\nweights = { sft = 0.5, preference = 0.5 }\n\
-             [category_weights]\ntext_symbol = 2.0\n[shuffle]\nblock = 16\n",
+             [category_weights]\ntext_symbol = 2.0\n[shuffle]\nblock = 16\n\
+             [select]\nsplit = \"test\"\nexclude_categories = [\"stylistic\"]\nmin_turns = 2\n",
         )
         .unwrap();
         assert_eq!(spec_from_wire(&spec_to_wire(&spec)), spec);

@@ -45,6 +45,7 @@ fn dataset(sizes: [u64; 3], category_seed: u64) -> PlanDataset {
                 subset,
                 len,
                 categories,
+                selected: None,
             }
         })
         .collect();
@@ -482,6 +483,7 @@ fn subsets_missing_from_the_dataset_are_named() {
             subset: Subset::Sft,
             len: 10,
             categories: None,
+            selected: None,
         }],
     };
     let spec = StreamSpec::from_toml_str(

@@ -45,7 +45,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
         }
         None => StreamSpec::new(args.seed, args.global_batch),
     };
-    let plan = Plan::new(&ds.plan_input(), &spec)?;
+    let plan = Plan::new(&ds.selected_plan_input(&spec.select)?, &spec)?;
     let end = match plan.end_step() {
         Some(e) => e.min(args.from.saturating_add(args.steps)),
         None => args.from.saturating_add(args.steps),

@@ -8,6 +8,7 @@ pub mod pico_banana;
 pub mod reader;
 pub mod reshard;
 pub mod sample;
+pub mod select;
 pub mod skip_summary;
 pub mod splits;
 pub mod subset;

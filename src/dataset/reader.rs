@@ -250,6 +250,7 @@ impl Dataset {
                     subset: *subset,
                     len: s.samples,
                     categories,
+                    selected: None,
                 }
             })
             .collect();

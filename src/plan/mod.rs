@@ -74,7 +74,7 @@
 //!
 //! let dataset = PlanDataset {
 //!     version: "v1".into(),
-//!     subsets: vec![PlanSubset { subset: Subset::MultiTurn, len: 100, categories: None }],
+//!     subsets: vec![PlanSubset { subset: Subset::MultiTurn, len: 100, categories: None, selected: None }],
 //! };
 //! let plan = Plan::new(&dataset, &StreamSpec::new(7, 8)).unwrap();
 //! let rank1 = plan.rank_batch(3, 1, 4).unwrap();
@@ -85,6 +85,7 @@ pub mod cursor;
 mod epoch;
 mod render;
 mod schedule;
+pub mod select;
 pub mod spec;
 
 use std::sync::Arc;
@@ -95,6 +96,7 @@ pub use cursor::{Cursor, CursorError};
 pub use epoch::{EPOCH_CACHE_SIZE, MAX_EPOCH_SLOTS};
 pub use render::render_plan;
 pub use schedule::MAX_RAMP_SEGMENTS;
+pub use select::{Selection, SelectionError};
 pub use spec::{CurriculumFile, Phase, ShuffleSpec, SpecError, StreamSpec};
 
 use epoch::EpochSource;
@@ -185,6 +187,18 @@ pub struct PlanSubset {
     /// without categories (multi-turn). Only needed when `category_weights` are used;
     /// `None` entries are uncategorised samples (weight 1).
     pub categories: Option<Arc<[Option<Category>]>>,
+    /// When the stream's selection narrowed the subset: which canonical ordinals it
+    /// kept. `len` and `categories` then describe the kept samples only.
+    pub selected: Option<Selected>,
+}
+
+/// The samples of a subset a selection kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selected {
+    /// The canonical ordinals kept, ascending (`len` of them).
+    pub ordinals: Arc<[u64]>,
+    /// When none is kept: which filter removed the last ones, and how many it saw.
+    pub emptied_by: Option<String>,
 }
 
 /// The dataset as the plan sees it.
@@ -256,6 +270,9 @@ pub struct Plan {
     schedule: Schedule,
     /// By subset id; `None` for subsets never scheduled.
     sources: [Option<EpochSource>; 3],
+    /// By subset id: the canonical ordinals a selection kept, which the epochs' draws
+    /// index; `None` when the whole subset is drawn from.
+    ordinals: [Option<Arc<[u64]>>; 3],
 }
 
 impl Plan {
@@ -270,9 +287,17 @@ impl Plan {
             }
             *slot = Some(s);
         }
+        let emptied = present.map(|s| {
+            s.and_then(|s| s.selected.as_ref())
+                .and_then(|sel| sel.emptied_by.clone())
+        });
+        let ordinals = present.map(|s| {
+            s.and_then(|s| s.selected.as_ref())
+                .map(|sel| sel.ordinals.clone())
+        });
         let present = present.map(|s| s.filter(|s| s.len > 0));
         let sizes = present.map(|s| s.map_or(0, |s| s.len));
-        let phases = spec.resolve(sizes)?;
+        let phases = spec.resolve_selected(sizes, &emptied)?;
         let weights = spec.category_weight_array()?;
         let block = spec.shuffle.block_mode();
         let mut sources: [Option<EpochSource>; 3] = [None, None, None];
@@ -296,6 +321,7 @@ impl Plan {
             dataset_version: dataset.version.clone(),
             schedule: Schedule::new(&phases, spec.seed),
             sources,
+            ordinals,
         })
     }
 
@@ -369,7 +395,18 @@ impl Plan {
         let source = self.sources[subset.id() as usize].as_ref()?;
         let mut out = Vec::with_capacity(1);
         source.fill(position, 1, &mut out);
+        self.to_canonical(subset, &mut out);
         out.pop()
+    }
+
+    /// Maps the draws of a selected subset, which index its kept samples, to
+    /// canonical ordinals.
+    fn to_canonical(&self, subset: Subset, samples: &mut [SampleRef]) {
+        if let Some(ordinals) = &self.ordinals[subset.id() as usize] {
+            for s in samples {
+                s.ordinal = ordinals[s.ordinal as usize];
+            }
+        }
     }
 
     /// The whole global batch of `step`.
@@ -404,6 +441,7 @@ impl Plan {
             .expect("scheduled subsets have epoch sources");
         let mut samples = Vec::with_capacity(per_rank as usize);
         source.fill(start, per_rank, &mut samples);
+        self.to_canonical(subset, &mut samples);
         Ok(StepPlan {
             step,
             subset,
@@ -440,6 +478,7 @@ mod tests {
                     subset,
                     len,
                     categories: None,
+                    selected: None,
                 })
                 .collect(),
         }

@@ -55,11 +55,13 @@ mod tests {
                     subset: Subset::Sft,
                     len: 20,
                     categories: None,
+                    selected: None,
                 },
                 PlanSubset {
                     subset: Subset::MultiTurn,
                     len: 20,
                     categories: None,
+                    selected: None,
                 },
             ],
         };

@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::select::{Selection, SelectionError};
 use crate::dataset::{Category, Subset};
 
 /// How many hex characters of the sha256 digest a fingerprint keeps (64 bits).
@@ -125,6 +126,25 @@ pub enum SpecError {
     /// The dataset holds no samples at all, so there is nothing to schedule.
     #[error("the dataset has no samples to schedule")]
     EmptyDataset,
+    /// The `[select]` table names something that does not exist.
+    #[error(transparent)]
+    Selection(#[from] SelectionError),
+    /// The selection leaves a subset the stream draws from without samples.
+    #[error("{field} is positive but the selection leaves no {subset} sample: {why}")]
+    SelectionEmptied {
+        /// The weight's full key, or `select` for the default curriculum.
+        field: String,
+        /// The emptied subset.
+        subset: Subset,
+        /// Which filter removed the last ones.
+        why: String,
+    },
+    /// The selection leaves no sample in any subset.
+    #[error("the selection leaves no sample: {why}")]
+    NothingSelected {
+        /// Which filter emptied each subset.
+        why: String,
+    },
     /// `shuffle.block` or `shuffle.window` is zero, or `window` is given without `block`.
     #[error("shuffle.{field}: {reason}")]
     BadShuffle {
@@ -167,6 +187,9 @@ pub struct StreamSpec {
     /// How each epoch is permuted. Default: a full uniform permutation.
     #[serde(default, skip_serializing_if = "ShuffleSpec::is_full")]
     pub shuffle: ShuffleSpec,
+    /// Which samples the stream draws from (`[select]`); default: all of them.
+    #[serde(default, skip_serializing_if = "Selection::is_all")]
+    pub select: Selection,
 }
 
 /// One curriculum phase: a range of global steps with its subset mixing weights.
@@ -225,6 +248,9 @@ pub struct CurriculumFile {
     /// See [`StreamSpec::shuffle`].
     #[serde(default)]
     pub shuffle: ShuffleSpec,
+    /// See [`StreamSpec::select`].
+    #[serde(default)]
+    pub select: Selection,
 }
 
 /// A phase after checking against the dataset: mixing probabilities by subset id.
@@ -287,6 +313,7 @@ impl CurriculumFile {
             curriculum: self.curriculum,
             category_weights: self.category_weights,
             shuffle: self.shuffle,
+            select: self.select,
         };
         spec.validate()?;
         Ok(spec)
@@ -355,6 +382,7 @@ impl StreamSpec {
             curriculum: Vec::new(),
             category_weights: BTreeMap::new(),
             shuffle: ShuffleSpec::default(),
+            select: Selection::default(),
         }
     }
 
@@ -419,6 +447,7 @@ impl StreamSpec {
             }
         }
         self.category_weight_array()?;
+        self.select.validate()?;
         self.shuffle.validate()
     }
 
@@ -436,10 +465,31 @@ impl StreamSpec {
 
     /// The curriculum checked against the subset sizes the dataset holds (`sizes` by
     /// subset id, 0 when absent), with the default curriculum filled in.
+    #[cfg(test)]
     pub(crate) fn resolve(&self, sizes: [u64; 3]) -> Result<Vec<ResolvedPhase>, SpecError> {
+        self.resolve_selected(sizes, &[None, None, None])
+    }
+
+    /// [`resolve`](Self::resolve) where `emptied` says, by subset id, which filter of
+    /// the selection left a subset of the dataset without samples.
+    pub(crate) fn resolve_selected(
+        &self,
+        sizes: [u64; 3],
+        emptied: &[Option<String>; 3],
+    ) -> Result<Vec<ResolvedPhase>, SpecError> {
         self.validate()?;
         if self.curriculum.is_empty() {
             let total: u64 = sizes.iter().sum();
+            if total == 0 && emptied.iter().any(Option::is_some) {
+                let why: Vec<String> = Subset::ALL
+                    .iter()
+                    .zip(emptied)
+                    .filter_map(|(s, w)| w.as_ref().map(|w| format!("{s}: {w}")))
+                    .collect();
+                return Err(SpecError::NothingSelected {
+                    why: why.join("; "),
+                });
+            }
             if total == 0 {
                 return Err(SpecError::EmptyDataset);
             }
@@ -461,10 +511,15 @@ impl StreamSpec {
                         .iter()
                         .find(|(k, _)| Subset::from_name(k) == Some(subset))
                         .map_or(subset.name(), |(k, _)| k.as_str());
-                    return Err(SpecError::SubsetNotInDataset {
-                        field: format!("{field}.{name}"),
-                        subset,
-                    });
+                    let field = format!("{field}.{name}");
+                    if let Some(why) = &emptied[subset.id() as usize] {
+                        return Err(SpecError::SelectionEmptied {
+                            field,
+                            subset,
+                            why: why.clone(),
+                        });
+                    }
+                    return Err(SpecError::SubsetNotInDataset { field, subset });
                 }
             }
             let w = weights.map(|w| w.unwrap_or(0.0));
@@ -549,6 +604,7 @@ impl StreamSpec {
                 let _ = writeln!(out, "shuffle=block:{block}:{window}");
             }
         }
+        out.push_str(&self.select.canonical());
         out
     }
 }

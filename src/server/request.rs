@@ -205,7 +205,18 @@ pub fn validate(
         .unwrap_or(size);
     let augment = augment_from_wire(req.augment.as_ref(), config)?;
     let spec = spec_from_wire(wire_spec);
-    let plan = Plan::new(&dataset.plan_input, &spec)?
+    let selected;
+    let input = if spec.select.is_all() {
+        &dataset.plan_input
+    } else {
+        selected = crate::dataset::select::select(
+            dataset.dataset.manifest(),
+            &dataset.plan_input,
+            &spec.select,
+        )?;
+        &selected
+    };
+    let plan = Plan::new(input, &spec)?
         .with_fingerprint_extra(&output_fingerprint(&augment, size, &buckets, kind));
     // A world-size or rank problem surfaces now, not mid-stream.
     match plan.rank_batch(0, req.rank, req.world_size) {

@@ -30,6 +30,9 @@ pub enum RequestError {
     /// The plan refused the spec, world size, rank or cursor.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The spec's selection does not fit the dataset.
+    #[error(transparent)]
+    Select(#[from] crate::dataset::select::SelectError),
     /// The cursor token does not parse.
     #[error("cursor: {0}")]
     Cursor(#[from] CursorError),
