@@ -315,3 +315,34 @@ def test_feed_checks_world_size_rank_and_subsets_when_made(kwargs, message):
         editfeed.Feed(endpoint, DATASET, spec, **kwargs)
     with pytest.raises(ValueError, match=message):
         Client(endpoint).stream(DATASET, spec, **kwargs)
+
+
+def test_a_selection_narrows_the_stream_and_bad_filters_are_named(daemon):
+    """``select`` in a spec dict: a category filter yields only that category; an
+    unknown category and a split the dataset lacks come back as INVALID_ARGUMENT naming
+    them; a malformed filter is refused before sending."""
+    client = Client(daemon.endpoint)
+    spec = {
+        "seed": 3,
+        "global_batch": 4,
+        "curriculum": [{"weights": {"sft": 1.0}}],
+        "select": {"exclude_categories": ["stylistic", "object_semantic"]},
+    }
+    batches = list(client.stream(DATASET, spec, size=32, max_batches=6))
+    seen = {c for b in batches for c in b.categories}
+    assert seen and not seen & {"stylistic", "object_semantic"}, seen
+    unfiltered = {c for b in client.stream(DATASET, {**spec, "select": {}}, size=32, max_batches=6) for c in b.categories}
+    assert unfiltered & {"stylistic", "object_semantic"}, "the fixture has the excluded categories"
+
+    with pytest.raises(EditFeedError) as e:
+        next(client.stream(DATASET, {**spec, "select": {"categories": ["texts"]}}, size=32))
+    assert e.value.code == "INVALID_ARGUMENT"
+    assert 'unknown category "texts"' in e.value.message and "text_symbol" in e.value.message
+    with pytest.raises(EditFeedError) as e:
+        next(client.stream(DATASET, {**spec, "select": {"split": "test"}}, size=32))
+    assert e.value.code == "INVALID_ARGUMENT" and "select.split" in e.value.message
+
+    with pytest.raises(ValueError, match="spec.select: unknown key"):
+        client.stream(DATASET, {**spec, "select": {"catgories": ["x"]}})
+    with pytest.raises(ValueError, match="spec.select.min_turns"):
+        client.stream(DATASET, {**spec, "select": {"min_turns": 0}})

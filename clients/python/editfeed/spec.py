@@ -13,7 +13,13 @@ A spec dict mirrors the proto ``StreamSpec`` and the daemon's TOML format::
         ],
         "category_weights": {"text_symbol": 3.0},
         "shuffle": {"block": 64, "window": 16},   # or shuffle_block / shuffle_window
+        "select": {"split": "train", "exclude_categories": ["text_symbol"]},
     }
+
+``select`` narrows every subset to the samples that pass its filters (``split``,
+``edit_types``, ``exclude_edit_types``, ``categories``, ``exclude_categories``,
+``min_turns`` and ``max_turns`` for multi-turn chains, ``min_instruction_words``,
+``max_instruction_words``); it is part of the cursor fingerprint.
 
 Subsets are ``sft``, ``preference`` and ``multi_turn``; the daemon also accepts the
 aliases `single_turn` for `sft`, `single-turn` for `sft`, `dpo` for `preference` and
@@ -40,7 +46,10 @@ from .errors import EditFeedError
 SpecLike = Union[Mapping[str, Any], loader_pb2.StreamSpec, str, os.PathLike]
 """What ``Client.stream`` accepts as a spec: a dict, a message or a TOML file path."""
 
-_SPEC_KEYS = {"seed", "global_batch", "curriculum", "category_weights", "shuffle", "shuffle_block", "shuffle_window"}
+_SPEC_KEYS = {"seed", "global_batch", "curriculum", "category_weights", "shuffle", "shuffle_block", "shuffle_window", "select"}
+_SELECT_LISTS = ("edit_types", "exclude_edit_types", "categories", "exclude_categories")
+_SELECT_BOUNDS = ("min_turns", "max_turns", "min_instruction_words", "max_instruction_words")
+_SELECT_KEYS = {"split", *_SELECT_LISTS, *_SELECT_BOUNDS}
 _PHASE_KEYS = {"until_step", "weights", "ramp_steps"}
 _SHUFFLE_KEYS = {"block", "window"}
 _AUGMENT_KEYS = {
@@ -112,6 +121,27 @@ def _phase(index: int, phase: Any) -> loader_pb2.Phase:
     return msg
 
 
+def _selection(select: Any) -> loader_pb2.Selection | None:
+    if not isinstance(select, Mapping):
+        raise ValueError("spec.select: expected a table of filters")
+    _check_keys("spec.select", select, _SELECT_KEYS)
+    if not select:
+        return None
+    msg = loader_pb2.Selection(split=str(select.get("split", "")))
+    for name in _SELECT_LISTS:
+        values = select.get(name, [])
+        if isinstance(values, str) or not isinstance(values, Sequence):
+            raise ValueError(f"spec.select.{name}: expected a list of names")
+        getattr(msg, name).extend(str(v) for v in values)
+    for name in _SELECT_BOUNDS:
+        value = select.get(name)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"spec.select.{name}: expected a positive whole number, got {value!r}")
+            setattr(msg, name, value)
+    return msg
+
+
 def spec_from_mapping(
     spec: Mapping[str, Any], seed: int | None = None, global_batch: int | None = None
 ) -> loader_pb2.StreamSpec:
@@ -141,7 +171,7 @@ def spec_from_mapping(
     _check_keys("spec.shuffle", shuffle, _SHUFFLE_KEYS)
     block = shuffle.get("block", spec.get("shuffle_block", 0))
     window = shuffle.get("window", spec.get("shuffle_window", 0))
-    return loader_pb2.StreamSpec(
+    msg = loader_pb2.StreamSpec(
         seed=values["seed"],
         global_batch=values["global_batch"],
         curriculum=[_phase(i, p) for i, p in enumerate(curriculum)],
@@ -149,13 +179,17 @@ def spec_from_mapping(
         shuffle_block=int(block or 0),
         shuffle_window=int(window or 0),
     )
+    select = _selection(spec.get("select", {}))
+    if select is not None:
+        msg.select.CopyFrom(select)
+    return msg
 
 
 def spec_from_toml(
     text: str, seed: int | None = None, global_batch: int | None = None, source: str = "<toml>"
 ) -> loader_pb2.StreamSpec:
     """A ``StreamSpec`` from TOML text: a curriculum file (``[[curriculum]]``,
-    ``[category_weights]``, ``[shuffle]``) with the seed and global batch passed as
+    ``[category_weights]``, ``[shuffle]``, ``[select]``) with the seed and global batch passed as
     arguments, or a whole spec that also holds ``seed`` and ``global_batch``."""
     try:
         table = tomllib.loads(text)
