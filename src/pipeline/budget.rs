@@ -37,6 +37,8 @@ pub fn stream_base(largest_bytes: u64) -> u64 {
 pub struct MemoryBudget {
     permits: Arc<Semaphore>,
     limit: u64,
+    /// The semaphore's permits: `limit` in KiB.
+    units: u32,
     counters: Arc<Counters>,
 }
 
@@ -130,29 +132,16 @@ impl StreamBudget {
     }
 }
 
-fn kib(bytes: u64) -> u32 {
-    bytes.div_ceil(1024).clamp(1, u32::MAX as u64) as u32
-}
-
 impl MemoryBudget {
     /// A budget of `limit` bytes.
     pub fn new(limit: u64) -> MemoryBudget {
-        let units = (limit / 1024).clamp(1, Semaphore::MAX_PERMITS as u64) as usize;
+        let units = (limit / 1024).clamp(1, u32::MAX as u64) as u32;
         MemoryBudget {
-            permits: Arc::new(Semaphore::new(units)),
+            permits: Arc::new(Semaphore::new(units as usize)),
             limit,
+            units,
             counters: Arc::default(),
         }
-    }
-
-    /// `max_inflight_bytes`.
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
-
-    /// Whether a charge of `bytes` can ever be taken.
-    pub fn fits(&self, bytes: u64) -> bool {
-        bytes <= self.limit
     }
 
     /// A charge of `bytes` if the budget has room now.
@@ -195,8 +184,7 @@ impl MemoryBudget {
     /// Permits for `bytes`, at most the whole budget (so a charge larger than the
     /// budget, which requests are refused for, could still not wait forever).
     fn units(&self, bytes: u64) -> u32 {
-        let total = (self.limit / 1024).clamp(1, u32::MAX as u64) as u32;
-        kib(bytes).min(total)
+        bytes.div_ceil(1024).clamp(1, self.units as u64) as u32
     }
 
     fn charged(&self, permit: OwnedSemaphorePermit, bytes: u64) -> Charge {
