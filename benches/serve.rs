@@ -69,6 +69,7 @@ fn request(subset: &str, size: u32, batches: u64, seed: u64) -> pb::StreamReques
             height: 0,
             format: 1,
             buckets: vec![],
+            ..Default::default()
         }),
         augment: None,
         max_batches: batches,

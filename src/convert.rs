@@ -1,12 +1,33 @@
 //! Conversions between the wire messages (`proto::v1`) and the library's own types, in
 //! both directions, so the server and the command-line client agree on one mapping.
 
-use crate::plan::{Phase, Selection, ShuffleSpec, StreamSpec};
+use crate::plan::{EvalOrder, Mode, Phase, Selection, ShuffleSpec, SpecError, StreamSpec};
 use crate::proto::v1 as pb;
 
-/// A wire stream spec as the planner's spec.
-pub fn spec_from_wire(w: &pb::StreamSpec) -> StreamSpec {
-    StreamSpec {
+/// A wire stream spec as the planner's spec; an enum value this build does not know is
+/// refused by field.
+pub fn spec_from_wire(w: &pb::StreamSpec) -> Result<StreamSpec, SpecError> {
+    let mode = match pb::Mode::try_from(w.mode) {
+        Ok(pb::Mode::Unspecified | pb::Mode::Train) => Mode::Train,
+        Ok(pb::Mode::Eval) => Mode::Eval,
+        Err(_) => {
+            return Err(SpecError::UnknownEnum {
+                field: "spec.mode",
+                value: w.mode,
+            })
+        }
+    };
+    let order = match pb::EvalOrder::try_from(w.order) {
+        Ok(pb::EvalOrder::Unspecified | pb::EvalOrder::Canonical) => EvalOrder::Canonical,
+        Ok(pb::EvalOrder::Seeded) => EvalOrder::Seeded,
+        Err(_) => {
+            return Err(SpecError::UnknownEnum {
+                field: "spec.order",
+                value: w.order,
+            })
+        }
+    };
+    Ok(StreamSpec {
         seed: w.seed,
         global_batch: w.global_batch,
         curriculum: w
@@ -32,12 +53,15 @@ pub fn spec_from_wire(w: &pb::StreamSpec) -> StreamSpec {
             .as_ref()
             .map(selection_from_wire)
             .unwrap_or_default(),
-    }
+        mode,
+        order,
+    })
 }
 
 fn selection_from_wire(w: &pb::Selection) -> Selection {
     let bound = |v: u32| (v > 0).then_some(v);
     Selection {
+        subsets: w.subsets.clone(),
         split: (!w.split.is_empty()).then(|| w.split.clone()),
         edit_types: w.edit_types.clone(),
         exclude_edit_types: w.exclude_edit_types.clone(),
@@ -47,11 +71,16 @@ fn selection_from_wire(w: &pb::Selection) -> Selection {
         max_turns: bound(w.max_turns),
         min_instruction_words: bound(w.min_instruction_words),
         max_instruction_words: bound(w.max_instruction_words),
+        keys: w.keys.clone(),
+        exclude_keys: w.exclude_keys.clone(),
+        keys_file: None,
+        exclude_keys_file: None,
     }
 }
 
 fn selection_to_wire(s: &Selection) -> pb::Selection {
     pb::Selection {
+        subsets: s.subsets.clone(),
         split: s.split.clone().unwrap_or_default(),
         edit_types: s.edit_types.clone(),
         exclude_edit_types: s.exclude_edit_types.clone(),
@@ -61,10 +90,13 @@ fn selection_to_wire(s: &Selection) -> pb::Selection {
         max_turns: s.max_turns.unwrap_or(0),
         min_instruction_words: s.min_instruction_words.unwrap_or(0),
         max_instruction_words: s.max_instruction_words.unwrap_or(0),
+        keys: s.keys.clone(),
+        exclude_keys: s.exclude_keys.clone(),
     }
 }
 
-/// The planner's spec as a wire message.
+/// The planner's spec as a wire message. Key files must have been read into the
+/// selection's key lists first ([`Selection::with_key_files`]): the wire carries keys.
 pub fn spec_to_wire(s: &StreamSpec) -> pb::StreamSpec {
     pb::StreamSpec {
         seed: s.seed,
@@ -86,6 +118,14 @@ pub fn spec_to_wire(s: &StreamSpec) -> pb::StreamSpec {
         shuffle_block: s.shuffle.block.unwrap_or(0),
         shuffle_window: s.shuffle.window.unwrap_or(0),
         select: (!s.select.is_all()).then(|| selection_to_wire(&s.select)),
+        mode: match s.mode {
+            Mode::Train => pb::Mode::Unspecified,
+            Mode::Eval => pb::Mode::Eval,
+        } as i32,
+        order: match s.order {
+            EvalOrder::Canonical => pb::EvalOrder::Unspecified,
+            EvalOrder::Seeded => pb::EvalOrder::Seeded,
+        } as i32,
     }
 }
 
@@ -102,6 +142,16 @@ mod tests {
              [select]\nsplit = \"test\"\nexclude_categories = [\"stylistic\"]\nmin_turns = 2\n",
         )
         .unwrap();
-        assert_eq!(spec_from_wire(&spec_to_wire(&spec)), spec);
+        assert_eq!(spec_from_wire(&spec_to_wire(&spec)).unwrap(), spec);
+        let eval = StreamSpec::from_toml_str(
+            "seed = 3\nglobal_batch = 8\nmode = \"eval\"\norder = \"seeded\"\n\
+             [select]\nsubsets = [\"sft\"]\n",
+        )
+        .unwrap();
+        assert_eq!(spec_from_wire(&spec_to_wire(&eval)).unwrap(), eval);
+        let mut wire = spec_to_wire(&eval);
+        wire.mode = 9;
+        let err = spec_from_wire(&wire).unwrap_err().to_string();
+        assert_eq!(err, "spec.mode: 9 is not a known value");
     }
 }

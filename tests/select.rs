@@ -8,34 +8,12 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
-use editfeed::dataset::splits::{SplitRule, SplitSource};
-use editfeed::dataset::writer::{DatasetWriter, ShardTarget, WriteOptions};
 use editfeed::dataset::{Dataset, Subset};
 use editfeed::plan::{Plan, Selection, StreamSpec};
 use proptest::prelude::*;
 
-/// 90 synthetic samples over the three subsets, 7 to a shard, with train/val/test
-/// splits by rule.
 fn dataset() -> (tempfile::TempDir, Dataset) {
-    let dir = tempfile::tempdir().unwrap();
-    let rule = SplitRule::parse("seed=5,train=0.6,val=0.2,test=0.2").unwrap();
-    let mut w = DatasetWriter::create(
-        dir.path(),
-        WriteOptions {
-            target: ShardTarget::Samples(7),
-            level: 1,
-            compress_literals: false,
-            overwrite: true,
-        },
-    )
-    .unwrap()
-    .with_splits(Some(SplitSource::Rule(rule)));
-    for s in all_samples(&small_synth(90, 4)) {
-        w.add(&s).unwrap();
-    }
-    w.finish().unwrap();
-    let ds = Dataset::open(dir.path()).unwrap();
-    (dir, ds)
+    split_dataset(90, 7)
 }
 
 /// What the test knows of one sample, read back from its shard (and its split from the
@@ -296,4 +274,91 @@ async fn a_filtered_stream_over_grpc_serves_only_its_split_and_refuses_bad_names
         "{e:?}"
     );
     server.stop().await;
+}
+
+#[test]
+fn key_lists_keep_or_drop_exactly_the_samples_they_name() {
+    let (dir, ds) = dataset();
+    let key = |s: Subset, o: u64| ds.key_of(s, o).unwrap();
+    // Two single-turn samples by `<subset>/<key>`, one preference sample by bare key.
+    let file = dir.path().join("keep.txt");
+    std::fs::write(
+        &file,
+        format!(
+            "# held-out keys\nsft/{}\n\n{}\nsft/{}\n",
+            key(Subset::Sft, 3),
+            key(Subset::Preference, 1),
+            key(Subset::Sft, 10)
+        ),
+    )
+    .unwrap();
+    let sel = Selection {
+        keys_file: Some("keep.txt".into()),
+        ..Default::default()
+    }
+    .with_key_files(dir.path())
+    .unwrap();
+    assert_eq!(sel.keys.len(), 3);
+    let input = ds.selected_plan_input(&sel).unwrap();
+    let kept = |input: &editfeed::plan::PlanDataset, s: Subset| -> Vec<u64> {
+        let ps = input.subsets.iter().find(|p| p.subset == s).unwrap();
+        ps.selected.as_ref().unwrap().ordinals.to_vec()
+    };
+    // The bare key names that key in every subset.
+    let bare = key(Subset::Preference, 1);
+    let n = ds.manifest().subsets[&Subset::Sft].samples;
+    let want: Vec<u64> = (0..n)
+        .filter(|&o| [3, 10].contains(&o) || key(Subset::Sft, o) == bare)
+        .collect();
+    assert_eq!(kept(&input, Subset::Sft), want);
+    let pref = kept(&input, Subset::Preference);
+    assert!(pref.contains(&1), "{pref:?}");
+    assert!(pref
+        .iter()
+        .all(|&o| key(Subset::Preference, o) == key(Subset::Preference, 1)));
+    assert!(kept(&input, Subset::MultiTurn)
+        .iter()
+        .all(|&o| key(Subset::MultiTurn, o) == key(Subset::Preference, 1)));
+
+    // The same entries as a deny list: everything else.
+    let deny = Selection {
+        exclude_keys: sel.keys.clone(),
+        ..Default::default()
+    };
+    let input = ds.selected_plan_input(&deny).unwrap();
+    let rest: Vec<u64> = (0..n).filter(|o| !want.contains(o)).collect();
+    assert_eq!(kept(&input, Subset::Sft), rest);
+
+    // Another key list is another stream: cursors do not cross.
+    let spec_of = |sel: &Selection| {
+        let mut spec = StreamSpec::new(1, 2);
+        spec.select = sel.clone();
+        Plan::new(&ds.selected_plan_input(sel).unwrap(), &spec).unwrap()
+    };
+    let mut fewer = sel.clone();
+    fewer.keys.pop();
+    assert!(spec_of(&fewer).resume(&spec_of(&sel).cursor(5)).is_err());
+
+    // An entry that names no sample, and a file that repeats one, are refused.
+    let bad = Selection {
+        keys: vec![format!("sft/{}", key(Subset::Sft, 0)), "sft/nope".into()],
+        ..Default::default()
+    };
+    let e = ds.selected_plan_input(&bad).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "select.keys[1]: \"sft/nope\" is not a sample of the dataset"
+    );
+    std::fs::write(dir.path().join("twice.txt"), "a\nb\n\na\n").unwrap();
+    let e = Selection {
+        exclude_keys_file: Some("twice.txt".into()),
+        ..Default::default()
+    }
+    .with_key_files(dir.path())
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("select.exclude_keys_file") && e.contains("line 4 repeats \"a\" of line 1"),
+        "{e}"
+    );
 }

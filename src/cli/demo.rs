@@ -114,6 +114,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             no_crop: false,
             hflip: None,
             flip_policy: Some("swap".into()),
+            eval: false,
+            fit: None,
         };
         let bars = MultiProgress::new();
         let started = std::time::Instant::now();

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use editfeed::plan::{CurriculumFile, StreamSpec};
+use editfeed::plan::{CurriculumFile, Mode, StreamSpec};
 use editfeed::proto::v1 as pb;
 
 /// Arguments of `editfeed fetch`.
@@ -78,6 +78,15 @@ pub struct StreamArgs {
     /// What to do with instructions that name a direction when flipping.
     #[arg(long, value_parser = ["skip", "swap", "ignore"])]
     pub flip_policy: Option<String>,
+    /// One evaluation pass (spec mode `eval`): each selected sample once, no
+    /// augmentation, the last batch of each subset padded with a `valid` mask; the
+    /// stream ends after it. `--steps 0` fetches the whole pass.
+    #[arg(long)]
+    pub eval: bool,
+    /// How whole images meet the output: stretch, center_crop (the eval default) or
+    /// letterbox. Needs --no-crop in training.
+    #[arg(long, value_parser = ["stretch", "center_crop", "letterbox"])]
+    pub fit: Option<String>,
 }
 
 impl StreamArgs {
@@ -91,11 +100,22 @@ impl StreamArgs {
     ) -> anyhow::Result<pb::StreamRequest> {
         let mut spec = StreamSpec::new(self.seed, self.global_batch);
         if let Some(path) = &self.curriculum {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let file = CurriculumFile::from_toml_str(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            spec = file.into_spec(self.seed, self.global_batch)?;
+            spec = CurriculumFile::read(path)?.into_spec(self.seed, self.global_batch)?;
+        }
+        if self.eval {
+            spec.mode = Mode::Eval;
+            spec.validate()?;
+        }
+        let fit = match self.fit.as_deref() {
+            Some("stretch") => pb::Fit::Stretch,
+            Some("center_crop") => pb::Fit::CenterCrop,
+            Some("letterbox") => pb::Fit::Letterbox,
+            _ => pb::Fit::Unspecified,
+        };
+        if spec.mode == Mode::Eval
+            && (self.no_crop || self.hflip.is_some() || self.flip_policy.is_some())
+        {
+            anyhow::bail!("--no-crop, --hflip and --flip-policy are training options: an eval pass is not augmented (choose the resize with --fit)");
         }
         let flip_policy = match self.flip_policy.as_deref() {
             Some("swap") => pb::FlipPolicy::Swap,
@@ -103,6 +123,12 @@ impl StreamArgs {
             Some(_) => pb::FlipPolicy::Skip,
             None => pb::FlipPolicy::Unspecified,
         };
+        let augment = (spec.mode == Mode::Train).then(|| pb::Augment {
+            crop: self.no_crop.then_some(false),
+            hflip: self.hflip,
+            flip_policy: flip_policy as i32,
+            ..Default::default()
+        });
         Ok(pb::StreamRequest {
             dataset: dataset.to_string(),
             spec: Some(editfeed::convert::spec_to_wire(&spec)),
@@ -118,13 +144,9 @@ impl StreamArgs {
                     pb::OutputFormat::Uint8Hwc
                 } as i32,
                 buckets: vec![],
+                fit: fit as i32,
             }),
-            augment: Some(pb::Augment {
-                crop: self.no_crop.then_some(false),
-                hflip: self.hflip,
-                flip_policy: flip_policy as i32,
-                ..Default::default()
-            }),
+            augment,
             max_batches,
             job: String::new(),
             shm_probe: String::new(),

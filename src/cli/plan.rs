@@ -36,13 +36,7 @@ pub struct PlanArgs {
 pub fn run(args: PlanArgs) -> anyhow::Result<()> {
     let ds = Dataset::open(&args.dataset)?;
     let spec = match &args.curriculum {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            CurriculumFile::from_toml_str(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-                .into_spec(args.seed, args.global_batch)?
-        }
+        Some(path) => CurriculumFile::read(path)?.into_spec(args.seed, args.global_batch)?,
         None => StreamSpec::new(args.seed, args.global_batch),
     };
     let plan = Plan::new(&ds.selected_plan_input(&spec.select)?, &spec)?;

@@ -3,14 +3,19 @@
 //! records for each shard (split, edit type, category, turns, instruction words), so no
 //! shard is opened. Linear in the dataset's samples: about 10 ms for 400K.
 //!
-//! The filters apply in a fixed order (split, edit types, categories, turns,
+//! `subsets` leaves the subsets it does not name empty. `keys` and `exclude_keys` are
+//! matched against the shard indexes (read once and cached), the only filters that
+//! need more than the manifest. The other filters apply in a
+//! fixed order (split, edit types, categories, turns,
 //! instruction words); when a subset ends up empty, the first filter after which no
 //! sample was left is named, with how many it was given.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::edit_types::Category;
 use super::manifest::{category_from_char, from_base36, Manifest, ShardManifest};
+use super::reader::Dataset;
 use super::Subset;
 use crate::plan::select::{category_ids, edit_type_ids};
 use crate::plan::{PlanDataset, PlanSubset, Selected, Selection, SelectionError};
@@ -24,6 +29,18 @@ pub enum SelectError {
     /// The split is not one of the dataset's.
     #[error("select.split: unknown split {name:?} (the dataset's splits: {known})")]
     UnknownSplit { name: String, known: String },
+    /// A `keys` or `exclude_keys` entry names no sample of the dataset.
+    #[error("select.{field}[{index}]: {key:?} is not a sample of the dataset{hint}")]
+    UnknownKey {
+        field: &'static str,
+        index: usize,
+        key: String,
+        /// More unknown entries, if any.
+        hint: String,
+    },
+    /// The shard indexes, which hold the keys, could not be read.
+    #[error("select.keys: reading the keys of the dataset: {0}")]
+    Keys(String),
     /// A filter needs an attribute the manifest does not record for this subset.
     #[error("select.{field}: the dataset does not record {what} for its {subset} samples (written by an older editfeed); reshard it to record them")]
     NotRecorded {
@@ -36,10 +53,27 @@ pub enum SelectError {
 /// One filter, compiled against the dataset.
 enum Filter {
     Split(u8),
-    EditTypes { ids: Vec<usize>, keep: bool },
-    Categories { ids: Vec<Category>, keep: bool },
-    Turns { min: u32, max: u32 },
-    Words { min: u32, max: u32 },
+    EditTypes {
+        ids: Vec<usize>,
+        keep: bool,
+    },
+    Categories {
+        ids: Vec<Category>,
+        keep: bool,
+    },
+    Turns {
+        min: u32,
+        max: u32,
+    },
+    Words {
+        min: u32,
+        max: u32,
+    },
+    /// By canonical ordinal: whether the sample is one the key list names.
+    Keys {
+        hits: Vec<bool>,
+        keep: bool,
+    },
 }
 
 impl Filter {
@@ -61,6 +95,10 @@ impl Filter {
             }
             Filter::Turns { min, max } => format!("select turns {min}..={max}"),
             Filter::Words { min, max } => format!("select instruction words {min}..={max}"),
+            Filter::Keys { keep: true, .. } => format!("select.keys ({} entries)", sel.keys.len()),
+            Filter::Keys { keep: false, .. } => {
+                format!("select.exclude_keys ({} entries)", sel.exclude_keys.len())
+            }
         }
     }
 
@@ -74,6 +112,7 @@ impl Filter {
             Filter::Categories { keep: false, .. } => ("exclude_categories", "categories"),
             Filter::Turns { .. } => ("min_turns", "turn counts"),
             Filter::Words { .. } => ("min_instruction_words", "instruction lengths"),
+            Filter::Keys { .. } => ("keys", "keys"),
         }
     }
 
@@ -85,6 +124,8 @@ impl Filter {
             Filter::Categories { .. } => (shard.categories.as_bytes(), 1),
             Filter::Turns { .. } => (shard.turns.as_bytes(), 1),
             Filter::Words { .. } => (shard.instruction_words.as_bytes(), 2),
+            // Keys come from the indexes; `passes_at` reads them by ordinal.
+            Filter::Keys { .. } => (&[], 0),
         }
     }
 
@@ -107,6 +148,15 @@ impl Filter {
                 (Some(hi), Some(lo)) => (*min..=*max).contains(&(hi * 36 + lo)),
                 _ => false,
             },
+            Filter::Keys { .. } => unreachable!("key filters are decided by ordinal"),
+        }
+    }
+
+    /// Whether the sample at canonical `ordinal`, whose record is `r`, passes.
+    fn passes_at(&self, ordinal: u64, r: &[u8]) -> bool {
+        match self {
+            Filter::Keys { hits, keep } => hits[ordinal as usize] == *keep,
+            other => other.passes(r),
         }
     }
 }
@@ -173,27 +223,137 @@ fn filters(
     Ok(out)
 }
 
-/// The planner's view of `manifest` narrowed by `sel`; `base` is the unfiltered view
+/// The canonical ordinals (by subset id) that the `keys` and `exclude_keys` entries
+/// name, read from the shard indexes of the subsets the selection keeps. `None` for a
+/// list left empty. Every entry must name a sample.
+type KeyHits = [Option<Vec<bool>>; 2];
+
+/// Where a key list names a key: (list, index in it, the subset it is limited to).
+type Wanted = (usize, usize, Option<Subset>);
+
+fn key_hits(
+    ds: &Dataset,
+    sel: &Selection,
+    only: Option<&[Subset]>,
+) -> Result<[KeyHits; 3], SelectError> {
+    let mut out: [KeyHits; 3] = Default::default();
+    let lists = [("keys", &sel.keys), ("exclude_keys", &sel.exclude_keys)];
+    if lists.iter().all(|(_, l)| l.is_empty()) {
+        return Ok(out);
+    }
+    let mut wanted: HashMap<&str, Vec<Wanted>> = HashMap::new();
+    for (list, (_, keys)) in lists.iter().enumerate() {
+        for (index, entry) in keys.iter().enumerate() {
+            let entry = entry.trim();
+            let (subset, key) = match entry.split_once('/') {
+                Some((s, k)) if Subset::from_name(s).is_some() => (Subset::from_name(s), k),
+                _ => (None, entry),
+            };
+            wanted.entry(key).or_default().push((list, index, subset));
+        }
+    }
+    let mut found = [
+        vec![false; sel.keys.len()],
+        vec![false; sel.exclude_keys.len()],
+    ];
+    for subset in ds.subsets() {
+        if only.is_some_and(|o| !o.contains(&subset)) {
+            continue;
+        }
+        let id = subset.id() as usize;
+        for (list, (_, keys)) in lists.iter().enumerate() {
+            if !keys.is_empty() {
+                out[id][list] = Some(vec![false; ds.len(subset) as usize]);
+            }
+        }
+        let shards = ds
+            .shards(subset)
+            .map_err(|e| SelectError::Keys(e.to_string()))?;
+        let mut ordinal = 0usize;
+        for shard in 0..shards.len() {
+            let index = ds
+                .index(subset, shard)
+                .map_err(|e| SelectError::Keys(e.to_string()))?;
+            for e in &index.entries {
+                for &(list, i, limit) in wanted.get(e.key.as_str()).into_iter().flatten() {
+                    if limit.is_none_or(|l| l == subset) {
+                        found[list][i] = true;
+                        if let Some(hits) = &mut out[id][list] {
+                            hits[ordinal] = true;
+                        }
+                    }
+                }
+                ordinal += 1;
+            }
+        }
+    }
+    for (list, (field, keys)) in lists.iter().enumerate() {
+        let missing: Vec<usize> = (0..keys.len()).filter(|&i| !found[list][i]).collect();
+        if let Some(&index) = missing.first() {
+            let hint = match missing.len() {
+                1 => String::new(),
+                n => format!(" ({} more entries name no sample)", n - 1),
+            };
+            return Err(SelectError::UnknownKey {
+                field,
+                index,
+                key: keys[index].clone(),
+                hint,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The planner's view of `ds` narrowed by `sel`; `base` is the unfiltered view
 /// ([`super::reader::Dataset::plan_input`]), whose categories are kept for the samples
 /// selected.
 pub fn select(
-    manifest: &Manifest,
+    ds: &Dataset,
     base: &PlanDataset,
     sel: &Selection,
 ) -> Result<PlanDataset, SelectError> {
     sel.validate()?;
+    let manifest = ds.manifest();
+    let only = sel.subset_ids()?;
+    let hits = key_hits(ds, sel, only.as_deref())?;
     let mut subsets = Vec::with_capacity(base.subsets.len());
     for ps in &base.subsets {
+        if only.as_ref().is_some_and(|only| !only.contains(&ps.subset)) {
+            subsets.push(PlanSubset {
+                subset: ps.subset,
+                len: 0,
+                categories: ps.categories.as_ref().map(|_| Vec::new().into()),
+                selected: Some(Selected {
+                    ordinals: Arc::from(Vec::new()),
+                    emptied_by: Some(format!("select.subsets = {:?} leaves it out", sel.subsets)),
+                }),
+            });
+            continue;
+        }
         let Some(sm) = manifest.subsets.get(&ps.subset) else {
             subsets.push(ps.clone());
             continue;
         };
-        let filters = filters(sel, manifest, ps.subset)?;
+        let mut filters = filters(sel, manifest, ps.subset)?;
+        let [allow, deny] = &hits[ps.subset.id() as usize];
+        if let Some(hits) = allow {
+            filters.push(Filter::Keys {
+                hits: hits.clone(),
+                keep: true,
+            });
+        }
+        if let Some(hits) = deny {
+            filters.push(Filter::Keys {
+                hits: hits.clone(),
+                keep: false,
+            });
+        }
         if filters.is_empty() {
             subsets.push(ps.clone());
             continue;
         }
-        for f in &filters {
+        for f in filters.iter().filter(|f| !matches!(f, Filter::Keys { .. })) {
             if sm
                 .shards
                 .iter()
@@ -217,7 +377,7 @@ pub fn select(
                 let mut all = true;
                 for (k, f) in filters.iter().enumerate() {
                     let (rec, width) = records[k];
-                    if !f.passes(&rec[local * width..local * width + width]) {
+                    if !f.passes_at(ordinal, &rec[local * width..local * width + width]) {
                         all = false;
                         break;
                     }
@@ -266,6 +426,6 @@ impl super::reader::Dataset {
         if sel.is_all() {
             return Ok(base);
         }
-        select(self.manifest(), &base, sel)
+        select(self, &base, sel)
     }
 }

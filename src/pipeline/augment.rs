@@ -62,6 +62,9 @@
 //! their last row. This changes no byte of the output (`tests/augment.rs` compares it
 //! with whole decodes), so it is not part of the spec.
 //!
+//! **Fit.** With `crop = false`, [`Fit`] says how the whole image meets the target:
+//! stretched (the box above), centre-cropped or letterboxed ([`super::fit`]).
+//!
 //! **Flip.** `coin = Rng::keyed(seed, subset, epoch, ordinal, Flip).next_f64() < hflip`,
 //! always drawn. If the sample's texts name a direction ([`direction::names_direction`]
 //! on the text, the summarized text and every turn): `skip` does not flip, `swap` flips
@@ -90,6 +93,8 @@ use crate::rng::{Purpose, Rng};
 use super::decode::{self, DecodeError, DecodeLimits};
 use super::direction;
 pub use super::direction::FlipPolicy;
+use super::fit;
+pub use super::fit::Fit;
 
 /// The resize kernel: CatmullRom (bicubic, 4 taps at scale 1, widened by the scale
 /// factor when shrinking, so it antialiases). It is visibly sharper than bilinear on
@@ -130,7 +135,7 @@ fn default_jitter_strength() -> f64 {
 
 /// How each sample's images are transformed. The output size is not part of it: it is
 /// given to [`process`] per batch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AugmentSpec {
     /// Random resized crop on or off. Off: every image is resized whole to the target
@@ -173,6 +178,30 @@ pub struct AugmentSpec {
     /// with libjpeg-turbo another JPEG decoder), deterministically.
     #[serde(default = "default_jpeg_dct_scaling")]
     pub jpeg_dct_scaling: bool,
+    /// How a whole image is fitted to the target when `crop` is off ([`Fit`]): stretched
+    /// (the default), centre-cropped or letterboxed.
+    #[serde(default)]
+    pub fit: Fit,
+}
+
+/// The derived form, with `fit` only when it is not the default: streams fingerprint
+/// this text, and the cursors of streams that stretch stay valid across versions.
+impl std::fmt::Debug for AugmentSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("AugmentSpec");
+        d.field("crop", &self.crop)
+            .field("crop_scale", &self.crop_scale)
+            .field("crop_ratio", &self.crop_ratio)
+            .field("hflip", &self.hflip)
+            .field("flip_policy", &self.flip_policy)
+            .field("jitter", &self.jitter)
+            .field("max_pixels", &self.max_pixels)
+            .field("jpeg_dct_scaling", &self.jpeg_dct_scaling);
+        if self.fit != Fit::Stretch {
+            d.field("fit", &self.fit);
+        }
+        d.finish()
+    }
 }
 
 impl Default for AugmentSpec {
@@ -186,6 +215,7 @@ impl Default for AugmentSpec {
             jitter: None,
             max_pixels: default_max_pixels(),
             jpeg_dct_scaling: default_jpeg_dct_scaling(),
+            fit: Fit::Stretch,
         }
     }
 }
@@ -434,11 +464,14 @@ pub fn crop_box(
     target: (u32, u32),
     rng: &mut Rng,
 ) -> [f64; 4] {
-    if !spec.crop {
-        return [0.0, 0.0, 1.0, 1.0];
-    }
     let a_src = reference.0 as f64 / reference.1 as f64;
     let a_tgt = target.0 as f64 / target.1 as f64;
+    if !spec.crop {
+        return match spec.fit {
+            Fit::CenterCrop => fit::centred_box(a_src, a_tgt),
+            Fit::Stretch | Fit::Letterbox => [0.0, 0.0, 1.0, 1.0],
+        };
+    }
     let [s_lo, s_hi] = spec.crop_scale;
     let [r_lo, r_hi] = spec.crop_ratio;
     let (ln_lo, ln_hi) = (r_lo.ln(), r_hi.ln());
@@ -453,16 +486,7 @@ pub fn crop_box(
             return [x0, y0, (x0 + cw).min(1.0), (y0 + ch).min(1.0)];
         }
     }
-    let a = a_src.clamp(a_tgt * r_lo, a_tgt * r_hi);
-    let (cw, ch) = if a < a_src {
-        (a / a_src, 1.0)
-    } else if a > a_src {
-        (1.0, a_src / a)
-    } else {
-        (1.0, 1.0)
-    };
-    let (x0, y0) = ((1.0 - cw) / 2.0, (1.0 - ch) / 2.0);
-    [x0, y0, x0 + cw, y0 + ch]
+    fit::centred_box(a_src, a_src.clamp(a_tgt * r_lo, a_tgt * r_hi))
 }
 
 /// The flip decision and the texts to train on (see the module docs).
@@ -485,6 +509,8 @@ thread_local! {
     // The resizer keeps scratch buffers; one per worker thread avoids reallocating them
     // for every image.
     static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
+    // A letterboxed image before it is placed on its padding.
+    static LETTERBOX: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Decodes and augments the images of one sample into `out`: `images.len()` images of
@@ -553,12 +579,16 @@ pub fn process(
         let mut draw = |x: f64| r.range_f64((1.0 - x).max(0.0), 1.0 + x);
         [draw(j.brightness), draw(j.contrast), draw(j.saturation)]
     });
+    // A letterbox resizes into a rectangle of the target; everything else fills it.
+    let letterbox = (!spec.crop && spec.fit == Fit::Letterbox)
+        .then(|| fit::letterbox_rect((href.width, href.height), target));
+    let resized = letterbox.map_or(target, |(_, _, iw, ih)| (iw, ih));
     let [x0, y0, x1, y1] = crop;
     // `as` saturates, and the crop fractions are bounded below by the spec's scale.
     let need = spec.jpeg_dct_scaling.then(|| {
         (
-            (tw as f64 / (x1 - x0)).ceil() as u32,
-            (th as f64 / (y1 - y0)).ceil() as u32,
+            (resized.0 as f64 / (x1 - x0)).ceil() as u32,
+            (resized.1 as f64 / (y1 - y0)).ceil() as u32,
         )
     });
     for ((img, header), dst) in images
@@ -567,7 +597,7 @@ pub fn process(
         .zip(out.chunks_exact_mut(per_image))
     {
         let path = decode::choose_path(header, need);
-        let read = resize_reads(crop, header, path, target);
+        let read = resize_reads(crop, header, path, resized);
         let decoded =
             decode::decode_path(header, &img.bytes, path, Some(read)).map_err(|source| {
                 AugmentError::Decode {
@@ -575,10 +605,19 @@ pub fn process(
                     source,
                 }
             })?;
-        resize_crop(&decoded, crop, target, dst).map_err(|message| AugmentError::Resize {
+        let resize_err = |message| AugmentError::Resize {
             role: img.role,
             message,
-        })?;
+        };
+        match letterbox {
+            None => resize_crop(&decoded, crop, target, dst).map_err(resize_err)?,
+            Some(rect) => LETTERBOX.with_borrow_mut(|inner| {
+                inner.resize(rect.2 as usize * rect.3 as usize * 3, 0);
+                resize_crop(&decoded, crop, resized, inner).map_err(resize_err)?;
+                fit::place(inner, rect, tw, dst);
+                Ok::<(), AugmentError>(())
+            })?,
+        }
         if flipped {
             mirror_rows(dst, tw as usize);
         }

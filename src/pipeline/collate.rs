@@ -10,6 +10,10 @@
 //!   one shape and rank slices concatenate) and `turn_counts` int32 `[B]`; each
 //!   sample's `turn_texts` are padded with empty strings to T.
 //!
+//! An evaluation batch has `padding` zero rows after its samples (the end of a pass:
+//! zero images, empty encoded slots, turn count 0, metadata with an empty key) and a
+//! uint8 `valid` tensor `[B]`, 1 for a sample and 0 for padding.
+//!
 //! With encoded output: `encoded` uint8 `[N]` (every image's bytes back to back) and
 //! `encoded_offsets` int64 `[B, S+1]` (slot j of sample i is
 //! `encoded[off[i][j]..off[i][j+1]]`, S slots, empty for padding), plus `turn_counts`
@@ -47,11 +51,17 @@ pub struct BatchHeader {
     pub kind: OutputKind,
     /// Image slots per sample to pad to (at least the batch's longest sample).
     pub slots: usize,
+    /// Rows of zero padding after the samples (the end of an evaluation pass).
+    pub padding: usize,
+    /// Whether the batch carries a `valid` mask (evaluation streams).
+    pub valid_mask: bool,
 }
 
 /// Builds the batch message; its uint8 tensors go into `files` where they can.
 pub fn collate(header: &BatchHeader, samples: Vec<Prepared>, files: Option<&StreamFiles>) -> Batch {
-    let b = samples.len() as u64;
+    let valid = samples.len();
+    let rows = valid + header.padding;
+    let b = rows as u64;
     let (w, h) = (header.target.0 as u64, header.target.1 as u64);
     let img = (w * h * 3) as usize;
     let max_slots = samples
@@ -75,27 +85,29 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>, files: Option<&Stre
                     &["source", "chosen", "rejected"]
                 };
                 for (slot, name) in names.iter().enumerate() {
-                    tensors.push(bytes(name, &[b, h, w, 3], img * samples.len(), &|out| {
+                    tensors.push(bytes(name, &[b, h, w, 3], img * rows, &|out| {
                         for s in &samples {
                             out.put(&s.pixels[slot * img..(slot + 1) * img]);
                         }
+                        out.zeros_to(img * rows);
                     }));
                 }
             }
             Subset::MultiTurn => {
                 let shape = [b, max_slots as u64, h, w, 3];
-                let len = img * max_slots * samples.len();
+                let len = img * max_slots * rows;
                 tensors.push(bytes("images", &shape, len, &|out| {
                     for (i, s) in samples.iter().enumerate() {
                         out.put(&s.pixels);
                         // Zero padding after a chain shorter than the longest.
                         out.zeros_to((i + 1) * max_slots * img);
                     }
+                    out.zeros_to(len);
                 }));
             }
         },
         OutputKind::Encoded => {
-            let mut offsets = Vec::with_capacity(samples.len() * (max_slots + 1));
+            let mut offsets = Vec::with_capacity(rows * (max_slots + 1));
             let mut end = 0;
             for s in &samples {
                 offsets.push(end as i64);
@@ -104,6 +116,8 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>, files: Option<&Stre
                     offsets.push(end as i64);
                 }
             }
+            // Padding rows: every slot empty.
+            offsets.resize(rows * (max_slots + 1), end as i64);
             tensors.push(bytes("encoded", &[end as u64], end, &|out| {
                 for e in samples.iter().flat_map(|s| &s.encoded) {
                     out.put(e);
@@ -117,9 +131,20 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>, files: Option<&Stre
         }
     }
     if header.subset == Subset::MultiTurn {
-        let counts: Vec<i32> = samples.iter().map(|s| s.slots as i32 - 1).collect();
+        let mut counts: Vec<i32> = samples.iter().map(|s| s.slots as i32 - 1).collect();
+        counts.resize(rows, 0);
         tensors.push(tensor_i32("turn_counts", &[b], &counts));
     }
+    if header.valid_mask {
+        let mut mask = vec![1u8; valid];
+        mask.resize(rows, 0);
+        tensors.push(tensor_u8("valid", &[b], mask.into()));
+    }
+    let padding = (0..header.padding).map(|_| SampleMeta {
+        subset: header.subset.name().to_string(),
+        turn_texts: vec![String::new(); turns * (header.subset == Subset::MultiTurn) as usize],
+        ..SampleMeta::default()
+    });
     let metas = samples
         .into_iter()
         .map(|s| {
@@ -144,6 +169,7 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>, files: Option<&Stre
                 replaced_key: s.replaced_key.unwrap_or_default(),
             }
         })
+        .chain(padding)
         .collect();
     Batch {
         step: header.step,

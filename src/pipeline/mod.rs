@@ -10,6 +10,7 @@ pub mod buffers;
 pub mod collate;
 pub mod decode;
 pub mod direction;
+pub mod fit;
 #[cfg(feature = "turbojpeg")]
 pub mod jpeg_turbo;
 pub mod pool;

@@ -206,7 +206,7 @@ pub async fn produce(
             };
             let bytes = estimate_bytes(
                 params.ctx.slots(batch.subset),
-                batch.samples.len() as u64,
+                batch.samples.len() as u64 + batch.padding as u64,
                 step_size(&params, step),
             );
             // With batches in flight, deliver them rather than wait for room; with
@@ -282,17 +282,19 @@ struct BatchState {
 }
 
 impl BatchState {
+    /// Records sample `index`'s result (`None`: a batch of padding only, which has no
+    /// sample to wait for) and collates the batch after the last one.
     fn finish_one(
         &self,
-        index: usize,
-        result: Result<Prepared, PrepareError>,
+        sample: Option<(usize, Result<Prepared, PrepareError>)>,
         shared: Option<&crate::shared_memory::StreamFiles>,
     ) {
-        match result {
-            Ok(p) => self.slots.lock().expect("slots lock")[index] = Some(p),
-            Err(e) => {
+        match sample {
+            Some((index, Ok(p))) => self.slots.lock().expect("slots lock")[index] = Some(p),
+            Some((_, Err(e))) => {
                 self.error.lock().expect("error lock").get_or_insert(e);
             }
+            None => {}
         }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
@@ -351,13 +353,26 @@ async fn submit_batch(
             target,
             kind: params.ctx.kind,
             slots: params.ctx.slots(plan.subset),
+            padding: plan.padding as usize,
+            valid_mask: params.plan.is_eval(),
         },
         slots: Mutex::new((0..n).map(|_| None).collect()),
-        remaining: AtomicUsize::new(n),
+        remaining: AtomicUsize::new(n.max(1)),
         error: Mutex::new(None),
         done: Mutex::new(Some(tx)),
         started: Instant::now(),
     });
+    if n == 0 {
+        // A rank whose share of the last step of a pass is all padding: the batch is
+        // still collated on a worker, not here on the runtime.
+        let params = params.clone();
+        queue
+            .submit(Box::new(move || {
+                state.finish_one(None, params.shared.as_ref());
+            }))
+            .await;
+        return rx;
+    }
     for (i, sref) in plan.samples.into_iter().enumerate() {
         let state = state.clone();
         let params = params.clone();
@@ -367,7 +382,7 @@ async fn submit_batch(
                     return;
                 }
                 let result = prepare(&params.ctx, &sref, target);
-                state.finish_one(i, result, params.shared.as_ref());
+                state.finish_one(Some((i, result)), params.shared.as_ref());
             }))
             .await;
     }

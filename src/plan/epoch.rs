@@ -62,6 +62,8 @@ pub(crate) struct EpochSource {
     classes: Option<Vec<Class>>,
     /// `(block, window)` in samples and blocks, for block shuffle mode.
     block: Option<(u64, u64)>,
+    /// False for an evaluation pass in canonical order: epochs are not permuted.
+    shuffled: bool,
     /// Most recently used first.
     cache: Mutex<Vec<(u64, Arc<[u32]>)>>,
 }
@@ -146,8 +148,15 @@ impl EpochSource {
             epoch_len,
             classes,
             block,
+            shuffled: true,
             cache: Mutex::new(Vec::with_capacity(EPOCH_CACHE_SIZE)),
         })
+    }
+
+    /// The same source with every epoch in canonical order (an evaluation pass).
+    pub(crate) fn in_canonical_order(mut self) -> EpochSource {
+        self.shuffled = false;
+        self
     }
 
     /// Samples per epoch (the same for every epoch).
@@ -204,6 +213,9 @@ impl EpochSource {
     /// Builds epoch `epoch` from scratch.
     fn build(&self, epoch: u64) -> Vec<u32> {
         let mut slots = self.slots(epoch);
+        if !self.shuffled {
+            return slots;
+        }
         let mut rng = Rng::keyed(
             self.seed,
             self.subset.id() as u64,

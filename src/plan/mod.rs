@@ -83,6 +83,7 @@
 
 pub mod cursor;
 mod epoch;
+pub mod eval;
 mod render;
 mod schedule;
 pub mod select;
@@ -94,6 +95,7 @@ use crate::dataset::{Category, Subset};
 
 pub use cursor::{Cursor, CursorError};
 pub use epoch::{EPOCH_CACHE_SIZE, MAX_EPOCH_SLOTS};
+pub use eval::{EvalOrder, Mode};
 pub use render::render_plan;
 pub use schedule::MAX_RAMP_SEGMENTS;
 pub use select::{Selection, SelectionError};
@@ -240,6 +242,9 @@ pub struct StepPlan {
     pub world_size: u32,
     /// The samples, in order.
     pub samples: Vec<SampleRef>,
+    /// Rows of padding after the samples: in an evaluation pass, where the last step of
+    /// a subset has fewer samples than the batch (0 in training).
+    pub padding: u32,
 }
 
 /// Samples each subset has given out before some step.
@@ -273,6 +278,8 @@ pub struct Plan {
     /// By subset id: the canonical ordinals a selection kept, which the epochs' draws
     /// index; `None` when the whole subset is drawn from.
     ordinals: [Option<Arc<[u64]>>; 3],
+    /// An evaluation pass: samples per subset (by id), past which a step is padding.
+    pass: Option<[u64; 3]>,
 }
 
 impl Plan {
@@ -300,20 +307,25 @@ impl Plan {
         let phases = spec.resolve_selected(sizes, &emptied)?;
         let weights = spec.category_weight_array()?;
         let block = spec.shuffle.block_mode();
+        let eval = spec.mode == Mode::Eval;
         let mut sources: [Option<EpochSource>; 3] = [None, None, None];
         for (id, subset) in present.iter().enumerate() {
             let Some(subset) = subset else { continue };
             if phases.iter().all(|p| p.probs[id] == 0.0) {
                 continue;
             }
-            sources[id] = Some(EpochSource::new(
+            let source = EpochSource::new(
                 subset.subset,
                 subset.len,
                 subset.categories.as_deref(),
                 &weights,
                 spec.seed,
                 block,
-            )?);
+            )?;
+            sources[id] = Some(match (eval, spec.order) {
+                (true, EvalOrder::Canonical) => source.in_canonical_order(),
+                _ => source,
+            });
         }
         Ok(Plan {
             spec: spec.clone(),
@@ -322,6 +334,7 @@ impl Plan {
             schedule: Schedule::new(&phases, spec.seed),
             sources,
             ordinals,
+            pass: eval.then_some(sizes),
         })
     }
 
@@ -345,6 +358,11 @@ impl Plan {
     /// The dataset version the plan was built for.
     pub fn dataset_version(&self) -> &str {
         &self.dataset_version
+    }
+
+    /// True for an evaluation pass ([`eval`]).
+    pub fn is_eval(&self) -> bool {
+        self.pass.is_some()
     }
 
     /// The first step past the stream, if the curriculum's last phase has an end.
@@ -439,8 +457,13 @@ impl Plan {
         let source = self.sources[id]
             .as_ref()
             .expect("scheduled subsets have epoch sources");
-        let mut samples = Vec::with_capacity(per_rank as usize);
-        source.fill(start, per_rank, &mut samples);
+        // An evaluation pass ends at the subset's last sample; the rest is padding.
+        let count = match self.pass {
+            Some(lens) => lens[id].saturating_sub(start).min(per_rank),
+            None => per_rank,
+        };
+        let mut samples = Vec::with_capacity(count as usize);
+        source.fill(start, count, &mut samples);
         self.to_canonical(subset, &mut samples);
         Ok(StepPlan {
             step,
@@ -448,6 +471,7 @@ impl Plan {
             rank,
             world_size,
             samples,
+            padding: (per_rank - count) as u32,
         })
     }
 

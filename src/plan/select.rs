@@ -13,6 +13,7 @@
 //! min_turns = 2                # multi-turn chains of 2 to 4 turns
 //! max_turns = 4
 //! max_instruction_words = 40
+//! exclude_keys_file = "ambiguous.txt"   # one `<subset>/<key>` or `<key>` per line
 //! ```
 
 use std::fmt::Write;
@@ -20,11 +21,16 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::edit_types::{Category, EDIT_TYPES};
+use crate::dataset::Subset;
 
 /// The filters of a stream; the default selects every sample.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Selection {
+    /// Only these subsets (`sft`, `preference`, `multi_turn`, or their aliases); the
+    /// others are left empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subsets: Vec<String>,
     /// Only samples of this split (one of the dataset's `splits`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<String>,
@@ -52,11 +58,29 @@ pub struct Selection {
     /// Samples whose longest instruction has at most this many words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_instruction_words: Option<u32>,
+    /// Only these samples: `<subset>/<key>` (the split file's form) or a bare `<key>`
+    /// (that key in any subset). Every entry must name a sample of the dataset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// Never these samples, in the same form.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_keys: Vec<String>,
+    /// A file of `keys` entries, one per line (`#` comments and blank lines skipped),
+    /// read by the program that loads the spec file ([`Selection::with_key_files`]),
+    /// relative to that file's folder. Not sent: the daemon gets the entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_file: Option<std::path::PathBuf>,
+    /// A file of `exclude_keys` entries, as `keys_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_keys_file: Option<std::path::PathBuf>,
 }
 
 /// A selection that cannot apply to any dataset.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectionError {
+    /// A subset name that does not exist.
+    #[error("select.subsets: unknown subset {name:?} (known: sft, preference, multi_turn)")]
+    UnknownSubset { name: String },
     /// An edit type that Pico-Banana does not have.
     #[error("select.{field}: unknown edit type {name:?} (known: {known})")]
     UnknownEditType {
@@ -71,6 +95,16 @@ pub enum SelectionError {
         name: String,
         known: String,
     },
+    /// A keys file that cannot be read, or that repeats an entry.
+    #[error("select.{field}: {path}: {why}")]
+    KeysFile {
+        field: &'static str,
+        path: String,
+        why: String,
+    },
+    /// An empty entry in a keys list.
+    #[error("select.{field}[{index}]: an empty key")]
+    EmptyKey { field: &'static str, index: usize },
     /// A minimum above its maximum.
     #[error("select.min_{what} = {min} is above select.max_{what} = {max}")]
     EmptyRange {
@@ -88,6 +122,12 @@ impl Selection {
 
     /// Checks the names and ranges; the split is checked against the dataset.
     pub fn validate(&self) -> Result<(), SelectionError> {
+        self.subset_ids()?;
+        for (field, keys) in [("keys", &self.keys), ("exclude_keys", &self.exclude_keys)] {
+            if let Some(index) = keys.iter().position(|k| k.trim().is_empty()) {
+                return Err(SelectionError::EmptyKey { field, index });
+            }
+        }
         edit_type_ids("edit_types", &self.edit_types)?;
         edit_type_ids("exclude_edit_types", &self.exclude_edit_types)?;
         category_ids("categories", &self.categories)?;
@@ -107,6 +147,24 @@ impl Selection {
             }
         }
         Ok(())
+    }
+
+    /// The subsets `subsets` names; `None` when it names none (every subset).
+    pub fn subset_ids(&self) -> Result<Option<Vec<Subset>>, SelectionError> {
+        if self.subsets.is_empty() {
+            return Ok(None);
+        }
+        let mut out = self
+            .subsets
+            .iter()
+            .map(|name| {
+                Subset::from_name(name)
+                    .ok_or_else(|| SelectionError::UnknownSubset { name: name.clone() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort();
+        out.dedup();
+        Ok(Some(out))
     }
 
     /// The canonical text the spec fingerprint hashes: empty for no selection, else one
@@ -136,9 +194,74 @@ impl Selection {
             opt(self.min_instruction_words),
             opt(self.max_instruction_words),
         );
+        for (name, keys) in [("keys", &self.keys), ("exclude_keys", &self.exclude_keys)] {
+            if !keys.is_empty() {
+                let _ = write!(out, " {name}={}", key_set_digest(keys));
+            }
+        }
+        if let Ok(Some(subsets)) = self.subset_ids() {
+            let names: Vec<&str> = subsets.iter().map(|s| s.name()).collect();
+            let _ = write!(out, " subsets={names:?}");
+        }
         out.push('\n');
         out
     }
+}
+
+impl Selection {
+    /// The selection with its key files read (relative to `base`, the spec file's
+    /// folder) into `keys` and `exclude_keys`. A file that cannot be read, or that
+    /// repeats an entry, is refused with its path and line numbers.
+    pub fn with_key_files(mut self, base: &std::path::Path) -> Result<Selection, SelectionError> {
+        for (field, file, keys) in [
+            ("keys_file", self.keys_file.take(), &mut self.keys),
+            (
+                "exclude_keys_file",
+                self.exclude_keys_file.take(),
+                &mut self.exclude_keys,
+            ),
+        ] {
+            let Some(file) = file else { continue };
+            let path = base.join(&file);
+            let err = |why: String| SelectionError::KeysFile {
+                field,
+                path: path.display().to_string(),
+                why,
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+            let mut seen = std::collections::HashMap::new();
+            for (i, line) in text.lines().enumerate() {
+                let entry = line.trim();
+                if entry.is_empty() || entry.starts_with('#') {
+                    continue;
+                }
+                if let Some(first) = seen.insert(entry.to_string(), i + 1) {
+                    return Err(err(format!(
+                        "line {} repeats {entry:?} of line {first}",
+                        i + 1
+                    )));
+                }
+                keys.push(entry.to_string());
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// A short digest of a key list (order and repeats ignored), for the fingerprint.
+fn key_set_digest(keys: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut sorted: Vec<&str> = keys.iter().map(|k| k.trim()).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut h = Sha256::new();
+    for k in &sorted {
+        h.update(k.as_bytes());
+        h.update([b'\n']);
+    }
+    let digest = h.finalize();
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}:{hex}", sorted.len())
 }
 
 /// Indexes into [`EDIT_TYPES`] of `names`.

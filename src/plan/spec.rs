@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::eval::{check_mode, eval_phases, EvalOrder, Mode};
 use super::select::{Selection, SelectionError};
 use crate::dataset::{Category, Subset};
 
@@ -31,7 +32,8 @@ pub const MAX_PHASES: usize = 1024;
 /// Why a stream spec or curriculum file was rejected. Each message names the field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SpecError {
-    /// The TOML text did not parse or has an unknown or misspelt key.
+    /// The TOML text did not parse or has an unknown or misspelt key (or the file
+    /// could not be read).
     #[error("invalid stream spec: {message}")]
     Toml {
         /// The parser's message, which names the bad key and its position.
@@ -145,6 +147,25 @@ pub enum SpecError {
         /// Which filter emptied each subset.
         why: String,
     },
+    /// An evaluation spec sets something only training streams have.
+    #[error("{field} applies to training streams only: mode = \"eval\" visits each selected sample once, in order")]
+    TrainingOnly {
+        /// The field set.
+        field: &'static str,
+    },
+    /// `order` is set on a training stream.
+    #[error(
+        "order = \"seeded\" applies to mode = \"eval\" only: training streams are always shuffled"
+    )]
+    OrderOutsideEval,
+    /// A wire enum field holds a value this daemon does not know.
+    #[error("{field}: {value} is not a known value")]
+    UnknownEnum {
+        /// The field, e.g. `spec.mode`.
+        field: &'static str,
+        /// The number sent.
+        value: i32,
+    },
     /// `shuffle.block` or `shuffle.window` is zero, or `window` is given without `block`.
     #[error("shuffle.{field}: {reason}")]
     BadShuffle {
@@ -190,6 +211,13 @@ pub struct StreamSpec {
     /// Which samples the stream draws from (`[select]`); default: all of them.
     #[serde(default, skip_serializing_if = "Selection::is_all")]
     pub select: Selection,
+    /// `train` (the default) or `eval`: one pass over the selection, each sample once,
+    /// the last batch of each subset padded (see [`crate::plan::eval`]).
+    #[serde(default, skip_serializing_if = "Mode::is_train")]
+    pub mode: Mode,
+    /// The order of an evaluation pass: `canonical` (the default) or `seeded`.
+    #[serde(default, skip_serializing_if = "EvalOrder::is_canonical")]
+    pub order: EvalOrder,
 }
 
 /// One curriculum phase: a range of global steps with its subset mixing weights.
@@ -251,6 +279,12 @@ pub struct CurriculumFile {
     /// See [`StreamSpec::select`].
     #[serde(default)]
     pub select: Selection,
+    /// See [`StreamSpec::mode`].
+    #[serde(default)]
+    pub mode: Mode,
+    /// See [`StreamSpec::order`].
+    #[serde(default)]
+    pub order: EvalOrder,
 }
 
 /// A phase after checking against the dataset: mixing probabilities by subset id.
@@ -305,6 +339,22 @@ impl CurriculumFile {
         toml::from_str(text).map_err(|e| toml_error(text, e))
     }
 
+    /// Reads and parses the curriculum file at `path`, with the key files its
+    /// `[select]` names read (relative to the file's folder). Errors name the file.
+    pub fn read(path: &std::path::Path) -> Result<CurriculumFile, SpecError> {
+        let named = |message: String| SpecError::Toml {
+            message: format!("{}: {message}", path.display()),
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| named(e.to_string()))?;
+        let mut file = CurriculumFile::from_toml_str(&text).map_err(|e| match e {
+            SpecError::Toml { message } => named(message),
+            other => other,
+        })?;
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        file.select = file.select.with_key_files(base)?;
+        Ok(file)
+    }
+
     /// The full spec, with the seed and global batch size given elsewhere, validated.
     pub fn into_spec(self, seed: u64, global_batch: u32) -> Result<StreamSpec, SpecError> {
         let spec = StreamSpec {
@@ -314,6 +364,8 @@ impl CurriculumFile {
             category_weights: self.category_weights,
             shuffle: self.shuffle,
             select: self.select,
+            mode: self.mode,
+            order: self.order,
         };
         spec.validate()?;
         Ok(spec)
@@ -383,6 +435,8 @@ impl StreamSpec {
             category_weights: BTreeMap::new(),
             shuffle: ShuffleSpec::default(),
             select: Selection::default(),
+            mode: Mode::Train,
+            order: EvalOrder::Canonical,
         }
     }
 
@@ -448,7 +502,8 @@ impl StreamSpec {
         }
         self.category_weight_array()?;
         self.select.validate()?;
-        self.shuffle.validate()
+        self.shuffle.validate()?;
+        check_mode(self)
     }
 
     /// Category weights by `Category::id()`, defaulting to 1.
@@ -478,20 +533,13 @@ impl StreamSpec {
         emptied: &[Option<String>; 3],
     ) -> Result<Vec<ResolvedPhase>, SpecError> {
         self.validate()?;
+        if self.mode == Mode::Eval {
+            return eval_phases(sizes, self.global_batch, emptied);
+        }
         if self.curriculum.is_empty() {
             let total: u64 = sizes.iter().sum();
-            if total == 0 && emptied.iter().any(Option::is_some) {
-                let why: Vec<String> = Subset::ALL
-                    .iter()
-                    .zip(emptied)
-                    .filter_map(|(s, w)| w.as_ref().map(|w| format!("{s}: {w}")))
-                    .collect();
-                return Err(SpecError::NothingSelected {
-                    why: why.join("; "),
-                });
-            }
             if total == 0 {
-                return Err(SpecError::EmptyDataset);
+                return Err(nothing_left(emptied));
             }
             return Ok(vec![ResolvedPhase {
                 until_step: None,
@@ -605,7 +653,24 @@ impl StreamSpec {
             }
         }
         out.push_str(&self.select.canonical());
+        out.push_str(&super::eval::canonical(self));
         out
+    }
+}
+
+/// Why nothing is left to schedule: the filters that emptied each subset (by id), or
+/// an empty dataset when no filter did.
+pub(crate) fn nothing_left(emptied: &[Option<String>; 3]) -> SpecError {
+    if emptied.iter().all(Option::is_none) {
+        return SpecError::EmptyDataset;
+    }
+    let why: Vec<String> = Subset::ALL
+        .iter()
+        .zip(emptied)
+        .filter_map(|(s, w)| w.as_ref().map(|w| format!("{s}: {w}")))
+        .collect();
+    SpecError::NothingSelected {
+        why: why.join("; "),
     }
 }
 

@@ -8,12 +8,12 @@ use super::status::RequestError;
 use crate::config::ServeConfig;
 use crate::convert::spec_from_wire;
 use crate::dataset::Subset;
-use crate::pipeline::augment::{AugmentSpec, FlipPolicy, Jitter};
+use crate::pipeline::augment::{AugmentSpec, Fit, FlipPolicy, Jitter};
 use crate::pipeline::budget::stream_base;
 use crate::pipeline::collate::estimate_bytes;
 use crate::pipeline::prepare::{OutputKind, PrepareCtx};
 use crate::pipeline::stream::StreamParams;
-use crate::plan::{Cursor, Plan};
+use crate::plan::{Cursor, Mode, Plan};
 use crate::proto::v1 as pb;
 use crate::shared_memory::SharedMemory;
 
@@ -78,6 +78,61 @@ pub fn augment_from_wire(
     spec.validate()
         .map_err(|e| invalid("augment", e.to_string()))?;
     Ok(spec)
+}
+
+/// The transform of an evaluation stream: no random crop, flip or jitter. Only the
+/// decode switch may be set; any augmentation field is refused by name.
+pub fn eval_augment(
+    a: Option<&pb::Augment>,
+    config: &ServeConfig,
+) -> Result<AugmentSpec, RequestError> {
+    let mut spec = AugmentSpec {
+        max_pixels: config.max_decode_pixels,
+        crop: false,
+        hflip: 0.0,
+        ..AugmentSpec::default()
+    };
+    let Some(a) = a else { return Ok(spec) };
+    let set = [
+        ("augment.crop", a.crop.is_some()),
+        ("augment.crop_scale_min", a.crop_scale_min.is_some()),
+        ("augment.crop_scale_max", a.crop_scale_max.is_some()),
+        ("augment.crop_ratio_min", a.crop_ratio_min.is_some()),
+        ("augment.crop_ratio_max", a.crop_ratio_max.is_some()),
+        ("augment.hflip", a.hflip.is_some()),
+        ("augment.flip_policy", a.flip_policy != 0),
+        ("augment.jitter", a.jitter.is_some()),
+    ];
+    if let Some((field, _)) = set.iter().find(|(_, set)| *set) {
+        return Err(invalid(
+            field,
+            "is set, but an eval stream is not augmented (spec.mode = eval); choose the resize with output.fit",
+        ));
+    }
+    if let Some(v) = a.jpeg_dct_scaling {
+        spec.jpeg_dct_scaling = v;
+    }
+    Ok(spec)
+}
+
+/// How whole images meet the output: the request's `output.fit`, defaulting to a
+/// stretch in training and a centre crop in evaluation. A fit other than stretch needs
+/// the random crop off.
+fn fit_from_wire(fit: i32, eval: bool, crop: bool) -> Result<Fit, RequestError> {
+    let fit = match pb::Fit::try_from(fit) {
+        Ok(pb::Fit::Unspecified) if eval => Fit::CenterCrop,
+        Ok(pb::Fit::Unspecified | pb::Fit::Stretch) => Fit::Stretch,
+        Ok(pb::Fit::CenterCrop) => Fit::CenterCrop,
+        Ok(pb::Fit::Letterbox) => Fit::Letterbox,
+        Err(_) => return Err(invalid("output.fit", format!("{fit} is not a fit"))),
+    };
+    if crop && fit != Fit::Stretch {
+        return Err(invalid(
+            "output.fit",
+            format!("{fit:?} fits a whole image, but augment.crop is on; set augment.crop = false"),
+        ));
+    }
+    Ok(fit)
 }
 
 /// The fingerprint extra: every setting besides the plan spec that changes batch bytes.
@@ -203,17 +258,20 @@ pub fn validate(
         .chain([size])
         .max_by_key(|(w, h)| *w as u64 * *h as u64)
         .unwrap_or(size);
-    let augment = augment_from_wire(req.augment.as_ref(), config)?;
-    let spec = spec_from_wire(wire_spec);
+    let spec = spec_from_wire(wire_spec).map_err(crate::plan::PlanError::from)?;
+    let eval = spec.mode == Mode::Eval;
+    let mut augment = if eval {
+        eval_augment(req.augment.as_ref(), config)?
+    } else {
+        augment_from_wire(req.augment.as_ref(), config)?
+    };
+    augment.fit = fit_from_wire(output.fit, eval, augment.crop)?;
     let selected;
     let input = if spec.select.is_all() {
         &dataset.plan_input
     } else {
-        selected = crate::dataset::select::select(
-            dataset.dataset.manifest(),
-            &dataset.plan_input,
-            &spec.select,
-        )?;
+        selected =
+            crate::dataset::select::select(&dataset.dataset, &dataset.plan_input, &spec.select)?;
         &selected
     };
     let plan = Plan::new(input, &spec)?

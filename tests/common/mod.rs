@@ -56,6 +56,34 @@ pub fn synth_dataset(samples: u64, seed: u64, per_shard: u64) -> tempfile::TempD
     dir
 }
 
+/// `samples` synthetic samples over the three subsets, `per_shard` to a shard, with
+/// train/val/test splits (60/20/20) by rule, and the dataset opened.
+pub fn split_dataset(
+    samples: u64,
+    per_shard: u64,
+) -> (tempfile::TempDir, editfeed::dataset::Dataset) {
+    use editfeed::dataset::splits::{SplitRule, SplitSource};
+    let dir = tempfile::tempdir().unwrap();
+    let rule = SplitRule::parse("seed=5,train=0.6,val=0.2,test=0.2").unwrap();
+    let mut w = DatasetWriter::create(
+        dir.path(),
+        WriteOptions {
+            target: ShardTarget::Samples(per_shard),
+            level: 1,
+            compress_literals: false,
+            overwrite: true,
+        },
+    )
+    .unwrap()
+    .with_splits(Some(SplitSource::Rule(rule)));
+    for s in all_samples(&small_synth(samples, 4)) {
+        w.add(&s).unwrap();
+    }
+    w.finish().unwrap();
+    let ds = editfeed::dataset::Dataset::open(dir.path()).unwrap();
+    (dir, ds)
+}
+
 /// The samples of one subset, in order.
 pub fn of_subset(samples: &[Sample], subset: Subset) -> Vec<&Sample> {
     samples.iter().filter(|s| s.subset() == subset).collect()
@@ -229,6 +257,7 @@ pub fn request(
             height: 0,
             format: pb::OutputFormat::Uint8Hwc as i32,
             buckets: vec![],
+            ..Default::default()
         }),
         augment: None,
         max_batches: batches,

@@ -25,6 +25,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATASET = "demo"
+SPLIT_RULE = "seed=0,train=0.6,val=0.2,test=0.2"
+"""The fixture dataset's splits (``editfeed synth --split-rule``)."""
 
 
 def editfeed_bin() -> Path:
@@ -138,9 +140,22 @@ def shm_dir() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic dataset with all three subsets, over several shards."""
+    """A small synthetic dataset with all three subsets, over several shards, with
+    train/val/test splits by rule."""
     out = tmp_path_factory.mktemp("editfeed") / "ds"
-    run_editfeed("synth", "--out", str(out), "--samples", "30", "--scale", "0.1", "--shard-samples", "8")
+    run_editfeed(
+        "synth",
+        "--out",
+        str(out),
+        "--samples",
+        "30",
+        "--scale",
+        "0.1",
+        "--shard-samples",
+        "8",
+        "--split-rule",
+        SPLIT_RULE,
+    )
     return out
 
 

@@ -339,10 +339,88 @@ def test_a_selection_narrows_the_stream_and_bad_filters_are_named(daemon):
     assert e.value.code == "INVALID_ARGUMENT"
     assert 'unknown category "texts"' in e.value.message and "text_symbol" in e.value.message
     with pytest.raises(EditFeedError) as e:
-        next(client.stream(DATASET, {**spec, "select": {"split": "test"}}, size=32))
+        next(client.stream(DATASET, {**spec, "select": {"split": "holdout"}}, size=32))
     assert e.value.code == "INVALID_ARGUMENT" and "select.split" in e.value.message
+    assert "train, val, test" in e.value.message
 
     with pytest.raises(ValueError, match="spec.select: unknown key"):
         client.stream(DATASET, {**spec, "select": {"catgories": ["x"]}})
     with pytest.raises(ValueError, match="spec.select.min_turns"):
         client.stream(DATASET, {**spec, "select": {"min_turns": 0}})
+
+
+EVAL = {"seed": 5, "global_batch": 4, "mode": "eval", "select": {"split": "test"}}
+
+
+def test_an_eval_pass_of_the_test_split_is_the_same_on_1_and_3_workers_and_from_a_cursor(dataset_dir):
+    """``mode: eval``: a finite pass over the test split, the same bytes from daemons
+    with 1 and 3 workers and from a resumed cursor; every test sample once across 2
+    ranks, padding rows masked out by ``Batch.valid``; augmentation is refused."""
+    from conftest import Daemon
+
+    one, three = Daemon(dataset_dir, DATASET, 1), Daemon(dataset_dir, DATASET, 3)
+    try:
+        for order in ("canonical", "seeded"):
+            spec = {**EVAL, "order": order}
+            a = list(Client(one.endpoint).stream(DATASET, spec, size=32))
+            b = list(Client(three.endpoint).stream(DATASET, spec, size=32))
+            assert a and rows(a) == rows(b)
+            k = len(a) // 2
+            rest = list(Client(three.endpoint).stream(DATASET, spec, size=32, cursor=a[k].cursor))
+            assert rows(rest) == rows(a)[k + 1 :]
+            keys = [(s, key) for batch in a for s, key, ok in zip(batch.subsets, batch.keys, batch.valid) if ok]
+            assert len(keys) == len(set(keys))
+            padded = [key for batch in a for key, ok in zip(batch.keys, batch.valid) if not ok]
+            assert all(key == "" for key in padded)
+            ranks = [
+                list(Client(one.endpoint).stream(DATASET, spec, rank=r, world_size=2, size=32)) for r in range(2)
+            ]
+            assert len(ranks[0]) == len(ranks[1]) == len(a), "every rank gets every step"
+            over_ranks = [
+                (s, key) for part in ranks for batch in part for s, key, ok in zip(batch.subsets, batch.keys, batch.valid) if ok
+            ]
+            assert sorted(over_ranks) == sorted(keys)
+        # The train split holds none of the test samples.
+        train = list(Client(one.endpoint).stream(DATASET, {**EVAL, "select": {"split": "train"}}, size=32))
+        train_keys = {(s, key) for batch in train for s, key, ok in zip(batch.subsets, batch.keys, batch.valid) if ok}
+        assert train_keys and not train_keys & set(keys)
+    finally:
+        one.stop()
+        three.stop()
+
+    client = Client(one.endpoint)
+    with pytest.raises(ValueError, match="eval stream"):
+        client.stream(DATASET, EVAL, augment={"hflip": 0.5})
+    with pytest.raises(ValueError, match="spec.mode"):
+        client.stream(DATASET, {**EVAL, "mode": "evaluate"})
+    with pytest.raises(ValueError, match="fit"):
+        client.stream(DATASET, EVAL, fit="squash")
+
+
+def test_keys_files_and_fetch_eval_select_the_same_pass(daemon, tmp_path):
+    """A curriculum file with ``mode = "eval"`` and a ``keys_file``: the client reads
+    the keys file next to it, the pass holds exactly those samples, and ``editfeed fetch
+    --eval`` over the same file prints the same digests."""
+    client = Client(daemon.endpoint)
+    everything = list(client.stream(DATASET, {**EVAL, "select": {"subsets": ["sft"]}}, size=32))
+    keys = [k for b in everything for k, ok in zip(b.keys, b.valid) if ok]
+    chosen = keys[1:6:2]
+    (tmp_path / "held.txt").write_text("# three samples\n" + "".join(f"sft/{k}\n" for k in chosen))
+    toml = tmp_path / "eval.toml"
+    toml.write_text('mode = "eval"\n[select]\nsubsets = ["sft"]\nkeys_file = "held.txt"\n')
+    batches = list(client.stream(DATASET, str(toml), seed=5, global_batch=4, size=32))
+    got = [k for b in batches for k, ok in zip(b.keys, b.valid) if ok]
+    assert got == chosen  # canonical order
+    assert batches[-1].valid.tolist() == [True, True, True, False]
+    hashes, _cursor = fetch_hashes(
+        daemon.endpoint, "--curriculum", str(toml), "--seed", "5", "--global-batch", "4", "--size", "32", "--steps", "0"
+    )
+    assert hashes == rows(batches)
+    # The same entries as a deny list leave the rest.
+    toml.write_text('mode = "eval"\n[select]\nsubsets = ["sft"]\nexclude_keys_file = "held.txt"\n')
+    rest = [k for b in client.stream(DATASET, str(toml), seed=5, global_batch=4, size=32) for k, ok in zip(b.keys, b.valid) if ok]
+    assert rest == [k for k in keys if k not in chosen]
+    (tmp_path / "held.txt").write_text(f"sft/{chosen[0]}\nsft/no-such-key\n")
+    with pytest.raises(EditFeedError) as e:
+        next(client.stream(DATASET, str(toml), seed=5, global_batch=4, size=32))
+    assert e.value.code == "INVALID_ARGUMENT" and '"sft/no-such-key" is not a sample' in e.value.message

@@ -2,7 +2,8 @@
 docs/deployment.md runs as written against a live daemon.
 
 The test starts ``editfeed serve`` on a free port serving the synthetic demo dataset
-(``editfeed synth``, at a quarter of its image sizes) as ``demo``. The blocks of one file run in order in one shared
+(``editfeed synth``, at a quarter of its image sizes, with the README's train/val/test
+split rule) as ``demo``. The blocks of one file run in order in one shared
 namespace, with ``127.0.0.1:50051`` replaced by the live Loader endpoint and
 ``127.0.0.1:50052`` by the live Admin endpoint. A block directly preceded by a line
 ``<!-- not run: REASON -->`` is skipped (for what cannot run here, e.g. several hosts).
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, Daemon, run_editfeed
+from conftest import REPO_ROOT, SPLIT_RULE, Daemon, run_editfeed
 
 FILES = ("README.md", "clients/python/README.md", "docs/deployment.md")
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -39,7 +40,7 @@ def demo_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """A daemon serving the synthetic demo dataset as ``demo``."""
     data = tmp_path_factory.mktemp("snippets") / "demo-data"
     # The demo dataset at a quarter of its image sizes, which a debug build makes fast.
-    run_editfeed("synth", "--out", str(data), "--samples", "60", "--scale", "0.25")
+    run_editfeed("synth", "--out", str(data), "--samples", "60", "--scale", "0.25", "--split-rule", SPLIT_RULE)
     d = Daemon(data, "demo")
     yield d
     d.stop()

@@ -249,3 +249,24 @@ def test_to_device_makes_float_chw_in_both_scales_without_touching_the_batch(dae
         to_device(sft, "cpu", scale="imagenet")
     with pytest.raises(ValueError, match="floating-point"):
         to_device(sft, "cpu", dtype=torch.int32)
+
+
+EVAL = {"seed": 2, "global_batch": 4, "mode": "eval", "select": {"split": "test", "subsets": ["sft", "dpo"]}}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_eval_pass_through_the_dataloader_is_one_pass_with_a_valid_mask(daemon, workers):
+    """An eval ``EditFeedDataset``: each DataLoader iteration is the whole pass, the
+    same batches with 0 and 2 workers, with a ``valid`` mask that ``to_device`` keeps."""
+    from editfeed import Client
+    from editfeed.torch import to_device
+
+    expected = [(b.step, b.subset, b.digest()) for b in Client(daemon.endpoint).stream(DATASET, EVAL, size=32)]
+    assert {s for _, s, _ in expected} <= {"sft", "preference"}
+    ds = dataset(daemon.endpoint, EVAL)
+    loader = DataLoader(ds, batch_size=None, num_workers=workers)
+    passes = [rows(loader) for _ in range(2)]
+    assert passes == [expected, expected], "each iteration is one whole pass"
+    last = to_device(next(iter(DataLoader(dataset(daemon.endpoint, EVAL), batch_size=None))))
+    assert last["valid"].dtype == torch.uint8 and last["valid"].shape == (4,)
+    assert last["source"].shape == (4, 3, 32, 32)

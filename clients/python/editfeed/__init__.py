@@ -20,11 +20,10 @@ from .client import (
     DEFAULT_CHANNEL_OPTIONS,
     BatchStream,
     Client,
-    Feed,
-    env_rank_world_size,
     is_retryable,
     make_request,
 )
+from .feed import Feed, env_rank_world_size
 from .digest import DIGEST_TAG, batch_digest
 from .errors import EditFeedError
 from .spec import Cursor, augment_message, load_spec, output_message, spec_from_mapping, spec_from_toml

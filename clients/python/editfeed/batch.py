@@ -5,6 +5,8 @@ Tensors per subset (B = global batch / world size, uint8 HWC pixels):
 - ``sft``: ``source``, ``target`` ``[B, H, W, 3]``;
 - ``preference``: ``source``, ``chosen``, ``rejected`` ``[B, H, W, 3]``;
 - ``multi_turn``: ``images`` ``[B, T+1, H, W, 3]`` and ``turn_counts`` int32 ``[B]``;
+- evaluation streams add ``valid`` uint8 ``[B]``: 0 for the padding rows of a pass's
+  last batch (zero images, empty keys), 1 for samples (``Batch.valid``);
 - encoded output: ``encoded`` uint8 ``[N]`` and ``encoded_offsets`` int64 ``[B, S+1]``
   (plus ``turn_counts`` for multi-turn).
 
@@ -160,6 +162,15 @@ class Batch:
     def __len__(self) -> int:
         """The number of samples (B)."""
         return len(self.keys)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """A bool mask ``[B]``: False for the padding rows at the end of an evaluation
+        pass (its batches carry a ``valid`` tensor), True everywhere otherwise."""
+        mask = self.tensors.get("valid")
+        if mask is None:
+            return np.ones(len(self.keys), dtype=bool)
+        return mask.astype(bool)
 
     def __getitem__(self, name: str) -> np.ndarray:
         """The tensor called ``name``."""

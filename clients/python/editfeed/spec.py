@@ -16,10 +16,17 @@ A spec dict mirrors the proto ``StreamSpec`` and the daemon's TOML format::
         "select": {"split": "train", "exclude_categories": ["text_symbol"]},
     }
 
-``select`` narrows every subset to the samples that pass its filters (``split``,
+``mode`` is ``"train"`` (the default) or ``"eval"``: one pass over the selection, each
+sample once across the ranks, subset by subset, without augmentation, the last batch of
+each subset padded and masked by the ``valid`` tensor; ``order`` is ``"canonical"``
+(the default) or ``"seeded"`` for an evaluation pass.
+
+``select`` narrows every subset to the samples that pass its filters (``subsets``, ``split``,
 ``edit_types``, ``exclude_edit_types``, ``categories``, ``exclude_categories``,
 ``min_turns`` and ``max_turns`` for multi-turn chains, ``min_instruction_words``,
-``max_instruction_words``); it is part of the cursor fingerprint.
+``max_instruction_words``, ``keys`` and ``exclude_keys`` as ``<subset>/<key>`` or bare
+``<key>`` entries, or ``keys_file`` / ``exclude_keys_file`` naming a file of them, one
+per line, read here); it is part of the cursor fingerprint.
 
 Subsets are ``sft``, ``preference`` and ``multi_turn``; the daemon also accepts the
 aliases `single_turn` for `sft`, `single-turn` for `sft`, `dpo` for `preference` and
@@ -46,10 +53,30 @@ from .errors import EditFeedError
 SpecLike = Union[Mapping[str, Any], loader_pb2.StreamSpec, str, os.PathLike]
 """What ``Client.stream`` accepts as a spec: a dict, a message or a TOML file path."""
 
-_SPEC_KEYS = {"seed", "global_batch", "curriculum", "category_weights", "shuffle", "shuffle_block", "shuffle_window", "select"}
-_SELECT_LISTS = ("edit_types", "exclude_edit_types", "categories", "exclude_categories")
+_SPEC_KEYS = {
+    "seed",
+    "global_batch",
+    "curriculum",
+    "category_weights",
+    "shuffle",
+    "shuffle_block",
+    "shuffle_window",
+    "select",
+    "mode",
+    "order",
+}
+_SELECT_LISTS = (
+    "subsets",
+    "edit_types",
+    "exclude_edit_types",
+    "categories",
+    "exclude_categories",
+    "keys",
+    "exclude_keys",
+)
+_SELECT_FILES = {"keys_file": "keys", "exclude_keys_file": "exclude_keys"}
 _SELECT_BOUNDS = ("min_turns", "max_turns", "min_instruction_words", "max_instruction_words")
-_SELECT_KEYS = {"split", *_SELECT_LISTS, *_SELECT_BOUNDS}
+_SELECT_KEYS = {"split", *_SELECT_LISTS, *_SELECT_BOUNDS, *_SELECT_FILES}
 _PHASE_KEYS = {"until_step", "weights", "ramp_steps"}
 _SHUFFLE_KEYS = {"block", "window"}
 _AUGMENT_KEYS = {
@@ -65,6 +92,14 @@ _AUGMENT_KEYS = {
     "jitter",
 }
 _JITTER_KEYS = {"brightness", "contrast", "saturation"}
+_MODES = {"train": loader_pb2.MODE_UNSPECIFIED, "eval": loader_pb2.MODE_EVAL}
+_ORDERS = {"canonical": loader_pb2.EVAL_ORDER_UNSPECIFIED, "seeded": loader_pb2.EVAL_ORDER_SEEDED}
+_FITS = {
+    None: loader_pb2.FIT_UNSPECIFIED,
+    "stretch": loader_pb2.FIT_STRETCH,
+    "center_crop": loader_pb2.FIT_CENTER_CROP,
+    "letterbox": loader_pb2.FIT_LETTERBOX,
+}
 _FLIP_POLICIES = {
     "skip": loader_pb2.FLIP_POLICY_SKIP,
     "swap": loader_pb2.FLIP_POLICY_SWAP,
@@ -121,7 +156,28 @@ def _phase(index: int, phase: Any) -> loader_pb2.Phase:
     return msg
 
 
-def _selection(select: Any) -> loader_pb2.Selection | None:
+def read_keys_file(path: str | os.PathLike, field: str = "keys_file") -> list[str]:
+    """The entries of a keys file: one ``<subset>/<key>`` or ``<key>`` per line, ``#``
+    comments and blank lines skipped. A repeated entry is refused with both line
+    numbers, as the daemon's own reader does."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"spec.select.{field}: {path}: {e.strerror or e}") from e
+    seen: dict[str, int] = {}
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        if entry in seen:
+            raise ValueError(f"spec.select.{field}: {path}: line {number} repeats {entry!r} of line {seen[entry]}")
+        seen[entry] = number
+        entries.append(entry)
+    return entries
+
+
+def _selection(select: Any, base: Path) -> loader_pb2.Selection | None:
     if not isinstance(select, Mapping):
         raise ValueError("spec.select: expected a table of filters")
     _check_keys("spec.select", select, _SELECT_KEYS)
@@ -133,6 +189,9 @@ def _selection(select: Any) -> loader_pb2.Selection | None:
         if isinstance(values, str) or not isinstance(values, Sequence):
             raise ValueError(f"spec.select.{name}: expected a list of names")
         getattr(msg, name).extend(str(v) for v in values)
+    for name, target in _SELECT_FILES.items():
+        if select.get(name) is not None:
+            getattr(msg, target).extend(read_keys_file(base / select[name], name))
     for name in _SELECT_BOUNDS:
         value = select.get(name)
         if value is not None:
@@ -143,12 +202,17 @@ def _selection(select: Any) -> loader_pb2.Selection | None:
 
 
 def spec_from_mapping(
-    spec: Mapping[str, Any], seed: int | None = None, global_batch: int | None = None
+    spec: Mapping[str, Any],
+    seed: int | None = None,
+    global_batch: int | None = None,
+    base: str | os.PathLike | None = None,
 ) -> loader_pb2.StreamSpec:
     """A ``StreamSpec`` message from a dict (see the module docs).
 
     ``seed`` and ``global_batch`` fill in keys the dict lacks; giving a different value
-    for a key the dict has is an error.
+    for a key the dict has is an error. ``select.keys_file`` and
+    ``select.exclude_keys_file`` are read relative to ``base`` (default: the current
+    folder) into the ``keys`` and ``exclude_keys`` lists sent.
     """
     _check_keys("spec", spec, _SPEC_KEYS)
     values: dict[str, int] = {}
@@ -179,14 +243,29 @@ def spec_from_mapping(
         shuffle_block=int(block or 0),
         shuffle_window=int(window or 0),
     )
-    select = _selection(spec.get("select", {}))
+    select = _selection(spec.get("select", {}), Path(base or "."))
     if select is not None:
         msg.select.CopyFrom(select)
+    for name, table in (("mode", _MODES), ("order", _ORDERS)):
+        value = spec.get(name)
+        if value is not None:
+            if value not in table:
+                raise ValueError(f"spec.{name}: {value!r} is not one of {', '.join(table)}")
+            setattr(msg, name, table[value])
     return msg
 
 
+def is_eval(spec: loader_pb2.StreamSpec) -> bool:
+    """Whether the spec asks for an evaluation pass."""
+    return spec.mode == loader_pb2.MODE_EVAL
+
+
 def spec_from_toml(
-    text: str, seed: int | None = None, global_batch: int | None = None, source: str = "<toml>"
+    text: str,
+    seed: int | None = None,
+    global_batch: int | None = None,
+    source: str = "<toml>",
+    base: str | os.PathLike | None = None,
 ) -> loader_pb2.StreamSpec:
     """A ``StreamSpec`` from TOML text: a curriculum file (``[[curriculum]]``,
     ``[category_weights]``, ``[shuffle]``, ``[select]``) with the seed and global batch passed as
@@ -196,7 +275,7 @@ def spec_from_toml(
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{source}: {e}") from e
     try:
-        return spec_from_mapping(table, seed=seed, global_batch=global_batch)
+        return spec_from_mapping(table, seed=seed, global_batch=global_batch, base=base)
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from e
 
@@ -219,7 +298,7 @@ def load_spec(
             text = path.read_text(encoding="utf-8")
         except OSError as e:
             raise ValueError(f"cannot read the curriculum file {path}: {e.strerror or e}") from e
-        return spec_from_toml(text, seed=seed, global_batch=global_batch, source=str(path))
+        return spec_from_toml(text, seed=seed, global_batch=global_batch, source=str(path), base=path.parent)
     if isinstance(spec, Mapping):
         return spec_from_mapping(spec, seed=seed, global_batch=global_batch)
     raise TypeError(f"spec: expected a dict, a StreamSpec or a TOML file path, got {type(spec).__name__}")
@@ -281,11 +360,17 @@ def output_message(
     height: int | None = None,
     encoded: bool = False,
     buckets: Sequence[tuple[int, int]] | None = None,
+    fit: str | None = None,
 ) -> loader_pb2.OutputSpec:
     """An ``OutputSpec``: ``size`` is the width (and the height unless ``height`` is
     given); ``encoded`` asks for the stored image bytes instead of pixels; ``buckets``
-    is a list of (width, height) aspect-ratio buckets, one drawn per global step."""
+    is a list of (width, height) aspect-ratio buckets, one drawn per global step;
+    ``fit`` is how a whole image meets the output without a random crop:
+    ``"stretch"``, ``"center_crop"`` (the evaluation default) or ``"letterbox"``."""
+    if fit not in _FITS:
+        raise ValueError(f"fit: {fit!r} is not one of {', '.join(f for f in _FITS if f)}")
     return loader_pb2.OutputSpec(
+        fit=_FITS[fit],
         width=int(size),
         height=int(height or 0),
         format=loader_pb2.OUTPUT_FORMAT_ENCODED if encoded else loader_pb2.OUTPUT_FORMAT_UINT8_HWC,

@@ -51,7 +51,8 @@ from torch.utils.data import IterableDataset
 from torch.utils.data._utils.collate import default_collate_fn_map
 
 from .batch import Batch
-from .client import Client, Feed
+from .client import Client
+from .feed import Feed
 from .spec import SpecLike
 
 
@@ -101,7 +102,8 @@ class EditFeedDataset(IterableDataset):
             and ``global_batch``), as for ``editfeed.Client.stream``.
         rank, world_size: default ``$RANK`` / ``$WORLD_SIZE`` (0 / 1).
         cursor: where to start (or use ``load_state_dict``).
-        size, height, encoded, augment, buckets: the output, as for ``Client.stream``.
+        size, height, encoded, augment, buckets, fit: the output, as for
+            ``Client.stream``.
         max_batches: batches per iteration (0 = until the curriculum ends).
         with_digest: add each batch's ``digest`` (sha256 over all its bytes; costs
             time at large sizes).
@@ -134,6 +136,7 @@ class EditFeedDataset(IterableDataset):
         encoded: bool = False,
         augment: Mapping[str, Any] | Any | None = None,
         buckets: Sequence[tuple[int, int]] | None = None,
+        fit: str | None = None,
         max_batches: int = 0,
         with_digest: bool = False,
         client_options: Mapping[str, Any] | None = None,
@@ -153,6 +156,7 @@ class EditFeedDataset(IterableDataset):
             encoded=encoded,
             augment=augment,
             buckets=buckets,
+            fit=fit,
             max_batches=max_batches,
             client_options=client_options,
         )
