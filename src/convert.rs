@@ -1,7 +1,9 @@
 //! Conversions between the wire messages (`proto::v1`) and the library's own types, in
 //! both directions, so the server and the command-line client agree on one mapping.
 
-use crate::plan::{EvalOrder, Mode, Phase, Selection, ShuffleSpec, SpecError, StreamSpec};
+use crate::plan::{
+    EvalOrder, Mode, MultiTurnView, Phase, Selection, ShuffleSpec, SpecError, StreamSpec,
+};
 use crate::proto::v1 as pb;
 
 /// A wire stream spec as the planner's spec; an enum value this build does not know is
@@ -24,6 +26,16 @@ pub fn spec_from_wire(w: &pb::StreamSpec) -> Result<StreamSpec, SpecError> {
             return Err(SpecError::UnknownEnum {
                 field: "spec.order",
                 value: w.order,
+            })
+        }
+    };
+    let multi_turn = match pb::MultiTurnView::try_from(w.multi_turn) {
+        Ok(pb::MultiTurnView::Unspecified | pb::MultiTurnView::Chains) => MultiTurnView::Chains,
+        Ok(pb::MultiTurnView::Steps) => MultiTurnView::Steps,
+        Err(_) => {
+            return Err(SpecError::UnknownEnum {
+                field: "spec.multi_turn",
+                value: w.multi_turn,
             })
         }
     };
@@ -55,6 +67,7 @@ pub fn spec_from_wire(w: &pb::StreamSpec) -> Result<StreamSpec, SpecError> {
             .unwrap_or_default(),
         mode,
         order,
+        multi_turn,
     })
 }
 
@@ -126,6 +139,10 @@ pub fn spec_to_wire(s: &StreamSpec) -> pb::StreamSpec {
             EvalOrder::Canonical => pb::EvalOrder::Unspecified,
             EvalOrder::Seeded => pb::EvalOrder::Seeded,
         } as i32,
+        multi_turn: match s.multi_turn {
+            MultiTurnView::Chains => pb::MultiTurnView::Unspecified,
+            MultiTurnView::Steps => pb::MultiTurnView::Steps,
+        } as i32,
     }
 }
 
@@ -144,7 +161,7 @@ mod tests {
         .unwrap();
         assert_eq!(spec_from_wire(&spec_to_wire(&spec)).unwrap(), spec);
         let eval = StreamSpec::from_toml_str(
-            "seed = 3\nglobal_batch = 8\nmode = \"eval\"\norder = \"seeded\"\n\
+            "seed = 3\nglobal_batch = 8\nmode = \"eval\"\norder = \"seeded\"\nmulti_turn = \"steps\"\n\
              [select]\nsubsets = [\"sft\"]\n",
         )
         .unwrap();

@@ -114,6 +114,7 @@ fn floor(a: FloorArgs) -> anyhow::Result<()> {
                 ordinal,
                 epoch: k,
                 offset: ordinal,
+                turn: 0,
             };
             let images: Vec<&SampleImage> = select_images(sample, a.seed, &sref);
             let rng = SampleRng {

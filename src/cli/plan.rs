@@ -39,7 +39,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
         Some(path) => CurriculumFile::read(path)?.into_spec(args.seed, args.global_batch)?,
         None => StreamSpec::new(args.seed, args.global_batch),
     };
-    let plan = Plan::new(&ds.selected_plan_input(&spec.select)?, &spec)?;
+    let plan = Plan::new(&ds.stream_plan_input(&spec)?, &spec)?;
     let end = match plan.end_step() {
         Some(e) => e.min(args.from.saturating_add(args.steps)),
         None => args.from.saturating_add(args.steps),

@@ -11,6 +11,7 @@ pub mod sample;
 pub mod select;
 pub mod skip_summary;
 pub mod splits;
+pub mod steps;
 pub mod subset;
 pub mod synth;
 pub mod transcode;

@@ -41,6 +41,9 @@ pub enum SelectError {
     /// The shard indexes, which hold the keys, could not be read.
     #[error("select.keys: reading the keys of the dataset: {0}")]
     Keys(String),
+    /// The steps view needs turn counts the manifest does not record.
+    #[error("multi_turn = \"steps\": the dataset does not record the turn counts of its chains (written by an older editfeed); reshard it to record them")]
+    StepsNotRecorded,
     /// A filter needs an attribute the manifest does not record for this subset.
     #[error("select.{field}: the dataset does not record {what} for its {subset} samples (written by an older editfeed); reshard it to record them")]
     NotRecorded {
@@ -326,6 +329,7 @@ pub fn select(
                 categories: ps.categories.as_ref().map(|_| Vec::new().into()),
                 selected: Some(Selected {
                     ordinals: Arc::from(Vec::new()),
+                    turns: None,
                     emptied_by: Some(format!("select.subsets = {:?} leaves it out", sel.subsets)),
                 }),
             });
@@ -409,6 +413,7 @@ pub fn select(
             categories,
             selected: Some(Selected {
                 ordinals: Arc::from(kept),
+                turns: None,
                 emptied_by,
             }),
         });
@@ -419,7 +424,40 @@ pub fn select(
     })
 }
 
+/// `base` (the dataset's [`plan_input`](super::reader::Dataset::plan_input)) as a
+/// stream of `spec` sees it: narrowed by its selection, multi-turn chains in its view;
+/// `None` when that is `base` itself.
+pub fn for_stream(
+    ds: &Dataset,
+    base: &PlanDataset,
+    spec: &crate::plan::StreamSpec,
+) -> Result<Option<PlanDataset>, SelectError> {
+    let steps = spec.multi_turn == crate::plan::MultiTurnView::Steps;
+    if spec.select.is_all() && !steps {
+        return Ok(None);
+    }
+    let mut input = if spec.select.is_all() {
+        base.clone()
+    } else {
+        select(ds, base, &spec.select)?
+    };
+    if steps {
+        input = super::steps::steps_view(ds.manifest(), input)?;
+    }
+    Ok(Some(input))
+}
+
 impl super::reader::Dataset {
+    /// The planner's input of a stream: [`plan_input`](Self::plan_input) narrowed by
+    /// the spec's selection, with multi-turn chains in the spec's view.
+    pub fn stream_plan_input(
+        &self,
+        spec: &crate::plan::StreamSpec,
+    ) -> Result<PlanDataset, SelectError> {
+        let base = self.plan_input();
+        Ok(for_stream(self, &base, spec)?.unwrap_or(base))
+    }
+
     /// [`plan_input`](super::reader::Dataset::plan_input) narrowed by `sel`.
     pub fn selected_plan_input(&self, sel: &Selection) -> Result<PlanDataset, SelectError> {
         let base = self.plan_input();

@@ -10,6 +10,10 @@
 //!   one shape and rank slices concatenate) and `turn_counts` int32 `[B]`; each
 //!   sample's `turn_texts` are padded with empty strings to T.
 //!
+//! In the multi-turn steps view (`multi_turn_steps`), multi-turn batches have the
+//! single-turn layout: `source` (image t-1) and `target` (image t), and each sample's
+//! `chain_turn` is t.
+//!
 //! An evaluation batch has `padding` zero rows after its samples (the end of a pass:
 //! zero images, empty encoded slots, turn count 0, metadata with an empty key) and a
 //! uint8 `valid` tensor `[B]`, 1 for a sample and 0 for padding.
@@ -55,6 +59,8 @@ pub struct BatchHeader {
     pub padding: usize,
     /// Whether the batch carries a `valid` mask (evaluation streams).
     pub valid_mask: bool,
+    /// Multi-turn batches hold one step per sample, laid out as single-turn ones.
+    pub multi_turn_steps: bool,
 }
 
 /// Builds the batch message; its uint8 tensors go into `files` where they can.
@@ -76,36 +82,37 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>, files: Option<&Stre
         u8_tensor(name, shape, len, files.as_mut(), fill)
     };
     let mut tensors = Vec::new();
+    // Multi-turn chains, each with its turn count and padded turns (not in the steps
+    // view, whose samples are single steps).
+    let chains = header.subset == Subset::MultiTurn && !header.multi_turn_steps;
     match header.kind {
-        OutputKind::Pixels => match header.subset {
-            Subset::Sft | Subset::Preference => {
-                let names: &[&str] = if header.subset == Subset::Sft {
-                    &["source", "target"]
-                } else {
-                    &["source", "chosen", "rejected"]
-                };
-                for (slot, name) in names.iter().enumerate() {
-                    tensors.push(bytes(name, &[b, h, w, 3], img * rows, &|out| {
-                        for s in &samples {
-                            out.put(&s.pixels[slot * img..(slot + 1) * img]);
-                        }
-                        out.zeros_to(img * rows);
-                    }));
-                }
-            }
-            Subset::MultiTurn => {
-                let shape = [b, max_slots as u64, h, w, 3];
-                let len = img * max_slots * rows;
-                tensors.push(bytes("images", &shape, len, &|out| {
-                    for (i, s) in samples.iter().enumerate() {
-                        out.put(&s.pixels);
-                        // Zero padding after a chain shorter than the longest.
-                        out.zeros_to((i + 1) * max_slots * img);
+        OutputKind::Pixels if !chains => {
+            let names: &[&str] = if header.subset == Subset::Preference {
+                &["source", "chosen", "rejected"]
+            } else {
+                &["source", "target"]
+            };
+            for (slot, name) in names.iter().enumerate() {
+                tensors.push(bytes(name, &[b, h, w, 3], img * rows, &|out| {
+                    for s in &samples {
+                        out.put(&s.pixels[slot * img..(slot + 1) * img]);
                     }
-                    out.zeros_to(len);
+                    out.zeros_to(img * rows);
                 }));
             }
-        },
+        }
+        OutputKind::Pixels => {
+            let shape = [b, max_slots as u64, h, w, 3];
+            let len = img * max_slots * rows;
+            tensors.push(bytes("images", &shape, len, &|out| {
+                for (i, s) in samples.iter().enumerate() {
+                    out.put(&s.pixels);
+                    // Zero padding after a chain shorter than the longest.
+                    out.zeros_to((i + 1) * max_slots * img);
+                }
+                out.zeros_to(len);
+            }));
+        }
         OutputKind::Encoded => {
             let mut offsets = Vec::with_capacity(rows * (max_slots + 1));
             let mut end = 0;
@@ -130,7 +137,7 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>, files: Option<&Stre
             ));
         }
     }
-    if header.subset == Subset::MultiTurn {
+    if chains {
         let mut counts: Vec<i32> = samples.iter().map(|s| s.slots as i32 - 1).collect();
         counts.resize(rows, 0);
         tensors.push(tensor_i32("turn_counts", &[b], &counts));
@@ -142,7 +149,7 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>, files: Option<&Stre
     }
     let padding = (0..header.padding).map(|_| SampleMeta {
         subset: header.subset.name().to_string(),
-        turn_texts: vec![String::new(); turns * (header.subset == Subset::MultiTurn) as usize],
+        turn_texts: vec![String::new(); turns * chains as usize],
         ..SampleMeta::default()
     });
     let metas = samples
@@ -150,7 +157,7 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>, files: Option<&Stre
         .map(|s| {
             BufferPool::samples().give(s.pixels);
             let mut turn_texts = s.texts.turns;
-            if header.subset == Subset::MultiTurn {
+            if chains {
                 turn_texts.resize(turns, String::new());
             }
             SampleMeta {
@@ -160,8 +167,8 @@ pub fn collate(header: &BatchHeader, samples: Vec<Prepared>, files: Option<&Stre
                 category: s.category,
                 text: s.texts.text,
                 summarized_text: s.texts.summarized_text.unwrap_or_default(),
-                turns: (s.slots.saturating_sub(1)) as u32
-                    * (header.subset == Subset::MultiTurn) as u32,
+                turns: s.chain_turns,
+                chain_turn: s.turn,
                 turn_texts,
                 flipped: s.flipped,
                 ordinal: s.ordinal,

@@ -47,6 +47,8 @@ pub struct PrepareCtx {
     pub kind: OutputKind,
     /// Samples of this stream fetched ahead in plan order (object stores only).
     pub read_ahead: Option<std::sync::Arc<ReadAhead>>,
+    /// Multi-turn chains are served one turn per sample ([`crate::plan::view`]).
+    pub multi_turn_steps: bool,
 }
 
 impl PrepareCtx {
@@ -101,6 +103,7 @@ impl PrepareCtx {
         match subset {
             Subset::Sft => 2,
             Subset::Preference => 3,
+            Subset::MultiTurn if self.multi_turn_steps => 2,
             Subset::MultiTurn => {
                 let turns = self
                     .dataset
@@ -137,6 +140,10 @@ pub struct Prepared {
     pub texts: Texts,
     /// Whether the images were flipped.
     pub flipped: bool,
+    /// Multi-turn steps view: the chain's turn this sample is (1-based), else 0.
+    pub turn: u32,
+    /// Multi-turn: the chain's number of turns (also in the steps view), else 0.
+    pub chain_turns: u32,
     /// Images in slot order (source first).
     pub slots: usize,
     /// Pixels: `slots * h * w * 3` bytes. Encoded: empty.
@@ -262,12 +269,36 @@ fn prepare_one(
     let sample = ctx.read_sample(sref.subset, sref.ordinal)?;
     timing::record(Stage::Read, started);
     let read_seconds = started.elapsed().as_secs_f64();
-    let images = select_images(&sample, ctx.seed, sref);
-    let texts = Texts {
+    let mut images = select_images(&sample, ctx.seed, sref);
+    let chain_turns = match sample.subset() {
+        Subset::MultiTurn => images.len().saturating_sub(1) as u32,
+        _ => 0,
+    };
+    let mut texts = Texts {
         text: sample.meta.text.clone(),
         summarized_text: sample.meta.summarized_text.clone(),
         turns: sample.meta.turns.clone(),
     };
+    // The steps view: images t-1 and t, instruction t (a replacement chain shorter
+    // than the planned turn gives its last turn).
+    let turn = (sref.turn as usize).min(images.len().saturating_sub(1)) as u32;
+    if sref.turn > 0 && turn == 0 {
+        // A replacement chain without turns has no step to give.
+        return Err(PrepareError::Image {
+            shard: String::new(),
+            key: sample.key.clone(),
+            source: augment::AugmentError::NoImages,
+        });
+    }
+    if sref.turn > 0 {
+        let t = turn as usize;
+        images = images[t - 1..=t].to_vec();
+        texts = Texts {
+            text: sample.meta.turns.get(t - 1).cloned().unwrap_or_default(),
+            summarized_text: None,
+            turns: Vec::new(),
+        };
+    }
     let mut prepared = Prepared {
         key: sample.key.clone(),
         ordinal: sref.ordinal,
@@ -281,6 +312,8 @@ fn prepare_one(
             .unwrap_or_default(),
         texts: texts.clone(),
         flipped: false,
+        turn,
+        chain_turns,
         slots: images.len(),
         pixels: Vec::new(),
         encoded: Vec::new(),
@@ -299,7 +332,12 @@ fn prepare_one(
                 seed: ctx.seed,
                 subset: sref.subset,
                 epoch: sref.epoch,
-                ordinal: sref.ordinal,
+                // Each step of a chain draws its own crop and flip.
+                ordinal: if sref.turn > 0 {
+                    sref.ordinal << 8 | sref.turn as u64
+                } else {
+                    sref.ordinal
+                },
             };
             let out = augment::process(
                 &images,

@@ -355,6 +355,7 @@ async fn submit_batch(
             slots: params.ctx.slots(plan.subset),
             padding: plan.padding as usize,
             valid_mask: params.plan.is_eval(),
+            multi_turn_steps: params.ctx.multi_turn_steps,
         },
         slots: Mutex::new((0..n).map(|_| None).collect()),
         remaining: AtomicUsize::new(n.max(1)),

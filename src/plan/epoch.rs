@@ -289,6 +289,7 @@ impl EpochSource {
                     ordinal: ordinal as u64,
                     epoch,
                     offset: offset + i as u64,
+                    turn: 0,
                 });
             }
             pos += take;

@@ -88,6 +88,7 @@ mod render;
 mod schedule;
 pub mod select;
 pub mod spec;
+pub mod view;
 
 use std::sync::Arc;
 
@@ -100,6 +101,7 @@ pub use render::render_plan;
 pub use schedule::MAX_RAMP_SEGMENTS;
 pub use select::{Selection, SelectionError};
 pub use spec::{CurriculumFile, Phase, ShuffleSpec, SpecError, StreamSpec};
+pub use view::MultiTurnView;
 
 use epoch::EpochSource;
 use schedule::Schedule;
@@ -199,6 +201,9 @@ pub struct PlanSubset {
 pub struct Selected {
     /// The canonical ordinals kept, ascending (`len` of them).
     pub ordinals: Arc<[u64]>,
+    /// In the multi-turn steps view, the turn of each kept entry (`len` of them, each
+    /// chain's ordinal repeated once per turn in `ordinals`); `None` otherwise.
+    pub turns: Option<Arc<[u8]>>,
     /// When none is kept: which filter removed the last ones, and how many it saw.
     pub emptied_by: Option<String>,
 }
@@ -227,6 +232,9 @@ pub struct SampleRef {
     /// category weights repeat a sample inside an epoch, so augmentation keys its random
     /// choices on it to give each copy its own crop and flip.
     pub offset: u64,
+    /// In the multi-turn steps view, the turn of the chain this sample is (1-based);
+    /// 0 for a whole sample.
+    pub turn: u8,
 }
 
 /// The samples of one step, for the whole step (rank 0 of world size 1) or one rank.
@@ -278,6 +286,8 @@ pub struct Plan {
     /// By subset id: the canonical ordinals a selection kept, which the epochs' draws
     /// index; `None` when the whole subset is drawn from.
     ordinals: [Option<Arc<[u64]>>; 3],
+    /// By subset id: the turn of each drawn entry in the multi-turn steps view.
+    turns: [Option<Arc<[u8]>>; 3],
     /// An evaluation pass: samples per subset (by id), past which a step is padding.
     pass: Option<[u64; 3]>,
 }
@@ -301,6 +311,10 @@ impl Plan {
         let ordinals = present.map(|s| {
             s.and_then(|s| s.selected.as_ref())
                 .map(|sel| sel.ordinals.clone())
+        });
+        let turns = present.map(|s| {
+            s.and_then(|s| s.selected.as_ref())
+                .and_then(|sel| sel.turns.clone())
         });
         let present = present.map(|s| s.filter(|s| s.len > 0));
         let sizes = present.map(|s| s.map_or(0, |s| s.len));
@@ -334,6 +348,7 @@ impl Plan {
             schedule: Schedule::new(&phases, spec.seed),
             sources,
             ordinals,
+            turns,
             pass: eval.then_some(sizes),
         })
     }
@@ -420,7 +435,13 @@ impl Plan {
     /// Maps the draws of a selected subset, which index its kept samples, to
     /// canonical ordinals.
     fn to_canonical(&self, subset: Subset, samples: &mut [SampleRef]) {
-        if let Some(ordinals) = &self.ordinals[subset.id() as usize] {
+        let id = subset.id() as usize;
+        if let Some(turns) = &self.turns[id] {
+            for s in samples.iter_mut() {
+                s.turn = turns[s.ordinal as usize];
+            }
+        }
+        if let Some(ordinals) = &self.ordinals[id] {
             for s in samples {
                 s.ordinal = ordinals[s.ordinal as usize];
             }

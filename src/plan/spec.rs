@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::eval::{check_mode, eval_phases, EvalOrder, Mode};
 use super::select::{Selection, SelectionError};
+use super::view::MultiTurnView;
 use crate::dataset::{Category, Subset};
 
 /// How many hex characters of the sha256 digest a fingerprint keeps (64 bits).
@@ -218,6 +219,10 @@ pub struct StreamSpec {
     /// The order of an evaluation pass: `canonical` (the default) or `seeded`.
     #[serde(default, skip_serializing_if = "EvalOrder::is_canonical")]
     pub order: EvalOrder,
+    /// Multi-turn chains whole (`chains`, the default) or one sample per turn
+    /// (`steps`; see [`crate::plan::view`]).
+    #[serde(default, skip_serializing_if = "MultiTurnView::is_chains")]
+    pub multi_turn: MultiTurnView,
 }
 
 /// One curriculum phase: a range of global steps with its subset mixing weights.
@@ -285,6 +290,9 @@ pub struct CurriculumFile {
     /// See [`StreamSpec::order`].
     #[serde(default)]
     pub order: EvalOrder,
+    /// See [`StreamSpec::multi_turn`].
+    #[serde(default)]
+    pub multi_turn: MultiTurnView,
 }
 
 /// A phase after checking against the dataset: mixing probabilities by subset id.
@@ -366,6 +374,7 @@ impl CurriculumFile {
             select: self.select,
             mode: self.mode,
             order: self.order,
+            multi_turn: self.multi_turn,
         };
         spec.validate()?;
         Ok(spec)
@@ -437,6 +446,7 @@ impl StreamSpec {
             select: Selection::default(),
             mode: Mode::Train,
             order: EvalOrder::Canonical,
+            multi_turn: MultiTurnView::Chains,
         }
     }
 
@@ -654,6 +664,7 @@ impl StreamSpec {
         }
         out.push_str(&self.select.canonical());
         out.push_str(&super::eval::canonical(self));
+        out.push_str(self.multi_turn.canonical());
         out
     }
 }

@@ -266,14 +266,9 @@ pub fn validate(
         augment_from_wire(req.augment.as_ref(), config)?
     };
     augment.fit = fit_from_wire(output.fit, eval, augment.crop)?;
-    let selected;
-    let input = if spec.select.is_all() {
-        &dataset.plan_input
-    } else {
-        selected =
-            crate::dataset::select::select(&dataset.dataset, &dataset.plan_input, &spec.select)?;
-        &selected
-    };
+    let narrowed =
+        crate::dataset::select::for_stream(&dataset.dataset, &dataset.plan_input, &spec)?;
+    let input = narrowed.as_ref().unwrap_or(&dataset.plan_input);
     let plan = Plan::new(input, &spec)?
         .with_fingerprint_extra(&output_fingerprint(&augment, size, &buckets, kind));
     // A world-size or rank problem surfaces now, not mid-stream.
@@ -300,6 +295,7 @@ pub fn validate(
         augment,
         kind,
         read_ahead: None,
+        multi_turn_steps: spec.multi_turn == crate::plan::MultiTurnView::Steps,
     };
     let largest_batch =
         check_batch_bytes(&plan, &ctx, start_step, end_step, per_rank, largest, config)?;

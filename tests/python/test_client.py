@@ -424,3 +424,25 @@ def test_keys_files_and_fetch_eval_select_the_same_pass(daemon, tmp_path):
     with pytest.raises(EditFeedError) as e:
         next(client.stream(DATASET, str(toml), seed=5, global_batch=4, size=32))
     assert e.value.code == "INVALID_ARGUMENT" and '"sft/no-such-key" is not a sample' in e.value.message
+
+
+def test_the_multi_turn_steps_view_serves_one_sample_per_turn(daemon):
+    """``multi_turn: "steps"``: every turn of every chain once in an eval pass, as a
+    single-step sample whose instruction is that turn's."""
+    client = Client(daemon.endpoint)
+    spec = {**EVAL, "select": {"subsets": ["multi_turn"]}}
+    chains = list(client.stream(DATASET, spec, size=32))
+    steps = list(client.stream(DATASET, {**spec, "multi_turn": "steps"}, size=32))
+    instructions = {
+        key: texts[:n] for b in chains for key, texts, n, ok in zip(b.keys, b.turn_texts, b.turns, b.valid) if ok
+    }
+    got: dict[str, list[str]] = {}
+    for b in steps:
+        assert set(b.tensors) == {"source", "target", "valid"} and b["source"].shape[1:] == (32, 32, 3)
+        for key, turn, text, ok in zip(b.keys, b.chain_turns, b.texts, b.valid):
+            if ok:
+                assert turn == len(got.setdefault(key, [])) + 1
+                got[key].append(text)
+    assert got == instructions
+    with pytest.raises(ValueError, match="spec.multi_turn"):
+        client.stream(DATASET, {**spec, "multi_turn": "turns"})

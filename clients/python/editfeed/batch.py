@@ -4,7 +4,8 @@ Tensors per subset (B = global batch / world size, uint8 HWC pixels):
 
 - ``sft``: ``source``, ``target`` ``[B, H, W, 3]``;
 - ``preference``: ``source``, ``chosen``, ``rejected`` ``[B, H, W, 3]``;
-- ``multi_turn``: ``images`` ``[B, T+1, H, W, 3]`` and ``turn_counts`` int32 ``[B]``;
+- ``multi_turn``: ``images`` ``[B, T+1, H, W, 3]`` and ``turn_counts`` int32 ``[B]``
+  (in the steps view, ``source`` and ``target`` as for ``sft``);
 - evaluation streams add ``valid`` uint8 ``[B]``: 0 for the padding rows of a pass's
   last batch (zero images, empty keys), 1 for samples (``Batch.valid``);
 - encoded output: ``encoded`` uint8 ``[N]`` and ``encoded_offsets`` int64 ``[B, S+1]``
@@ -48,6 +49,7 @@ METADATA_FIELDS = (
     "ordinals",
     "epochs",
     "replaced_keys",
+    "chain_turns",
 )
 """The per-sample metadata lists of a batch, in the order of ``Batch`` attributes."""
 
@@ -101,6 +103,8 @@ class Batch:
         flipped: whether each sample was mirrored.
         ordinals, epochs: each sample's canonical position in its subset, and its epoch.
         replaced_keys: the planned sample each one replaced ("" if none).
+        chain_turns: in the multi-turn steps view, the turn of its chain each sample is
+            (1-based; ``turns`` is then the chain's length); 0 otherwise.
         endpoint: the daemon that sent it.
         message: the message the arrays are views of: a ``wire.WireBatch`` for batches
             from a stream (``message.to_message()`` gives the protobuf ``Batch``), or
@@ -126,6 +130,7 @@ class Batch:
     ordinals: list[int]
     epochs: list[int]
     replaced_keys: list[str]
+    chain_turns: list[int]
     endpoint: str = ""
     message: Any = field(default=None, repr=False)
     _digest: str | None = field(default=None, repr=False)
@@ -155,6 +160,7 @@ class Batch:
             ordinals=[s.ordinal for s in samples],
             epochs=[s.epoch for s in samples],
             replaced_keys=[s.replaced_key for s in samples],
+            chain_turns=[s.chain_turn for s in samples],
             endpoint=endpoint,
             message=message,
         )

@@ -19,7 +19,10 @@ A spec dict mirrors the proto ``StreamSpec`` and the daemon's TOML format::
 ``mode`` is ``"train"`` (the default) or ``"eval"``: one pass over the selection, each
 sample once across the ranks, subset by subset, without augmentation, the last batch of
 each subset padded and masked by the ``valid`` tensor; ``order`` is ``"canonical"``
-(the default) or ``"seeded"`` for an evaluation pass.
+(the default) or ``"seeded"`` for an evaluation pass. ``multi_turn`` is ``"chains"``
+(the default) or ``"steps"``: each turn t of a chain becomes one sample (image t-1,
+instruction t, image t) in batches laid out as single-turn ones (``source``,
+``target``), ``Batch.chain_turns`` giving t.
 
 ``select`` narrows every subset to the samples that pass its filters (``subsets``, ``split``,
 ``edit_types``, ``exclude_edit_types``, ``categories``, ``exclude_categories``,
@@ -64,6 +67,7 @@ _SPEC_KEYS = {
     "select",
     "mode",
     "order",
+    "multi_turn",
 }
 _SELECT_LISTS = (
     "subsets",
@@ -94,6 +98,7 @@ _AUGMENT_KEYS = {
 _JITTER_KEYS = {"brightness", "contrast", "saturation"}
 _MODES = {"train": loader_pb2.MODE_UNSPECIFIED, "eval": loader_pb2.MODE_EVAL}
 _ORDERS = {"canonical": loader_pb2.EVAL_ORDER_UNSPECIFIED, "seeded": loader_pb2.EVAL_ORDER_SEEDED}
+_VIEWS = {"chains": loader_pb2.MULTI_TURN_VIEW_UNSPECIFIED, "steps": loader_pb2.MULTI_TURN_VIEW_STEPS}
 _FITS = {
     None: loader_pb2.FIT_UNSPECIFIED,
     "stretch": loader_pb2.FIT_STRETCH,
@@ -246,7 +251,7 @@ def spec_from_mapping(
     select = _selection(spec.get("select", {}), Path(base or "."))
     if select is not None:
         msg.select.CopyFrom(select)
-    for name, table in (("mode", _MODES), ("order", _ORDERS)):
+    for name, table in (("mode", _MODES), ("order", _ORDERS), ("multi_turn", _VIEWS)):
         value = spec.get(name)
         if value is not None:
             if value not in table:
