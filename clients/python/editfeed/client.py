@@ -417,6 +417,18 @@ class BatchStream(Iterator[Batch]):
         self._resumed = False
         self._probe: str | None = None
         self._shm_files: set[str] = set()
+        self._pid = os.getpid()
+
+    def _inherited(self) -> bool:
+        """True in a process forked from the one that opened the stream (a DataLoader
+        worker that inherited a half-read iterator): its gRPC call and probe file
+        belong to the parent, and touching the call aborts the child, so they are
+        dropped without being cancelled."""
+        if getattr(self, "_pid", None) == os.getpid():
+            return False
+        self._call = None
+        self._probe = None
+        return True
 
     def __iter__(self) -> BatchStream:
         return self
@@ -428,6 +440,8 @@ class BatchStream(Iterator[Batch]):
         self.close()
 
     def __del__(self) -> None:
+        if self._inherited():
+            return
         if getattr(self, "_probe", None) is not None:
             self._drop_probe()
         call = getattr(self, "_call", None)
@@ -440,6 +454,9 @@ class BatchStream(Iterator[Batch]):
     def close(self) -> None:
         """Stops the stream; the daemon drops its queued work for it."""
         self._done = True
+        if self._inherited():
+            self._shm_files.clear()
+            return
         self._drop_probe()
         self._forget_files()
         if self._call is not None:
