@@ -447,36 +447,3 @@ def test_the_multi_turn_steps_view_serves_one_sample_per_turn(daemon):
     with pytest.raises(ValueError, match="spec.multi_turn"):
         client.stream(DATASET, {**spec, "multi_turn": "turns"})
 
-
-def test_a_forked_child_drops_an_inherited_stream_without_touching_it(daemon):
-    """A DataLoader worker forked while the parent holds a half-read stream inherits
-    it; closing or collecting it there must not cancel the parent's gRPC call (which
-    aborts the child) nor end the parent's stream."""
-    import gc
-    import os
-
-    stream = Client(daemon.endpoint).stream(DATASET, {"seed": 1, "global_batch": 4}, size=32, max_batches=4)
-    first = next(stream)
-    pid = os.fork()
-    if pid == 0:  # the child: drop the inherited stream, then leave at once
-        code = 0
-        try:
-            # As a worker does: its own connection streaming, while another thread
-            # drops the inherited stream.
-            own = Client(daemon.endpoint).stream(DATASET, {"seed": 2, "global_batch": 4}, size=32, max_batches=3)
-            next(own)
-            import threading
-
-            closer = threading.Thread(target=stream.close)
-            closer.start()
-            closer.join()
-            del stream
-            gc.collect()
-            assert len(list(own)) == 2
-        except BaseException:  # noqa: BLE001 - any failure is the child's exit code
-            code = 1
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"the child ended with status {status}"
-    rest = list(stream)
-    assert [b.step for b in [first, *rest]] == [0, 1, 2, 3]
