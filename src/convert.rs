@@ -6,39 +6,40 @@ use crate::plan::{
 };
 use crate::proto::v1 as pb;
 
+/// The library value of a wire enum field, or the error naming the field.
+fn known<T>(
+    field: &'static str,
+    value: i32,
+    map: impl FnOnce(i32) -> Option<T>,
+) -> Result<T, SpecError> {
+    map(value).ok_or(SpecError::UnknownEnum { field, value })
+}
+
 /// A wire stream spec as the planner's spec; an enum value this build does not know is
 /// refused by field.
 pub fn spec_from_wire(w: &pb::StreamSpec) -> Result<StreamSpec, SpecError> {
-    let mode = match pb::Mode::try_from(w.mode) {
-        Ok(pb::Mode::Unspecified | pb::Mode::Train) => Mode::Train,
-        Ok(pb::Mode::Eval) => Mode::Eval,
-        Err(_) => {
-            return Err(SpecError::UnknownEnum {
-                field: "spec.mode",
-                value: w.mode,
-            })
+    let mode = known("spec.mode", w.mode, |v| {
+        match pb::Mode::try_from(v).ok()? {
+            pb::Mode::Unspecified | pb::Mode::Train => Some(Mode::Train),
+            pb::Mode::Eval => Some(Mode::Eval),
         }
-    };
-    let order = match pb::EvalOrder::try_from(w.order) {
-        Ok(pb::EvalOrder::Unspecified | pb::EvalOrder::Canonical) => EvalOrder::Canonical,
-        Ok(pb::EvalOrder::Seeded) => EvalOrder::Seeded,
-        Err(_) => {
-            return Err(SpecError::UnknownEnum {
-                field: "spec.order",
-                value: w.order,
-            })
+    })?;
+    let order = known("spec.order", w.order, |v| {
+        match pb::EvalOrder::try_from(v).ok()? {
+            pb::EvalOrder::Unspecified | pb::EvalOrder::Canonical => Some(EvalOrder::Canonical),
+            pb::EvalOrder::Seeded => Some(EvalOrder::Seeded),
         }
-    };
-    let multi_turn = match pb::MultiTurnView::try_from(w.multi_turn) {
-        Ok(pb::MultiTurnView::Unspecified | pb::MultiTurnView::Chains) => MultiTurnView::Chains,
-        Ok(pb::MultiTurnView::Steps) => MultiTurnView::Steps,
-        Err(_) => {
-            return Err(SpecError::UnknownEnum {
-                field: "spec.multi_turn",
-                value: w.multi_turn,
-            })
-        }
-    };
+    })?;
+    let multi_turn = known(
+        "spec.multi_turn",
+        w.multi_turn,
+        |v| match pb::MultiTurnView::try_from(v).ok()? {
+            pb::MultiTurnView::Unspecified | pb::MultiTurnView::Chains => {
+                Some(MultiTurnView::Chains)
+            }
+            pb::MultiTurnView::Steps => Some(MultiTurnView::Steps),
+        },
+    )?;
     Ok(StreamSpec {
         seed: w.seed,
         global_batch: w.global_batch,
