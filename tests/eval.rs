@@ -349,3 +349,86 @@ async fn letterbox_and_centre_crop_fit_the_whole_image_deterministically() {
     assert_ne!(middle, [0, 0, 0], "the image is inside");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eval_pass_ends_at_a_broken_sample_instead_of_replacing_it() {
+    use editfeed::dataset::sample::Role;
+    use editfeed::dataset::writer::ShardTarget;
+    let dir = tempfile::tempdir().unwrap();
+    let mut samples: Vec<_> = all_samples(&small_synth(10, 7))
+        .into_iter()
+        .filter(|s| s.subset() == Subset::Sft)
+        .collect();
+    let broken = samples[2].key.clone();
+    let img = samples[2]
+        .images
+        .iter_mut()
+        .find(|i| i.role == Role::Edit)
+        .unwrap();
+    img.bytes = bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\nthis is not a png");
+    write_dataset(dir.path(), &samples, ShardTarget::Samples(4));
+    let server = TestServer::start(&[("d", dir.path())], 2, 2).await;
+    let mut req = request("d", 3, 2, 1, 0, 16, 0);
+    let mut spec = StreamSpec::new(3, 2);
+    spec.mode = Mode::Eval;
+    req.spec = Some(editfeed::convert::spec_to_wire(&spec));
+    let mut client = editfeed::client::connect(&server.endpoint).await.unwrap();
+    let mut stream = client.stream(req).await.unwrap().into_inner();
+    // Canonical order: the batch of samples 0 and 1 comes, then the stream ends.
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.samples.len(), 2);
+    let err = stream.message().await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DataLoss, "{err:?}");
+    assert!(
+        err.message()
+            .contains(&format!("sample {broken} (ordinal 2)"))
+            && err.message().contains("does not replace samples"),
+        "{err:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jitter_leaves_a_letterbox_padding_black() {
+    let (dir, ds) = split_dataset(30, 7);
+    let server = TestServer::start(&[("d", dir.path())], 2, 2).await;
+    let mut req = request("d", 0, 8, 1, 0, 32, 1);
+    let mut spec = StreamSpec::new(0, 8);
+    spec.select.subsets = vec!["sft".into()];
+    req.spec = Some(editfeed::convert::spec_to_wire(&spec));
+    req.output.as_mut().unwrap().fit = pb::Fit::Letterbox as i32;
+    req.augment = Some(pb::Augment {
+        crop: Some(false),
+        hflip: Some(1.0),
+        flip_policy: pb::FlipPolicy::Ignore as i32,
+        jitter: Some(pb::Jitter {
+            brightness: 0.5,
+            contrast: 0.5,
+            saturation: 0.5,
+        }),
+        ..Default::default()
+    });
+    let batch = fetch_all(&server.endpoint, req).await.unwrap().remove(0);
+    // Outside the rectangle each sample's source aspect gives, every pixel is zero,
+    // whatever contrast the sample drew.
+    let img = 32 * 32 * 3;
+    for (i, m) in batch.samples.iter().enumerate() {
+        let sample = ds.read_sample(Subset::Sft, m.ordinal).unwrap();
+        let src = &sample.images[0];
+        let header = editfeed::pipeline::decode::probe(src.format, &src.bytes).unwrap();
+        let (left, top, w, h) =
+            editfeed::pipeline::fit::letterbox_rect((header.width, header.height), (32, 32));
+        for name in ["source", "target"] {
+            let image = &tensor(&batch, name).data[i * img..(i + 1) * img];
+            for y in 0..32u32 {
+                for x in 0..32u32 {
+                    let inside = (left..left + w).contains(&x) && (top..top + h).contains(&y);
+                    let px = &image[((y * 32 + x) * 3) as usize..][..3];
+                    assert!(inside || px == [0, 0, 0], "{name} {i}: ({x}, {y})");
+                }
+            }
+        }
+    }
+    assert!(batch.samples.iter().all(|m| m.flipped));
+    server.stop().await;
+}

@@ -361,4 +361,29 @@ fn key_lists_keep_or_drop_exactly_the_samples_they_name() {
         e.contains("select.exclude_keys_file") && e.contains("line 4 repeats \"a\" of line 1"),
         "{e}"
     );
+    // A file with no entry would allow everything: refused.
+    std::fs::write(dir.path().join("none.txt"), "# nothing yet\n\n").unwrap();
+    let e = Selection {
+        keys_file: Some("none.txt".into()),
+        ..Default::default()
+    }
+    .with_key_files(dir.path())
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("none.txt: names no key"), "{e}");
+    // A key file left unread is refused, not ignored.
+    let e = StreamSpec::from_toml_str(
+        "seed = 1\nglobal_batch = 2\n[select]\nkeys_file = \"keep.txt\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("select.keys_file: keep.txt: not read"), "{e}");
+    // An entry naming a sample of a subset the selection leaves out is known.
+    let other = Selection {
+        subsets: vec!["sft".into()],
+        exclude_keys: vec![format!("multi_turn/{}", key(Subset::MultiTurn, 0))],
+        ..Default::default()
+    };
+    let input = ds.selected_plan_input(&other).unwrap();
+    assert_eq!(kept(&input, Subset::Sft).len() as u64, n);
 }

@@ -259,13 +259,13 @@ fn key_hits(
         vec![false; sel.keys.len()],
         vec![false; sel.exclude_keys.len()],
     ];
+    // Every subset is read, so that an entry naming a sample of a subset the selection
+    // leaves out is still known (one list may serve several selections).
     for subset in ds.subsets() {
-        if only.is_some_and(|o| !o.contains(&subset)) {
-            continue;
-        }
         let id = subset.id() as usize;
+        let kept = only.is_none_or(|o| o.contains(&subset));
         for (list, (_, keys)) in lists.iter().enumerate() {
-            if !keys.is_empty() {
+            if kept && !keys.is_empty() {
                 out[id][list] = Some(vec![false; ds.len(subset) as usize]);
             }
         }

@@ -609,20 +609,27 @@ pub fn process(
             role: img.role,
             message,
         };
+        // Flip and jitter apply to the image, never to a letterbox's padding.
+        let finish = |pixels: &mut [u8], width: u32| {
+            if flipped {
+                mirror_rows(pixels, width as usize);
+            }
+            if let Some(factors) = jitter {
+                apply_jitter(pixels, factors);
+            }
+        };
         match letterbox {
-            None => resize_crop(&decoded, crop, target, dst).map_err(resize_err)?,
+            None => {
+                resize_crop(&decoded, crop, target, dst).map_err(resize_err)?;
+                finish(dst, tw);
+            }
             Some(rect) => LETTERBOX.with_borrow_mut(|inner| {
                 inner.resize(rect.2 as usize * rect.3 as usize * 3, 0);
                 resize_crop(&decoded, crop, resized, inner).map_err(resize_err)?;
+                finish(inner, rect.2);
                 fit::place(inner, rect, tw, dst);
                 Ok::<(), AugmentError>(())
             })?,
-        }
-        if flipped {
-            mirror_rows(dst, tw as usize);
-        }
-        if let Some(factors) = jitter {
-            apply_jitter(dst, factors);
         }
     }
     Ok(Augmented {

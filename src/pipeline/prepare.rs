@@ -49,6 +49,10 @@ pub struct PrepareCtx {
     pub read_ahead: Option<std::sync::Arc<ReadAhead>>,
     /// Multi-turn chains are served one turn per sample ([`crate::plan::view`]).
     pub multi_turn_steps: bool,
+    /// Replace a sample that fails by the next one. Off in evaluation passes, where a
+    /// replacement could be a sample outside the selection, or one served twice: a
+    /// failed sample ends the stream instead.
+    pub replace_failed: bool,
 }
 
 impl PrepareCtx {
@@ -170,6 +174,14 @@ pub enum PrepareError {
         #[source]
         source: augment::AugmentError,
     },
+    /// A sample of an evaluation pass failed; passes do not replace samples.
+    #[error("subset {subset}, sample {key} (ordinal {ordinal}) failed, and an evaluation pass does not replace samples: {last}")]
+    NotReplaced {
+        subset: Subset,
+        ordinal: u64,
+        key: String,
+        last: String,
+    },
     /// The planned sample and every replacement failed.
     #[error(
         "subset {subset}: sample {ordinal} and the {after} after it all failed; last error: {last}"
@@ -217,7 +229,11 @@ pub fn prepare(
 ) -> Result<Prepared, PrepareError> {
     let len = ctx.dataset.len(sref.subset);
     let mut last = String::new();
-    let after = MAX_REPLACEMENTS.min(len.saturating_sub(1));
+    let after = if ctx.replace_failed {
+        MAX_REPLACEMENTS.min(len.saturating_sub(1))
+    } else {
+        0
+    };
     for k in 0..=after {
         let ordinal = (sref.ordinal + k) % len;
         let attempt = SampleRef { ordinal, ..*sref };
@@ -245,12 +261,26 @@ pub fn prepare(
                         return Err(PrepareError::Read(changed));
                     }
                 }
+                last = e.to_string();
+                if !ctx.replace_failed {
+                    break;
+                }
                 let key = ctx.dataset.key_of(sref.subset, ordinal).unwrap_or_default();
                 tracing::warn!(subset = %sref.subset, ordinal, key, error = %e, "sample skipped, using the next one");
                 crate::metrics::sample_replaced();
-                last = e.to_string();
             }
         }
+    }
+    if !ctx.replace_failed {
+        return Err(PrepareError::NotReplaced {
+            subset: sref.subset,
+            ordinal: sref.ordinal,
+            key: ctx
+                .dataset
+                .key_of(sref.subset, sref.ordinal)
+                .unwrap_or_default(),
+            last,
+        });
     }
     Err(PrepareError::Exhausted {
         subset: sref.subset,

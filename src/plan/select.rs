@@ -123,6 +123,18 @@ impl Selection {
     /// Checks the names and ranges; the split is checked against the dataset.
     pub fn validate(&self) -> Result<(), SelectionError> {
         self.subset_ids()?;
+        for (field, file) in [
+            ("keys_file", &self.keys_file),
+            ("exclude_keys_file", &self.exclude_keys_file),
+        ] {
+            if let Some(path) = file {
+                return Err(SelectionError::KeysFile {
+                    field,
+                    path: path.display().to_string(),
+                    why: "not read: load the spec file with CurriculumFile::read (as fetch and plan do), which reads it into the key list".into(),
+                });
+            }
+        }
         for (field, keys) in [("keys", &self.keys), ("exclude_keys", &self.exclude_keys)] {
             if let Some(index) = keys.iter().position(|k| k.trim().is_empty()) {
                 return Err(SelectionError::EmptyKey { field, index });
@@ -242,6 +254,10 @@ impl Selection {
                     )));
                 }
                 keys.push(entry.to_string());
+            }
+            if seen.is_empty() {
+                // An empty allow list would select everything.
+                return Err(err("names no key".into()));
             }
         }
         Ok(self)

@@ -296,6 +296,7 @@ pub fn validate(
         kind,
         read_ahead: None,
         multi_turn_steps: spec.multi_turn == crate::plan::MultiTurnView::Steps,
+        replace_failed: !eval,
     };
     let largest_batch =
         check_batch_bytes(&plan, &ctx, start_step, end_step, per_rank, largest, config)?;

@@ -81,7 +81,9 @@ impl From<StreamError> for Status {
     fn from(e: StreamError) -> Status {
         let msg = e.to_string();
         match e {
-            StreamError::Prepare(PrepareError::Exhausted { .. }) => Status::data_loss(msg),
+            StreamError::Prepare(
+                PrepareError::Exhausted { .. } | PrepareError::NotReplaced { .. },
+            ) => Status::data_loss(msg),
             // The object store is unreachable or refuses our credentials: another
             // daemon may do better, so the client should fail over.
             StreamError::Prepare(PrepareError::Read(crate::dataset::DatasetError::Store(s)))

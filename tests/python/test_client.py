@@ -447,3 +447,18 @@ def test_the_multi_turn_steps_view_serves_one_sample_per_turn(daemon):
     with pytest.raises(ValueError, match="spec.multi_turn"):
         client.stream(DATASET, {**spec, "multi_turn": "turns"})
 
+
+
+def test_an_eval_feed_starts_each_iteration_at_the_pass_start(daemon, tmp_path):
+    """An eval ``Feed``: every iteration is the pass again, with ``max_batches`` its
+    first batches; an empty keys file is refused rather than selecting everything."""
+    whole = [b.digest() for b in editfeed.Feed(daemon.endpoint, DATASET, EVAL, size=32)]
+    feed = editfeed.Feed(daemon.endpoint, DATASET, EVAL, size=32, max_batches=2)
+    first = [b.digest() for b in feed]
+    second = [b.digest() for b in feed]
+    assert first == second == whole[:2]
+    full = editfeed.Feed(daemon.endpoint, DATASET, EVAL, size=32)
+    assert [b.digest() for b in full] == whole and [b.digest() for b in full] == whole
+    (tmp_path / "none.txt").write_text("# no keys yet\n")
+    with pytest.raises(ValueError, match="none.txt: names no key"):
+        editfeed.Feed(daemon.endpoint, DATASET, {**EVAL, "select": {"keys_file": str(tmp_path / "none.txt")}})

@@ -178,8 +178,9 @@ class Feed:
     def _finish(self, next_step: int, worker: int, workers: int) -> None:
         """Ends the iteration: the next one starts after this iteration's steps (its
         max_batches end, or past the curriculum's end: every share's next step is).
-        After the whole of an evaluation pass, the next iteration is a new pass."""
-        if self.eval and self._end is None:
+        In an evaluation feed the next iteration is a new pass (with ``max_batches``,
+        its first batches again)."""
+        if self.eval:
             self._start, self._cursor = 0, None
         else:
             self._start = self._end if self._end is not None else next_step - worker

@@ -179,6 +179,9 @@ def read_keys_file(path: str | os.PathLike, field: str = "keys_file") -> list[st
             raise ValueError(f"spec.select.{field}: {path}: line {number} repeats {entry!r} of line {seen[entry]}")
         seen[entry] = number
         entries.append(entry)
+    if not entries:
+        # An empty allow list would select everything.
+        raise ValueError(f"spec.select.{field}: {path}: names no key")
     return entries
 
 
