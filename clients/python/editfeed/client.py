@@ -30,6 +30,18 @@ from .wire import MAPPINGS, parse_batch
 from .errors import EditFeedError
 from .spec import Cursor, SpecLike, augment_message, is_eval, load_spec, output_message
 
+_INHERITED: list[Any] = []
+"""gRPC objects a forked process inherited and no longer uses. Freeing them in the
+child can crash it (gRPC's objects do not survive a fork), so they are kept here until
+the process exits."""
+
+
+def keep_inherited(obj: Any) -> None:
+    """Keeps an inherited gRPC object alive for the life of this (forked) process."""
+    if obj is not None:
+        _INHERITED.append(obj)
+
+
 STREAM_METHOD = "/editfeed.v1.Loader/Stream"
 """The full gRPC method name of Loader.Stream."""
 
@@ -423,9 +435,10 @@ class BatchStream(Iterator[Batch]):
         """True in a process forked from the one that opened the stream (a DataLoader
         worker that inherited a half-read iterator): its gRPC call and probe file
         belong to the parent, and touching the call aborts the child, so they are
-        dropped without being cancelled."""
+        dropped without being cancelled (the call kept alive: ``keep_inherited``)."""
         if getattr(self, "_pid", None) == os.getpid():
             return False
+        keep_inherited(getattr(self, "_call", None))
         self._call = None
         self._probe = None
         return True

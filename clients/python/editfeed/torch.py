@@ -42,6 +42,7 @@ Checkpointing::
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
@@ -51,7 +52,7 @@ from torch.utils.data import IterableDataset
 from torch.utils.data._utils.collate import default_collate_fn_map
 
 from .batch import Batch
-from .client import Client
+from .client import Client, keep_inherited
 from .feed import Feed
 from .spec import SpecLike
 
@@ -75,6 +76,13 @@ def _refuse_collate(batch: Any, *, collate_fn_map: Any = None) -> Any:
         f"set (its default is 1) it would stack {len(batch)} batch(es) into one tensor per key"
     )
 
+
+# Garbage of the trainer's process (streams and channels nothing refers to any more)
+# is collected before a DataLoader forks its workers, so that no worker inherits gRPC
+# objects that its own garbage collection would free: gRPC's objects do not survive a
+# fork, and freeing them in a worker can crash it. os.fork runs the hook; subprocesses
+# started with subprocess do not.
+os.register_at_fork(before=gc.collect)
 
 # The documented extension point of torch's default_collate (its docstring shows
 # registering a type in default_collate_fn_map): the default collation of
@@ -183,6 +191,9 @@ class EditFeedDataset(IterableDataset):
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         if self._client_pid != os.getpid():
             # A DataLoader worker: its own connections (channels do not survive a fork).
+            # The inherited client is kept, not freed: freeing its channels here can
+            # crash the worker.
+            keep_inherited(self.feed.client)
             self.feed.client = self.feed.client.reopened()
             self._client_pid = os.getpid()
         for batch in self.feed.batches(worker, workers):
