@@ -11,6 +11,7 @@ daemon a test kills leaves no files behind.
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import shutil
@@ -18,6 +19,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +39,19 @@ def editfeed_bin() -> Path:
     if not path.is_file():
         raise RuntimeError(f"editfeed binary not found at {path}: run `cargo build --bins` or set EDITFEED_BIN")
     return path
+
+
+def quiet_grpc(timeout: float = 5.0) -> None:
+    """Lets this process's finished gRPC calls wind down before it forks (a DataLoader
+    with fork workers): gRPC cannot fork while its threads are in the core ("Other
+    threads are currently calling into gRPC, skipping fork() handlers"), and the forked
+    worker may then abort. Collects garbage streams first (a test that raised mid-stream
+    leaves one in a reference cycle), then waits, at most ``timeout`` seconds, until no
+    gRPC-managed thread is left."""
+    gc.collect()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(t.name.endswith("(_run)") for t in threading.enumerate()):
+        time.sleep(0.01)
 
 
 def run_editfeed(*args: str, timeout: float = 120) -> str:

@@ -11,8 +11,8 @@ import warnings
 
 import pytest
 import torch
-from conftest import DATASET
-from torch.utils.data import DataLoader
+import torch.utils.data
+from conftest import DATASET, quiet_grpc
 
 from editfeed.torch import EditFeedDataset
 
@@ -36,6 +36,24 @@ def quiet_torch_warnings():
         warnings.filterwarnings("ignore", message=".*worker processes in total.*")
         warnings.filterwarnings("ignore", message=".*pin_memory.*")
         yield
+
+
+def quiet_before_fork(loader_class):
+    """``loader_class`` whose iterations with fork workers first let this process's
+    finished gRPC calls wind down (``conftest.quiet_grpc``), as a trainer that streamed
+    before forking its workers must (see the client README)."""
+
+    class Quiet(loader_class):
+        def __iter__(self):
+            if self.num_workers and self.multiprocessing_context is None:
+                quiet_grpc()
+            return super().__iter__()
+
+    Quiet.__name__ = loader_class.__name__
+    return Quiet
+
+
+DataLoader = quiet_before_fork(torch.utils.data.DataLoader)
 
 
 def rows(items) -> list[tuple[int, str, str]]:
@@ -141,7 +159,9 @@ def test_dataloader_batch_size_raises_naming_batch_size_none(daemon, kwargs):
 def test_stateful_dataloader_resumes_with_identical_batches(daemon, workers):
     """torchdata's StatefulDataLoader: k batches, state_dict(), a new loader over a new
     dataset, load_state_dict(), the rest: the uninterrupted run's batches."""
-    from torchdata.stateful_dataloader import StatefulDataLoader
+    from torchdata.stateful_dataloader import StatefulDataLoader as Stateful
+
+    StatefulDataLoader = quiet_before_fork(Stateful)
 
     expected = rows(DataLoader(dataset(daemon.endpoint, FINITE), batch_size=None))
     loader = StatefulDataLoader(dataset(daemon.endpoint, FINITE), batch_size=None, num_workers=workers)
@@ -188,7 +208,9 @@ def test_a_worker_fails_over_and_its_state_still_resumes(start_daemon):
     """With two workers, daemon A is killed mid-stream: each worker moves to B at its
     last cursor, the batches equal an uninterrupted run, and a StatefulDataLoader
     state taken after the failover resumes exactly."""
-    from torchdata.stateful_dataloader import StatefulDataLoader
+    from torchdata.stateful_dataloader import StatefulDataLoader as Stateful
+
+    StatefulDataLoader = quiet_before_fork(Stateful)
 
     a, b = start_daemon(), start_daemon()
     spec = {"seed": 3, "global_batch": 8}
