@@ -352,21 +352,7 @@ async fn letterbox_and_centre_crop_fit_the_whole_image_deterministically() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_eval_pass_ends_at_a_broken_sample_instead_of_replacing_it() {
-    use editfeed::dataset::sample::Role;
-    use editfeed::dataset::writer::ShardTarget;
-    let dir = tempfile::tempdir().unwrap();
-    let mut samples: Vec<_> = all_samples(&small_synth(10, 7))
-        .into_iter()
-        .filter(|s| s.subset() == Subset::Sft)
-        .collect();
-    let broken = samples[2].key.clone();
-    let img = samples[2]
-        .images
-        .iter_mut()
-        .find(|i| i.role == Role::Edit)
-        .unwrap();
-    img.bytes = bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\nthis is not a png");
-    write_dataset(dir.path(), &samples, ShardTarget::Samples(4));
+    let (dir, broken) = sft_dataset_with_broken_sample(2);
     let server = TestServer::start(&[("d", dir.path())], 2, 2).await;
     let mut req = request("d", 3, 2, 1, 0, 16, 0);
     let mut spec = StreamSpec::new(3, 2);

@@ -230,21 +230,7 @@ async fn bad_requests_name_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_sample_is_replaced_and_the_stream_goes_on() {
-    use editfeed::dataset::sample::Role;
-    use editfeed::dataset::Subset;
-    let dir = tempfile::tempdir().unwrap();
-    let mut samples: Vec<_> = all_samples(&small_synth(10, 7))
-        .into_iter()
-        .filter(|s| s.subset() == Subset::Sft)
-        .collect();
-    let broken_key = samples[2].key.clone();
-    let img = samples[2]
-        .images
-        .iter_mut()
-        .find(|i| i.role == Role::Edit)
-        .unwrap();
-    img.bytes = bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\nthis is not a png");
-    write_dataset(dir.path(), &samples, ShardTarget::Samples(4));
+    let (dir, broken_key) = sft_dataset_with_broken_sample(2);
     let server = TestServer::start(&[("d", dir.path())], 2, 2).await;
     // One epoch of 6 samples in batches of 2: the broken one is somewhere in it.
     let run = || fetch_all(&server.endpoint, request("d", 3, 2, 1, 0, 16, 3));

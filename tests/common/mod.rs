@@ -84,6 +84,27 @@ pub fn split_dataset(
     (dir, ds)
 }
 
+/// A folder holding the single-turn samples of `small_synth(10, 7)`, 4 to a shard, the
+/// edit image of sample `broken` replaced by bytes that are not a PNG; and that
+/// sample's key.
+pub fn sft_dataset_with_broken_sample(broken: usize) -> (tempfile::TempDir, String) {
+    use editfeed::dataset::sample::Role;
+    let dir = tempfile::tempdir().unwrap();
+    let mut samples: Vec<_> = all_samples(&small_synth(10, 7))
+        .into_iter()
+        .filter(|s| s.subset() == Subset::Sft)
+        .collect();
+    let key = samples[broken].key.clone();
+    let img = samples[broken]
+        .images
+        .iter_mut()
+        .find(|i| i.role == Role::Edit)
+        .unwrap();
+    img.bytes = bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\nthis is not a png");
+    write_dataset(dir.path(), &samples, ShardTarget::Samples(4));
+    (dir, key)
+}
+
 /// The samples of one subset, in order.
 pub fn of_subset(samples: &[Sample], subset: Subset) -> Vec<&Sample> {
     samples.iter().filter(|s| s.subset() == subset).collect()
