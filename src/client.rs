@@ -8,7 +8,7 @@ use tonic::service::Interceptor;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 use crate::proto::v1::admin_client::AdminClient;
 use crate::proto::v1::loader_client::LoaderClient;

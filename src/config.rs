@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::secret::Secret;
+
 /// Why a configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -337,37 +339,6 @@ impl ServeConfig {
         } else {
             self.workers
         }
-    }
-}
-
-/// A secret string (the Admin token): its `Debug` never shows it.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: String) -> Secret {
-        Secret(value)
-    }
-
-    /// The secret itself, for the one place that compares it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether it is empty (unset).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "<unset>"
-        } else {
-            "<redacted>"
-        })
     }
 }
 

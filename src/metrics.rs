@@ -81,11 +81,11 @@ pub fn stage_seconds(stage: &'static str, seconds: f64) {
     metrics::histogram!(STAGE_SECONDS, "stage" => stage).record(seconds);
 }
 
-/// Publishes the worker pool's use.
-pub fn pool_stats(stats: &crate::pipeline::pool::PoolStats) {
-    metrics::gauge!(POOL_QUEUED).set(stats.queued as f64);
-    metrics::gauge!(POOL_BUSY).set(stats.busy as f64);
-    metrics::gauge!(POOL_WORKERS).set(stats.workers as f64);
+/// Publishes the worker pool's use: tasks queued, workers busy, workers in all.
+pub fn pool_stats(queued: usize, busy: usize, workers: usize) {
+    metrics::gauge!(POOL_QUEUED).set(queued as f64);
+    metrics::gauge!(POOL_BUSY).set(busy as f64);
+    metrics::gauge!(POOL_WORKERS).set(workers as f64);
 }
 
 /// Bytes of batches in flight charged to the memory budget (`max_inflight_bytes`).

@@ -126,7 +126,7 @@ pub fn batch_digest(batch: &Batch) -> String {
         h.u64(s.epoch);
         h.bytes(s.replaced_key.as_bytes());
     }
-    crate::shard::writer::hex(&h.0.finalize())
+    crate::hex::hex(&h.0.finalize())
 }
 
 #[cfg(test)]

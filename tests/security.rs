@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use common::*;
 use editfeed::client::{connect_admin_with, connect_with, ConnectOptions};
-use editfeed::config::{Secret, ServeConfig};
+use editfeed::config::ServeConfig;
 use editfeed::proto::v1 as pb;
+use editfeed::secret::Secret;
 use tonic::Code;
 
 fn dataset() -> tempfile::TempDir {

@@ -278,7 +278,7 @@ fn large_shards_are_uploaded_in_parts_and_read_back() {
     let whole = ds.read_object(&shard.path).unwrap();
     use sha2::Digest as _;
     assert_eq!(
-        editfeed::shard::writer::hex(&sha2::Sha256::digest(&whole)),
+        editfeed::hex::hex(&sha2::Sha256::digest(&whole)),
         shard.sha256
     );
 }

@@ -211,7 +211,7 @@ fn list_members(ds: &Dataset) -> anyhow::Result<()> {
             let shard = &ds.shards(subset)?[ds.locate(subset, i)?.shard].path;
             let raw = ds.read_raw(subset, i)?;
             for (field, bytes) in &raw.members {
-                let sum = editfeed::shard::writer::hex(&Sha256::digest(bytes));
+                let sum = editfeed::hex::hex(&Sha256::digest(bytes));
                 writeln!(
                     out,
                     "{subset} {shard} {} {field} {} {sum}",

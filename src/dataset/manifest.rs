@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{Category, Subset};
-use crate::shard::writer::hex;
+use crate::hex::hex;
 
 /// The `format` field of every editfeed manifest.
 pub const FORMAT: &str = "editfeed-dataset";

@@ -324,7 +324,7 @@ impl Dataset {
             .read_versioned(index_path, tag)
             .map_err(|e| Self::store_err(index_path, e))?;
         if let Some(want) = &entry.index_sha256 {
-            let got = crate::shard::writer::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+            let got = crate::hex::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
             if &got != want {
                 return Err(ShardError::Corrupt {
                     shard: index_path.clone(),

@@ -24,7 +24,7 @@ use super::splits::SplitSource;
 use super::transcode::{transcode, TranscodeError, TranscodeTarget, DEFAULT_PIXEL_LIMIT};
 use super::writer::{DatasetWriter, WriteError};
 use super::{Dataset, DatasetError, Subset};
-use crate::shard::writer::hex;
+use crate::hex::hex;
 use crate::shard::ShardIndex;
 
 /// Samples read with one coalesced range read; bounds the memory a reshard holds.

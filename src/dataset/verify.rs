@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use super::manifest::{dataset_version, ContentHasher, ShardManifest};
 use super::reader::Dataset;
 use super::Subset;
+use crate::hex::hex;
 use crate::shard::members::end_of_archive;
-use crate::shard::writer::hex;
 use crate::shard::{decode_frame, stream_samples, RawSample};
 
 /// What `verify` found.

@@ -24,7 +24,7 @@ use super::manifest::{
 use super::sample::{Role, Sample};
 use super::splits::{group_of, split_char, SplitError, SplitSource};
 use super::{Category, Subset};
-use crate::shard::writer::hex;
+use crate::hex::hex;
 use crate::shard::ShardWriter;
 use crate::store::{AsLocation, Location, ObjectWriter, Store, StoreConfig, StoreError, UrlError};
 

@@ -332,7 +332,8 @@ async fn report_pool(state: Arc<ServerState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        crate::metrics::pool_stats(&state.pool.stats());
+        let pool = state.pool.stats();
+        crate::metrics::pool_stats(pool.queued, pool.busy, pool.workers);
         if let Some(shared) = state.shared_memory.clone().filter(|s| s.has_orphans()) {
             tokio::task::spawn_blocking(move || shared.sweep());
         }

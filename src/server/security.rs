@@ -8,7 +8,8 @@ use tonic::service::Interceptor;
 use tonic::transport::{Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
-use crate::config::{ConfigError, Secret, ServeConfig};
+use crate::config::{ConfigError, ServeConfig};
+use crate::secret::Secret;
 
 /// Why the daemon's security settings cannot be applied.
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,8 @@ use std::io::Write;
 
 use sha2::{Digest, Sha256};
 
+use crate::hex::hex;
+
 use super::index::{sample_digest, IndexEntry, ShardIndex};
 use super::members::{append_member, end_of_archive};
 
@@ -125,16 +127,6 @@ impl<W: Write> ShardWriter<W> {
             },
         ))
     }
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::StoreStats;
-use crate::shard::writer::hex;
+use crate::hex::hex;
 
 const MAGIC: &[u8; 8] = b"EFCACHE2";
 /// magic, metadata length (u32), payload length (u64), CRC-32 of metadata and payload.
