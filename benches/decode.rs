@@ -16,10 +16,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use editfeed::dataset::sample::{ImageFormat, Role, SampleImage};
+use editfeed::codec::{self, DecodeLimits, DecodePath, Header, ImageFormat};
+use editfeed::dataset::sample::{Role, SampleImage};
 use editfeed::dataset::Subset;
 use editfeed::pipeline::augment::{process, AugmentSpec, SampleRng, Texts, FILTER};
-use editfeed::pipeline::decode::{self, DecodeLimits, DecodePath, Header};
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::codecs::jpeg::JpegEncoder;
@@ -83,7 +83,7 @@ fn encode(img: &RgbImage, format: ImageFormat) -> Bytes {
         ImageFormat::Qoi => QoiEncoder::new(&mut buf)
             .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
             .unwrap(),
-        ImageFormat::Ppm => buf = editfeed::pipeline::ppm::write(w, h, img.as_raw()),
+        ImageFormat::Ppm => buf = editfeed::codec::ppm::write(w, h, img.as_raw()),
     }
     Bytes::from(buf)
 }
@@ -135,8 +135,8 @@ fn bench(name: &str, source_pixels: u64, mut f: impl FnMut()) -> Option<Duration
 }
 
 fn header(bytes: &[u8], format: ImageFormat) -> Header {
-    let h = decode::probe(format, bytes).unwrap();
-    decode::check_limits(&h, &DecodeLimits::default()).unwrap();
+    let h = codec::probe(format, bytes).unwrap();
+    codec::check_limits(&h, &DecodeLimits::default()).unwrap();
     h
 }
 
@@ -184,15 +184,15 @@ fn main() {
 
     println!("\n-- decode (wall time per image, single caller thread)");
     bench("jpeg 1024x768 full, image (zune-jpeg)", pj, || {
-        black_box(decode::decode_path(&hj, &jpeg, DecodePath::Full, None).unwrap());
+        black_box(codec::decode_path(&hj, &jpeg, DecodePath::Full, None).unwrap());
     });
     for reduction in [1, 2, 4, 8] {
         bench(
-            &format!("jpeg 1024x768 1/{reduction}, {}", decode::JPEG_DCT_DECODER),
+            &format!("jpeg 1024x768 1/{reduction}, {}", codec::JPEG_DCT_DECODER),
             pj,
             || {
                 black_box(
-                    decode::decode_path(&hj, &jpeg, DecodePath::JpegDct { reduction }, None)
+                    codec::decode_path(&hj, &jpeg, DecodePath::JpegDct { reduction }, None)
                         .unwrap(),
                 );
             },
@@ -205,35 +205,34 @@ fn main() {
         "jpeg 3072x2304 full, image (zune-jpeg)",
         hb.pixels(),
         || {
-            black_box(decode::decode_path(&hb, &big, DecodePath::Full, None).unwrap());
+            black_box(codec::decode_path(&hb, &big, DecodePath::Full, None).unwrap());
         },
     );
     for reduction in [4, 8] {
         bench(
-            &format!("jpeg 3072x2304 1/{reduction}, {}", decode::JPEG_DCT_DECODER),
+            &format!("jpeg 3072x2304 1/{reduction}, {}", codec::JPEG_DCT_DECODER),
             hb.pixels(),
             || {
                 black_box(
-                    decode::decode_path(&hb, &big, DecodePath::JpegDct { reduction }, None)
-                        .unwrap(),
+                    codec::decode_path(&hb, &big, DecodePath::JpegDct { reduction }, None).unwrap(),
                 );
             },
         );
     }
     bench("png 1024x1024, image (png)", pp, || {
-        black_box(decode::decode_path(&hp, &png, DecodePath::Full, None).unwrap());
+        black_box(codec::decode_path(&hp, &png, DecodePath::Full, None).unwrap());
     });
     bench("png 1024x1024 fast compression, image (png)", pp, || {
-        black_box(decode::decode_path(&hf, &png_fast, DecodePath::Full, None).unwrap());
+        black_box(codec::decode_path(&hf, &png_fast, DecodePath::Full, None).unwrap());
     });
     bench("qoi 1024x1024, image (qoi)", pp, || {
-        black_box(decode::decode_path(&hq, &qoi, DecodePath::Full, None).unwrap());
+        black_box(codec::decode_path(&hq, &qoi, DecodePath::Full, None).unwrap());
     });
     bench("ppm 1024x1024, raster read in place", pp, || {
-        black_box(decode::decode_path(&hm, &ppm, DecodePath::Full, None).unwrap());
+        black_box(codec::decode_path(&hm, &ppm, DecodePath::Full, None).unwrap());
     });
     bench("webp lossless 1024x1024, image (image-webp)", pp, || {
-        black_box(decode::decode_path(&hw, &webp, DecodePath::Full, None).unwrap());
+        black_box(codec::decode_path(&hw, &webp, DecodePath::Full, None).unwrap());
     });
 
     println!("\n-- resize 1024x768 RGB8 (fast_image_resize convolution)");

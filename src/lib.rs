@@ -4,6 +4,7 @@
 
 pub mod allocator;
 pub mod client;
+pub mod codec;
 pub mod config;
 pub mod convert;
 pub mod dataset;

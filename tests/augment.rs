@@ -5,12 +5,12 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use bytes::Bytes;
-use editfeed::dataset::sample::{ImageFormat, Role, SampleImage};
+use editfeed::codec::{self, DecodeError, DecodeLimits, DecodePath, ImageFormat};
+use editfeed::dataset::sample::{Role, SampleImage};
 use editfeed::dataset::Subset;
 use editfeed::pipeline::augment::{
     process, AugmentError, AugmentSpec, Augmented, FlipPolicy, SampleRng, Texts, FILTER,
 };
-use editfeed::pipeline::decode::{self, DecodeError, DecodeLimits, DecodePath};
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::codecs::jpeg::JpegEncoder;
@@ -123,7 +123,7 @@ fn encode(img: &RgbImage, format: ImageFormat) -> Bytes {
         ImageFormat::Qoi => image::codecs::qoi::QoiEncoder::new(&mut buf)
             .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
             .unwrap(),
-        ImageFormat::Ppm => buf = editfeed::pipeline::ppm::write(w, h, img.as_raw()),
+        ImageFormat::Ppm => buf = editfeed::codec::ppm::write(w, h, img.as_raw()),
     }
     Bytes::from(buf)
 }
@@ -236,8 +236,8 @@ fn paired_crop_puts_the_marker_at_the_same_place_in_every_image() {
                 (tw as f64 / (x1 - x0)).ceil() as u32,
                 (th as f64 / (y1 - y0)).ceil() as u32,
             );
-            let h = decode::probe(ImageFormat::Jpeg, &images[0].bytes).unwrap();
-            if jpeg_dct_scaling && decode::choose_path(&h, Some(need)).reduction() > 1 {
+            let h = codec::probe(ImageFormat::Jpeg, &images[0].bytes).unwrap();
+            if jpeg_dct_scaling && codec::choose_path(&h, Some(need)).reduction() > 1 {
                 reduced += 1;
             }
             let per = (tw * th * 3) as usize;
@@ -450,7 +450,7 @@ fn a_decompression_bomb_is_refused_from_its_header() {
     assert!(largest < 1 << 20, "largest allocation {largest} bytes");
 
     // decode() directly refuses it the same way.
-    let e = decode::decode(ImageFormat::Png, &png, None, &DecodeLimits::default()).unwrap_err();
+    let e = codec::decode(ImageFormat::Png, &png, None, &DecodeLimits::default()).unwrap_err();
     assert!(matches!(
         e,
         DecodeError::TooLarge {
@@ -483,20 +483,20 @@ fn a_jpeg_with_recoverable_damage_decodes_on_every_path() {
     let mut damaged = clean[..sos].to_vec();
     damaged.extend_from_slice(&[0x00, 0x01, 0x02]);
     damaged.extend_from_slice(&clean[sos..]);
-    let header = decode::probe(ImageFormat::Jpeg, &damaged).unwrap();
+    let header = codec::probe(ImageFormat::Jpeg, &damaged).unwrap();
     for path in [
         DecodePath::Full,
         DecodePath::JpegDct { reduction: 1 },
         DecodePath::JpegDct { reduction: 2 },
     ] {
-        let want = decode::decode_path(&header, &clean, path, None).unwrap();
+        let want = codec::decode_path(&header, &clean, path, None).unwrap();
         assert_eq!(want.path, path);
-        let got = decode::decode_path(&header, &damaged, path, None)
+        let got = codec::decode_path(&header, &damaged, path, None)
             .unwrap_or_else(|e| panic!("{path:?}: {e}"));
         if cfg!(feature = "turbojpeg") && path != DecodePath::Full {
             // libjpeg-turbo refuses it; the full-size decoder takes over.
             assert_eq!(got.path, DecodePath::Full, "{path:?}");
-            let full = decode::decode_path(&header, &clean, DecodePath::Full, None).unwrap();
+            let full = codec::decode_path(&header, &clean, DecodePath::Full, None).unwrap();
             assert!(got.pixels == full.pixels, "{path:?}");
         } else {
             assert_eq!(got.path, path);
@@ -619,7 +619,7 @@ fn a_corrupt_jpeg_gives_an_error_naming_the_role() {
 fn reduced_scale_jpeg_decode_is_chosen_for_small_targets_and_close_to_full() {
     let img = photo(1024, 768, 6);
     let bytes = encode(&img, ImageFormat::Jpeg);
-    let header = decode::probe(ImageFormat::Jpeg, &bytes).unwrap();
+    let header = codec::probe(ImageFormat::Jpeg, &bytes).unwrap();
     let spec = AugmentSpec {
         crop: false,
         hflip: 0.0,
@@ -629,7 +629,7 @@ fn reduced_scale_jpeg_decode_is_chosen_for_small_targets_and_close_to_full() {
     for (target, reduction) in [((128, 128), 4), ((256, 192), 4), ((384, 256), 2)] {
         // With crop off, the need is the target itself.
         assert_eq!(
-            decode::choose_path(&header, Some(target)),
+            codec::choose_path(&header, Some(target)),
             DecodePath::JpegDct { reduction },
             "{target:?}"
         );
@@ -641,7 +641,7 @@ fn reduced_scale_jpeg_decode_is_chosen_for_small_targets_and_close_to_full() {
         let (_, out) = run(&sample, &texts("x"), &spec, key(0), target).unwrap();
 
         // The reference: a full decode resized the same way.
-        let full = decode::decode_path(&header, &bytes, DecodePath::Full, None).unwrap();
+        let full = codec::decode_path(&header, &bytes, DecodePath::Full, None).unwrap();
         let mut reference = vec![0u8; out.len()];
         let src = ImageRef::new(full.width, full.height, &full.pixels, PixelType::U8x3).unwrap();
         let mut dst =
@@ -676,10 +676,7 @@ fn reduced_scale_jpeg_decode_is_chosen_for_small_targets_and_close_to_full() {
         );
     }
     // A large target is decoded at full scale.
-    assert_eq!(
-        decode::choose_path(&header, Some((600, 400))).reduction(),
-        1
-    );
+    assert_eq!(codec::choose_path(&header, Some((600, 400))).reduction(), 1);
 }
 
 #[test]
@@ -689,7 +686,7 @@ fn greyscale_and_alpha_images_decode_to_rgb() {
     PngEncoder::new(&mut png)
         .write_image(grey.as_raw(), 40, 30, ExtendedColorType::L8)
         .unwrap();
-    let d = decode::decode(ImageFormat::Png, &png, None, &DecodeLimits::default()).unwrap();
+    let d = codec::decode(ImageFormat::Png, &png, None, &DecodeLimits::default()).unwrap();
     assert_eq!((d.width, d.height, d.pixels.len()), (40, 30, 40 * 30 * 3));
     assert_eq!(&d.pixels[3 * 5..3 * 6], &[30, 30, 30]);
     let mut jpeg = Vec::new();
@@ -697,7 +694,7 @@ fn greyscale_and_alpha_images_decode_to_rgb() {
         .write_image(grey.as_raw(), 40, 30, ExtendedColorType::L8)
         .unwrap();
     for need in [None, Some((10, 10))] {
-        let d = decode::decode(ImageFormat::Jpeg, &jpeg, need, &DecodeLimits::default()).unwrap();
+        let d = codec::decode(ImageFormat::Jpeg, &jpeg, need, &DecodeLimits::default()).unwrap();
         assert!(d
             .pixels
             .chunks_exact(3)
@@ -709,7 +706,7 @@ fn greyscale_and_alpha_images_decode_to_rgb() {
         .write_image(rgba.as_raw(), 20, 10, ExtendedColorType::Rgba8)
         .unwrap();
     // A .jpg member that is really a PNG is decoded by what its bytes say.
-    let d = decode::decode(ImageFormat::Jpeg, &png, None, &DecodeLimits::default()).unwrap();
+    let d = codec::decode(ImageFormat::Jpeg, &png, None, &DecodeLimits::default()).unwrap();
     assert_eq!(d.header.format, ImageFormat::Png);
     assert_eq!(&d.pixels[..3], &[10, 20, 30]);
 }
@@ -835,7 +832,7 @@ fn decoding_only_what_the_resize_reads_gives_the_bytes_of_a_whole_decode() {
         let img = photo(size.0, size.1, seed);
         let pngs = png_variants(&img);
         for (name, bytes) in jpeg_variants(&img).into_iter().chain(pngs) {
-            let header = decode::probe(ImageFormat::Jpeg, &bytes).unwrap();
+            let header = codec::probe(ImageFormat::Jpeg, &bytes).unwrap();
             let row_by_row = ["png rgb8", "png rgba8", "png palette"].contains(&name.as_str());
             for (i, target) in [(64, 64), (512, 512), (300, 200)].into_iter().enumerate() {
                 for ordinal in 0..2u64 {
@@ -846,11 +843,11 @@ fn decoding_only_what_the_resize_reads_gives_the_bytes_of_a_whole_decode() {
                         (target.0 as f64 / (x1 - x0)).ceil() as u32,
                         (target.1 as f64 / (y1 - y0)).ceil() as u32,
                     );
-                    let path = decode::choose_path(&header, Some(need));
+                    let path = codec::choose_path(&header, Some(need));
                     let read = resize_reads(crop, &header, path, target);
-                    let whole = decode::decode_path(&header, &bytes, path, None).unwrap();
-                    let part = decode::decode_path(&header, &bytes, path, Some(read)).unwrap();
-                    let out = |d: &decode::Decoded| {
+                    let whole = codec::decode_path(&header, &bytes, path, None).unwrap();
+                    let part = codec::decode_path(&header, &bytes, path, Some(read)).unwrap();
+                    let out = |d: &codec::Decoded| {
                         let mut out = vec![0u8; target.0 as usize * target.1 as usize * 3];
                         resize_crop(d, crop, target, &mut out).unwrap();
                         out
@@ -894,23 +891,23 @@ fn decoding_only_what_the_resize_reads_gives_the_bytes_of_a_whole_decode() {
 
 #[test]
 fn a_png_cut_short_decodes_for_regions_above_the_cut_only() {
-    use editfeed::pipeline::decode::Region;
+    use editfeed::codec::Region;
     let (w, h) = (320, 240);
     let bytes = encode(&photo(w, h, 5), ImageFormat::Png);
     let cut = bytes.slice(..bytes.len() * 6 / 10);
-    let header = decode::probe(ImageFormat::Png, &cut).unwrap();
-    let whole = decode::decode_path(&header, &bytes, DecodePath::Full, None).unwrap();
+    let header = codec::probe(ImageFormat::Png, &cut).unwrap();
+    let whole = codec::decode_path(&header, &bytes, DecodePath::Full, None).unwrap();
     let rows = |y1| Region {
         x0: 0,
         y0: 0,
         x1: w,
         y1,
     };
-    let top = decode::decode_path(&header, &cut, DecodePath::Full, Some(rows(40))).unwrap();
+    let top = codec::decode_path(&header, &cut, DecodePath::Full, Some(rows(40))).unwrap();
     let n = (w * 40 * 3) as usize;
     assert!(top.pixels[..n] == whole.pixels[..n]);
     for read in [None, Some(rows(h - 1))] {
-        let e = decode::decode_path(&header, &cut, DecodePath::Full, read).unwrap_err();
+        let e = codec::decode_path(&header, &cut, DecodePath::Full, read).unwrap_err();
         assert!(
             e.to_string().starts_with("png decode with "),
             "{read:?}: {e}"

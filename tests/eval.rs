@@ -331,7 +331,7 @@ async fn letterbox_and_centre_crop_fit_the_whole_image_deterministically() {
     assert_eq!(first.key, ds.key_of(Subset::Sft, ordinal).unwrap());
     let sample = ds.read_sample(Subset::Sft, ordinal).unwrap();
     let img = &sample.images[0];
-    let header = editfeed::pipeline::decode::probe(img.format, &img.bytes).unwrap();
+    let header = editfeed::codec::probe(img.format, &img.bytes).unwrap();
     let (left, top, w, h) =
         editfeed::pipeline::fit::letterbox_rect((header.width, header.height), (32, 32));
     assert!(w < 32 || h < 32, "the fixture's images are not square");
@@ -401,7 +401,7 @@ async fn jitter_leaves_a_letterbox_padding_black() {
     for (i, m) in batch.samples.iter().enumerate() {
         let sample = ds.read_sample(Subset::Sft, m.ordinal).unwrap();
         let src = &sample.images[0];
-        let header = editfeed::pipeline::decode::probe(src.format, &src.bytes).unwrap();
+        let header = editfeed::codec::probe(src.format, &src.bytes).unwrap();
         let (left, top, w, h) =
             editfeed::pipeline::fit::letterbox_rect((header.width, header.height), (32, 32));
         for name in ["source", "target"] {

@@ -207,3 +207,11 @@ async fn a_curriculum_longer_than_the_bound_is_a_clear_invalid_argument() {
     assert_eq!(fetch_all(&server.endpoint, req).await.unwrap().len(), 1);
     server.stop().await;
 }
+
+#[test]
+fn the_pixel_limit_defaults_to_the_daemons() {
+    assert_eq!(
+        editfeed::dataset::pico_banana::ImageOptions::default().pixel_limit,
+        editfeed::config::ServeConfig::default().max_decode_pixels
+    );
+}

@@ -5,11 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
+use editfeed::codec::{ImageFormat, TranscodeTarget};
 use editfeed::dataset::pico_banana::{
     import, ImageOptions, ImportError, ImportOptions, SourceOptions, SourceWay,
 };
-use editfeed::dataset::sample::{ImageFormat, Role, Sample, SampleMeta};
-use editfeed::dataset::transcode::{probe, TranscodeTarget};
+use editfeed::dataset::sample::{Role, Sample, SampleMeta};
+use editfeed::dataset::transcode::probe;
 use editfeed::dataset::writer::{DatasetWriter, ShardTarget, WriteOptions};
 use editfeed::dataset::{Category, Dataset, Subset};
 use image::codecs::jpeg::JpegEncoder;

@@ -331,7 +331,8 @@ async fn describe_lists_datasets_and_encoded_output_passes_bytes_through() {
 /// Writes sft samples whose source (400x300 JPEG) and edit (256x256 PNG) both carry a red
 /// disc centred at the same relative position; half the instructions name a direction.
 fn marker_dataset() -> tempfile::TempDir {
-    use editfeed::dataset::sample::{ImageFormat, Role, Sample, SampleImage, SampleMeta};
+    use editfeed::codec::ImageFormat;
+    use editfeed::dataset::sample::{Role, Sample, SampleImage, SampleMeta};
     use editfeed::dataset::Subset;
     use image::{ImageEncoder, Rgb, RgbImage};
     let draw = |w: u32, h: u32, cx: f32, cy: f32| {

@@ -391,8 +391,8 @@ fn the_pack_command_imports_webdataset_shards() {
 /// Packing with `--transcode-edits qoi` or `ppm` keeps what is served: the sources keep
 /// their bytes, every edit becomes QOI or PPM, and the augmented pixels the daemon would
 /// serve are identical.
-fn transcode_serves_the_same_pixels(target: editfeed::dataset::transcode::TranscodeTarget) {
-    use editfeed::dataset::sample::ImageFormat;
+fn transcode_serves_the_same_pixels(target: editfeed::codec::TranscodeTarget) {
+    use editfeed::codec::ImageFormat;
     use editfeed::dataset::synth::{synth_sample, SynthOptions};
     use editfeed::pipeline::augment::{process, AugmentSpec, SampleRng, Texts};
 
@@ -460,12 +460,12 @@ fn transcode_serves_the_same_pixels(target: editfeed::dataset::transcode::Transc
 
 #[test]
 fn qoi_transcode_serves_the_same_pixels() {
-    transcode_serves_the_same_pixels(editfeed::dataset::transcode::TranscodeTarget::Qoi);
+    transcode_serves_the_same_pixels(editfeed::codec::TranscodeTarget::Qoi);
 }
 
 #[test]
 fn ppm_transcode_serves_the_same_pixels() {
-    transcode_serves_the_same_pixels(editfeed::dataset::transcode::TranscodeTarget::Ppm);
+    transcode_serves_the_same_pixels(editfeed::codec::TranscodeTarget::Ppm);
 }
 
 #[test]

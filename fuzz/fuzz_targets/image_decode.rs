@@ -3,8 +3,7 @@
 //! header declaring a huge image must be refused before anything is allocated.
 #![no_main]
 
-use editfeed::dataset::sample::ImageFormat;
-use editfeed::pipeline::decode::{decode, DecodeLimits};
+use editfeed::codec::{decode, DecodeLimits, ImageFormat};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
     let mut samples = 0u32;
     let _ = editfeed::shard::reader::stream_samples("fuzz.tar.zst", data, |s| {
         samples += 1;
-        let _ = s.into_sample();
+        let _ = editfeed::dataset::sample::Sample::from_raw(s);
         Ok(())
     });
     if data.len() > 4 {

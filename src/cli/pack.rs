@@ -7,10 +7,11 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use editfeed::codec::TranscodeTarget;
 use editfeed::dataset::pico_banana::{
     self, ImageOptions, ImportError, ImportOptions, SourceOptions,
 };
-use editfeed::dataset::transcode::{TranscodeTarget, DEFAULT_PIXEL_LIMIT};
+use editfeed::dataset::transcode::DEFAULT_PIXEL_LIMIT;
 use editfeed::dataset::webdataset_import::{self, WebDatasetError, WebDatasetOptions};
 use editfeed::dataset::writer::DatasetWriter;
 use editfeed::dataset::Subset;

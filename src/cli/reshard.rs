@@ -4,8 +4,8 @@
 
 use anyhow::Context;
 use clap::Args;
+use editfeed::codec::TranscodeTarget;
 use editfeed::dataset::reshard::{reshard, ReshardOptions};
-use editfeed::dataset::transcode::TranscodeTarget;
 use editfeed::dataset::writer::DatasetWriter;
 use editfeed::dataset::{Dataset, Subset};
 

@@ -47,6 +47,15 @@ pub enum DatasetError {
     /// A shard or index is unusable.
     #[error(transparent)]
     Shard(#[from] ShardError),
+    /// A sample read from a shard does not fit the editfeed schema.
+    #[error("shard {shard}: {source}")]
+    Sample {
+        /// The shard's path in the manifest.
+        shard: String,
+        /// What is wrong with the sample.
+        #[source]
+        source: super::sample::SampleError,
+    },
     /// The object store failed (the message names the object's URL).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -504,8 +513,7 @@ impl Dataset {
         let shard = self.shards(subset)?[self.locate(subset, ordinal)?.shard]
             .path
             .clone();
-        raw.into_sample()
-            .map_err(|source| ShardError::Sample { shard, source }.into())
+        Sample::from_raw(raw).map_err(|source| DatasetError::Sample { shard, source })
     }
 
     /// Streams every sample of one shard in order, without its index.

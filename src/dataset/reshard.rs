@@ -21,9 +21,10 @@ use sha2::{Digest, Sha256};
 use super::manifest::{category_from_char, Manifest, ShardManifest};
 use super::sample::Role;
 use super::splits::SplitSource;
-use super::transcode::{transcode, TranscodeError, TranscodeTarget, DEFAULT_PIXEL_LIMIT};
+use super::transcode::{transcode, TranscodeError, DEFAULT_PIXEL_LIMIT};
 use super::writer::{DatasetWriter, WriteError};
 use super::{Dataset, DatasetError, Subset};
+use crate::codec::TranscodeTarget;
 use crate::hex::hex;
 use crate::shard::ShardIndex;
 
@@ -420,7 +421,7 @@ mod tests {
             let info = probe(&image.bytes).unwrap();
             assert!(info.width.max(info.height) <= 16, "{info:?}");
             if image.role != Role::Source {
-                assert_eq!(info.format, crate::dataset::sample::ImageFormat::Jpeg);
+                assert_eq!(info.format, crate::codec::ImageFormat::Jpeg);
             }
         }
     }

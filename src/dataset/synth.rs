@@ -10,8 +10,9 @@ use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ImageEncoder, RgbImage};
 
 use super::edit_types::EDIT_TYPES;
-use super::sample::{ImageFormat, Role, Sample, SampleImage, SampleMeta};
+use super::sample::{Role, Sample, SampleImage, SampleMeta};
 use super::Subset;
+use crate::codec::ImageFormat;
 use crate::rng::{Purpose, Rng};
 
 /// Source photo sizes (width, height), as in Open Images.

@@ -7,17 +7,12 @@
 //! Flow: source files -> importer -> PROBE / TRANSCODE -> dataset writer -> shards.
 
 use std::io::Cursor;
-use std::str::FromStr;
 
 use bytes::Bytes;
-use image::codecs::jpeg::JpegEncoder;
-use image::codecs::png::PngEncoder;
-use image::codecs::qoi::QoiEncoder;
-use image::codecs::webp::WebPEncoder;
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageReader};
 
-use super::sample::ImageFormat;
+use crate::codec::{encode, EncodeError, ImageFormat, TranscodeTarget};
 
 /// The default cap on the pixels of an image that [`transcode`] will decode (64 Mpx, far
 /// above Pico-Banana's one-megapixel images), so a forged header cannot exhaust memory.
@@ -25,91 +20,6 @@ pub const DEFAULT_PIXEL_LIMIT: u64 = 64 << 20;
 
 /// The JPEG quality used when a JPEG must be re-encoded only because it was shrunk.
 pub const RESIZED_JPEG_QUALITY: u8 = 95;
-
-/// The JPEG quality used when `jpeg` is asked for without one.
-pub const DEFAULT_JPEG_QUALITY: u8 = 90;
-
-/// The encoding an image is converted to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TranscodeTarget {
-    /// Lossy JPEG at a quality in 1..=100; an alpha channel is dropped.
-    Jpeg {
-        /// The encoder quality (1..=100).
-        quality: u8,
-    },
-    /// Lossless PNG.
-    Png,
-    /// Lossless WebP (the only WebP encoding available without native libraries).
-    WebpLossless,
-    /// Lossless QOI: larger than PNG, but several times faster to decode, so the
-    /// daemon's workers spend far less time per edit (`BENCHMARKS.md`).
-    Qoi,
-    /// The binary pixmap (8-bit RGB): the pixels the daemon decodes from a lossless
-    /// image, stored raw, so its workers read them in place instead of decoding. Larger
-    /// than PNG; alpha and 16-bit depth, which the daemon drops when it decodes, are not
-    /// kept. A JPEG becomes its full-size decode, which the daemon may otherwise decode
-    /// at a reduced DCT scale for small crops.
-    Ppm,
-}
-
-impl TranscodeTarget {
-    /// The format the target produces.
-    pub fn format(self) -> ImageFormat {
-        match self {
-            TranscodeTarget::Jpeg { .. } => ImageFormat::Jpeg,
-            TranscodeTarget::Png => ImageFormat::Png,
-            TranscodeTarget::WebpLossless => ImageFormat::Webp,
-            TranscodeTarget::Qoi => ImageFormat::Qoi,
-            TranscodeTarget::Ppm => ImageFormat::Ppm,
-        }
-    }
-}
-
-impl FromStr for TranscodeTarget {
-    type Err = String;
-
-    /// Parses `jpeg:QUALITY` (or `jpg:QUALITY`, or `jpeg` for quality 90), `png`,
-    /// `webp` (lossless), `qoi` and `ppm`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (name, arg) = match s.split_once(':') {
-            Some((n, a)) => (n, Some(a)),
-            None => (s, None),
-        };
-        match (name.to_ascii_lowercase().as_str(), arg) {
-            ("jpeg" | "jpg", None) => Ok(TranscodeTarget::Jpeg {
-                quality: DEFAULT_JPEG_QUALITY,
-            }),
-            ("jpeg" | "jpg", Some(q)) => match q.parse::<u8>() {
-                Ok(quality) if (1..=100).contains(&quality) => {
-                    Ok(TranscodeTarget::Jpeg { quality })
-                }
-                _ => Err(format!("bad jpeg quality {q:?}: expected 1..=100")),
-            },
-            ("png", None) => Ok(TranscodeTarget::Png),
-            ("qoi", None) => Ok(TranscodeTarget::Qoi),
-            ("ppm", None) => Ok(TranscodeTarget::Ppm),
-            ("webp", None) | ("webp", Some("lossless")) => Ok(TranscodeTarget::WebpLossless),
-            (n @ ("png" | "webp" | "qoi" | "ppm"), Some(a)) => {
-                Err(format!("{n} is lossless and takes no option (got {a:?})"))
-            }
-            _ => Err(format!(
-                "unknown image target {s:?}: expected jpeg:QUALITY, png, webp, qoi or ppm"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for TranscodeTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TranscodeTarget::Jpeg { quality } => write!(f, "jpeg:{quality}"),
-            TranscodeTarget::Png => f.write_str("png"),
-            TranscodeTarget::WebpLossless => f.write_str("webp"),
-            TranscodeTarget::Qoi => f.write_str("qoi"),
-            TranscodeTarget::Ppm => f.write_str("ppm"),
-        }
-    }
-}
 
 /// Why an image could not be probed or transcoded.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -174,7 +84,7 @@ pub fn probe(bytes: &[u8]) -> Result<ImageInfo, TranscodeError> {
     let format = ImageFormat::sniff(bytes).ok_or(TranscodeError::Unrecognised)?;
     let (width, height) = if format == ImageFormat::Ppm {
         // The daemon's own parser, so that nothing is imported that it would refuse.
-        let p = crate::pipeline::ppm::parse(bytes)
+        let p = crate::codec::ppm::parse(bytes)
             .map_err(|why| TranscodeError::Decode { format, why })?;
         (p.width, p.height)
     } else {
@@ -259,58 +169,9 @@ pub fn transcode(
             img = img.resize_exact(w, h, FilterType::CatmullRom);
         }
     }
-    let out = encode(&img, target)?;
+    let out = encode(&img, target)
+        .map_err(|EncodeError { target, why }| TranscodeError::Encode { target, why })?;
     Ok((target.format(), Bytes::from(out)))
-}
-
-/// Encodes decoded pixels, converting them to a colour type the encoder accepts.
-pub fn encode(img: &DynamicImage, target: TranscodeTarget) -> Result<Vec<u8>, TranscodeError> {
-    let enc_err = |e: image::ImageError| TranscodeError::Encode {
-        target,
-        why: e.to_string(),
-    };
-    let mut out = Vec::new();
-    match target {
-        TranscodeTarget::Jpeg { quality } => {
-            let enc = JpegEncoder::new_with_quality(&mut out, quality);
-            // JPEG has no alpha and the encoder takes 8-bit luma or RGB only.
-            if img.color().has_color() {
-                DynamicImage::ImageRgb8(img.to_rgb8()).write_with_encoder(enc)
-            } else {
-                DynamicImage::ImageLuma8(img.to_luma8()).write_with_encoder(enc)
-            }
-            .map_err(enc_err)?;
-        }
-        TranscodeTarget::Png => img
-            .write_with_encoder(PngEncoder::new(&mut out))
-            .map_err(enc_err)?,
-        TranscodeTarget::WebpLossless => {
-            let enc = WebPEncoder::new_lossless(&mut out);
-            // The WebP encoder takes 8-bit RGB(A) only.
-            if img.color().has_alpha() {
-                DynamicImage::ImageRgba8(img.to_rgba8()).write_with_encoder(enc)
-            } else {
-                DynamicImage::ImageRgb8(img.to_rgb8()).write_with_encoder(enc)
-            }
-            .map_err(enc_err)?;
-        }
-        TranscodeTarget::Qoi => {
-            let enc = QoiEncoder::new(&mut out);
-            // QOI holds 8-bit RGB or RGBA.
-            if img.color().has_alpha() {
-                DynamicImage::ImageRgba8(img.to_rgba8()).write_with_encoder(enc)
-            } else {
-                DynamicImage::ImageRgb8(img.to_rgb8()).write_with_encoder(enc)
-            }
-            .map_err(enc_err)?;
-        }
-        TranscodeTarget::Ppm => {
-            // The daemon's own conversion (`decode`): alpha dropped, 16 bits rounded.
-            let rgb = img.to_rgb8();
-            out = crate::pipeline::ppm::write(rgb.width(), rgb.height(), rgb.as_raw());
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -327,29 +188,6 @@ mod tests {
         let img = RgbImage::from_fn(w, h, |x, y| Rgb([x as u8, y as u8, 90]));
         let t = TranscodeTarget::Jpeg { quality: 90 };
         Bytes::from(encode(&DynamicImage::ImageRgb8(img), t).unwrap())
-    }
-
-    #[test]
-    fn targets_parse_and_print() {
-        assert_eq!("jpeg:80".parse(), Ok(TranscodeTarget::Jpeg { quality: 80 }));
-        assert_eq!(
-            "jpg".parse(),
-            Ok(TranscodeTarget::Jpeg {
-                quality: DEFAULT_JPEG_QUALITY
-            })
-        );
-        assert_eq!("png".parse(), Ok(TranscodeTarget::Png));
-        assert_eq!("webp".parse(), Ok(TranscodeTarget::WebpLossless));
-        assert_eq!("qoi".parse(), Ok(TranscodeTarget::Qoi));
-        assert!("qoi:1".parse::<TranscodeTarget>().is_err());
-        assert_eq!("PPM".parse(), Ok(TranscodeTarget::Ppm));
-        assert_eq!(TranscodeTarget::Ppm.to_string(), "ppm");
-        assert!("ppm:16".parse::<TranscodeTarget>().is_err());
-        assert!("jpeg:0".parse::<TranscodeTarget>().is_err());
-        assert!("jpeg:101".parse::<TranscodeTarget>().is_err());
-        assert!("png:9".parse::<TranscodeTarget>().is_err());
-        assert!("gif".parse::<TranscodeTarget>().is_err());
-        assert_eq!(TranscodeTarget::Jpeg { quality: 75 }.to_string(), "jpeg:75");
     }
 
     #[test]
@@ -403,9 +241,9 @@ mod tests {
     /// `--transcode-edits qoi` or `ppm` leaves every batch unchanged.
     #[test]
     fn qoi_and_ppm_decode_to_exactly_the_pixels_of_the_png() {
+        use crate::codec::{decode, DecodeLimits};
         use crate::dataset::synth::{synth_sample, SynthOptions};
         use crate::dataset::Subset;
-        use crate::pipeline::decode::{decode, DecodeLimits};
         use std::borrow::Cow;
         let opts = SynthOptions {
             scale: 0.25,
@@ -464,7 +302,7 @@ mod tests {
     /// orientation either: the transcoded image is served as the original would be.
     #[test]
     fn an_exif_orientation_is_not_applied_when_re_encoding() {
-        use crate::pipeline::decode::{decode, DecodeLimits};
+        use crate::codec::{decode, DecodeLimits};
         use image::ImageDecoder;
         fn crc32(data: &[u8]) -> u32 {
             let mut crc = !0u32;

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::{dataset_version, ContentHasher, ShardManifest};
 use super::reader::Dataset;
+use super::sample::Sample;
 use super::Subset;
 use crate::hex::hex;
 use crate::shard::members::end_of_archive;
@@ -148,7 +149,7 @@ fn verify_shard(
     let check_sample = |raw: RawSample, r: &mut ShardResult| {
         let digest = raw.digest();
         let key = raw.key.clone();
-        match raw.into_sample() {
+        match Sample::from_raw(raw) {
             Ok(sample) => {
                 if sample.subset() != subset {
                     r.problems.push(format!(

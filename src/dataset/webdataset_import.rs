@@ -34,11 +34,12 @@ use serde::Serialize;
 use super::edit_types::category_of;
 use super::input_files::{open_regular, InputFileError};
 use super::manifest::Manifest;
-use super::sample::{check_key, ImageFormat, Role, Sample, SampleImage, SampleMeta};
+use super::sample::{check_key, Role, Sample, SampleImage, SampleMeta};
 use super::skip_summary::{write_skips, Skip};
-use super::transcode::{probe, transcode, TranscodeTarget, DEFAULT_PIXEL_LIMIT};
+use super::transcode::{probe, transcode, DEFAULT_PIXEL_LIMIT};
 use super::writer::{DatasetWriter, WriteError};
 use super::{Category, Subset};
+use crate::codec::{ImageFormat, TranscodeTarget};
 use crate::shard::{stream_samples, RawSample, ShardError};
 
 /// The report's file name inside the output folder when no path is given.
@@ -695,7 +696,7 @@ pub fn import_webdataset(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset::transcode::{encode, TranscodeTarget};
+    use crate::codec::{encode, TranscodeTarget};
     use image::{DynamicImage, RgbImage};
 
     fn img(target: TranscodeTarget) -> Bytes {

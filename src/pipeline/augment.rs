@@ -42,7 +42,7 @@
 //! **Applying the box.** The same relative box is applied to every image, whatever its
 //! size and aspect ratio (an edit rarely keeps the source's). Nothing is rounded to
 //! pixels: for an image whose logical size is `(Wi, Hi)` (declared size divided by the
-//! JPEG DCT reduction, see [`decode::Decoded::logical_size`]) the source rectangle is
+//! JPEG DCT reduction, see [`codec::Decoded::logical_size`]) the source rectangle is
 //! `left = x0 * Wi`, `top = y0 * Hi`, `width = (x1 - x0) * Wi`, `height = (y1 - y0) * Hi`
 //! in fractional pixels, clamped to the decoded buffer, and the resampler
 //! (fast_image_resize, convolution with the [`FILTER`] kernel, kernel widened by the
@@ -52,7 +52,7 @@
 //! **Decode size.** With `jpeg_dct_scaling` off every image is decoded at full size.
 //! With it on (the default in builds with the `turbojpeg` feature), each image is
 //! decoded with a needed size of `(ceil(tw / (x1 - x0)), ceil(th / (y1 - y0)))` pixels
-//! for the whole image, which lets [`decode::choose_path`] decode a JPEG at 1/2, 1/4 or
+//! for the whole image, which lets [`codec::choose_path`] decode a JPEG at 1/2, 1/4 or
 //! 1/8 scale while never upsampling the crop because of it. The reduced path gives
 //! slightly different bytes, which is why the switch is part of the spec.
 //!
@@ -90,11 +90,11 @@ use crate::dataset::sample::{Role, SampleImage, SampleMeta};
 use crate::dataset::Subset;
 use crate::rng::{Purpose, Rng};
 
-use super::decode::{self, DecodeError, DecodeLimits};
 use super::direction;
 pub use super::direction::FlipPolicy;
 use super::fit;
 pub use super::fit::Fit;
+use crate::codec::{self, DecodeError, DecodeLimits};
 
 /// The resize kernel: CatmullRom (bicubic, 4 taps at scale 1, widened by the scale
 /// factor when shrinking, so it antialiases). It is visibly sharper than bilinear on
@@ -127,7 +127,7 @@ fn default_jpeg_dct_scaling() -> bool {
     cfg!(feature = "turbojpeg")
 }
 fn default_max_pixels() -> u64 {
-    decode::DEFAULT_MAX_PIXELS
+    codec::DEFAULT_MAX_PIXELS
 }
 fn default_jitter_strength() -> f64 {
     0.1
@@ -169,7 +169,7 @@ pub struct AugmentSpec {
     #[serde(default = "default_max_pixels")]
     pub max_pixels: u64,
     /// Decode JPEGs at 1/2, 1/4 or 1/8 scale in the DCT domain when the target and crop
-    /// need at most half the image ([`decode::JPEG_DCT_DECODER`]). On by default in
+    /// need at most half the image ([`codec::JPEG_DCT_DECODER`]). On by default in
     /// builds with the `turbojpeg` feature: libjpeg-turbo's 1/2-scale decode of a
     /// 1024x768 q90 source costs 25% less CPU than zune-jpeg's full decode. Off by
     /// default otherwise: jpeg-decoder's reduced decode costs as much or more CPU than
@@ -557,8 +557,8 @@ pub fn process(
                 role: img.role,
                 source,
             };
-            let h = decode::probe(img.format, &img.bytes).map_err(decode_err)?;
-            decode::check_limits(&h, &limits).map_err(decode_err)?;
+            let h = codec::probe(img.format, &img.bytes).map_err(decode_err)?;
+            codec::check_limits(&h, &limits).map_err(decode_err)?;
             Ok(h)
         })
         .collect::<Result<Vec<_>, AugmentError>>()?;
@@ -596,10 +596,10 @@ pub fn process(
         .zip(&headers)
         .zip(out.chunks_exact_mut(per_image))
     {
-        let path = decode::choose_path(header, need);
+        let path = codec::choose_path(header, need);
         let read = resize_reads(crop, header, path, resized);
         let decoded =
-            decode::decode_path(header, &img.bytes, path, Some(read)).map_err(|source| {
+            codec::decode_path(header, &img.bytes, path, Some(read)).map_err(|source| {
                 AugmentError::Decode {
                     role: img.role,
                     source,
@@ -643,7 +643,7 @@ pub fn process(
 /// Resizes the crop box `crop` (relative) of `decoded` to `target` into `dst` (packed
 /// RGB8), as the module docs describe; the resizer reads the rectangle in place.
 pub fn resize_crop(
-    decoded: &decode::Decoded<'_>,
+    decoded: &codec::Decoded<'_>,
     crop: [f64; 4],
     target: (u32, u32),
     dst: &mut [u8],
@@ -671,7 +671,7 @@ pub fn resize_crop(
 }
 
 /// The source rectangle `[left, top, width, height]`, in pixels, of the crop box `crop`
-/// (relative) in an image of `logical` size (see [`decode::Decoded::logical_size`])
+/// (relative) in an image of `logical` size (see [`codec::Decoded::logical_size`])
 /// decoded to a `buffer` of pixels.
 fn source_rect(crop: [f64; 4], logical: (f64, f64), buffer: (u32, u32)) -> [f64; 4] {
     let [x0, y0, x1, y1] = crop;
@@ -691,10 +691,10 @@ fn source_rect(crop: [f64; 4], logical: (f64, f64), buffer: (u32, u32)) -> [f64;
 /// checks that the output bytes are those of a whole decode.
 pub fn resize_reads(
     crop: [f64; 4],
-    header: &decode::Header,
-    path: decode::DecodePath,
+    header: &codec::Header,
+    path: codec::DecodePath,
     target: (u32, u32),
-) -> decode::Region {
+) -> codec::Region {
     let (w, h) = path.decoded_size(header);
     let [left, top, width, height] = source_rect(crop, path.logical_size(header), (w, h));
     let span = |from: f64, to: f64, out: u32, len: u32| -> (u32, u32) {
@@ -706,7 +706,7 @@ pub fn resize_reads(
     };
     let (cx0, cx1) = span(left, left + width, target.0, w);
     let (cy0, cy1) = span(top, top + height, target.1, h);
-    decode::Region {
+    codec::Region {
         x0: cx0,
         y0: cy0,
         x1: cx1,

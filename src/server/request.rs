@@ -153,7 +153,7 @@ fn output_fingerprint(
     let mut extra = format!("{aug:?}|{size:?}|{buckets:?}|{kind:?}");
     if cfg!(feature = "turbojpeg") && aug.jpeg_dct_scaling {
         extra.push('|');
-        extra.push_str(crate::pipeline::decode::JPEG_DCT_DECODER);
+        extra.push_str(crate::codec::JPEG_DCT_DECODER);
     }
     extra.into_bytes()
 }

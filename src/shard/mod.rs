@@ -22,13 +22,6 @@ pub enum ShardError {
         offset: u64,
         why: String,
     },
-    /// A sample does not fit the editfeed schema.
-    #[error("shard {shard}: {source}")]
-    Sample {
-        shard: String,
-        #[source]
-        source: crate::dataset::sample::SampleError,
-    },
     /// The sidecar index is unusable.
     #[error("shard {shard}: index: {source}")]
     Index {

@@ -9,7 +9,6 @@ use bytes::Bytes;
 
 use super::members::{read_members, slice_members, split_name, MemberError, MAX_MEMBER_BYTES};
 use super::ShardError;
-use crate::dataset::sample::{Sample, SampleError};
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
@@ -23,11 +22,6 @@ pub struct RawSample {
 }
 
 impl RawSample {
-    /// Applies the editfeed sample schema.
-    pub fn into_sample(self) -> Result<Sample, SampleError> {
-        Sample::from_members(&self.key, self.members)
-    }
-
     /// The sample's content digest (as stored in the index).
     pub fn digest(&self) -> [u8; 32] {
         super::index::sample_digest(

@@ -9,10 +9,10 @@ use std::path::Path;
 
 use bytes::Bytes;
 
+use crate::codec::{self, DecodeLimits, ImageFormat, TranscodeTarget};
 use crate::dataset::input_files::{read_bounded, InputFileError, DEFAULT_MAX_IMAGE_BYTES};
-use crate::dataset::sample::{ImageFormat, Role, SampleImage};
-use crate::dataset::transcode::{probe, transcode, TranscodeTarget, DEFAULT_PIXEL_LIMIT};
-use crate::pipeline::decode::{self, DecodeLimits};
+use crate::dataset::sample::{Role, SampleImage};
+use crate::dataset::transcode::{probe, transcode, DEFAULT_PIXEL_LIMIT};
 
 /// What to do to images at import time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,11 +75,11 @@ pub fn load_image(path: &Path, role: Role, opts: &ImageOptions) -> Result<Sample
     // The daemon's own header parser and limit check, so a bomb is refused here
     // rather than on every read; undecodable headers are left to the probe below.
     if let Some(declared) = ImageFormat::sniff(&bytes) {
-        if let Ok(header) = decode::probe(declared, &bytes) {
+        if let Ok(header) = codec::probe(declared, &bytes) {
             let limits = DecodeLimits {
                 max_pixels: opts.pixel_limit,
             };
-            decode::check_limits(&header, &limits)
+            codec::check_limits(&header, &limits)
                 .map_err(|e| LoadError::TooLarge(format!("{e} (--max-decode-pixels)")))?;
         }
     }
@@ -105,16 +105,8 @@ pub fn load_image(path: &Path, role: Role, opts: &ImageOptions) -> Result<Sample
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset::transcode::encode;
+    use crate::codec::encode;
     use image::{DynamicImage, RgbImage};
-
-    #[test]
-    fn the_pixel_limit_defaults_to_the_daemons() {
-        assert_eq!(
-            ImageOptions::default().pixel_limit,
-            crate::config::ServeConfig::default().max_decode_pixels
-        );
-    }
 
     #[test]
     fn sources_keep_their_format_and_edits_follow_the_target() {

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use super::jobs::{JobFailure, JobHandle};
 use super::AdminError;
+use crate::codec::TranscodeTarget;
 use crate::dataset::reshard::{reshard, Progress, ReshardError, ReshardOptions};
-use crate::dataset::transcode::TranscodeTarget;
 use crate::dataset::writer::{DatasetWriter, ShardTarget, WriteError, WriteOptions};
 use crate::dataset::Subset;
 use crate::proto::v1::{JobState, ReshardRequest, ReshardResponse};

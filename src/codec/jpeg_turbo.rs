@@ -1,4 +1,4 @@
-//! The libjpeg-turbo backend of [`DecodePath::JpegDct`](super::decode::DecodePath)
+//! The libjpeg-turbo backend of [`DecodePath::JpegDct`](super::path::DecodePath)
 //! (cargo feature `turbojpeg`), over the TurboJPEG 3 API.
 //!
 //! libjpeg-turbo scales in the DCT domain at 1/2, 1/4 and 1/8 with SIMD IDCT, upsampling
@@ -18,8 +18,10 @@ use std::ffi::CStr;
 
 use turbojpeg_sys as tj;
 
-use super::decode::{DecodeError, DecodePath, Header, Region};
-use crate::dataset::sample::ImageFormat;
+use super::error::DecodeError;
+use super::format::ImageFormat;
+use super::header::Header;
+use super::path::{DecodePath, Region};
 
 /// The decoder's name in errors.
 pub const DECODER: &str = "libjpeg-turbo";
