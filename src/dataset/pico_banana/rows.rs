@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use super::report::SkipReason;
+use super::outcome::SkipReason;
 use crate::dataset::edit_types::category_of;
 use crate::dataset::sample::{Role, MAX_IMAGES_PER_ROLE};
 use crate::dataset::{Category, Subset};

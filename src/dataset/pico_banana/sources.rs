@@ -18,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::report::SkipReason;
+use super::outcome::{SkipReason, SourceWay};
 use super::ImportError;
 use crate::dataset::input_files::{Confinement, InputFileError};
 
@@ -31,28 +31,6 @@ pub struct SourceOptions {
     pub source_map: Option<PathBuf>,
     /// The folder holding `<ImageID>.jpg` files for `source_map`.
     pub source_images: Option<PathBuf>,
-}
-
-/// Which way found a source photo.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum SourceWay {
-    /// The row's `local_input_image`.
-    LocalInputImage,
-    /// The Open Images URL -> ImageID map.
-    SourceMap,
-    /// The folder of files named like their URLs.
-    SourceDir,
-}
-
-impl SourceWay {
-    /// A stable short name for reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            SourceWay::LocalInputImage => "local_input_image",
-            SourceWay::SourceMap => "source_map",
-            SourceWay::SourceDir => "source_dir",
-        }
-    }
 }
 
 /// The URL with its scheme removed, so `http://` and `https://` spellings match.
