@@ -22,7 +22,7 @@ use editfeed::dataset::synth::SynthOptions;
 use editfeed::dataset::writer::ShardTarget;
 use editfeed::dataset::Subset;
 use editfeed::plan::{Phase, StreamSpec};
-use editfeed::proto::v1 as pb;
+use editfeed::transport::proto::v1 as pb;
 
 const JOBS: u32 = 8;
 const RANKS: u32 = 8;
@@ -56,7 +56,7 @@ fn request(job: u32, rank: u32) -> pb::StreamRequest {
         ramp_steps: 0,
     }];
     let mut req = common::request("load", 0, GLOBAL_BATCH, RANKS, rank, SIZE, 0);
-    req.spec = Some(editfeed::convert::spec_to_wire(&spec));
+    req.spec = Some(editfeed::transport::convert::spec_to_wire(&spec));
     req.job = format!("job-{job}");
     req
 }
@@ -71,7 +71,7 @@ async fn run_stream(
     counted_from: Instant,
     end: Instant,
 ) -> Outcome {
-    let mut client = editfeed::client::connect(&endpoint)
+    let mut client = editfeed::transport::client::connect(&endpoint)
         .await
         .map_err(|e| e.to_string())?;
     let mut stream = client
@@ -132,7 +132,7 @@ fn main() {
         // The stalled client: takes one batch, then holds its stream without reading.
         let stalled_endpoint = d.endpoint.clone();
         let stalled = tokio::spawn(async move {
-            let mut client = editfeed::client::connect(&stalled_endpoint).await.unwrap();
+            let mut client = editfeed::transport::client::connect(&stalled_endpoint).await.unwrap();
             let mut s = client.stream(request(JOBS, 0)).await.unwrap().into_inner();
             let _ = s.message().await;
             tokio::time::sleep_until(end.into()).await;

@@ -19,7 +19,7 @@ use editfeed::dataset::synth::{synth_sample, SynthOptions};
 use editfeed::dataset::writer::{DatasetWriter, ShardTarget, WriteOptions};
 use editfeed::pipeline::timing;
 use editfeed::plan::{Phase, StreamSpec};
-use editfeed::proto::v1 as pb;
+use editfeed::transport::proto::v1 as pb;
 
 const SAMPLES: u64 = 60;
 
@@ -60,7 +60,7 @@ fn request(subset: &str, size: u32, batches: u64, seed: u64) -> pb::StreamReques
     }];
     pb::StreamRequest {
         dataset: "bench".into(),
-        spec: Some(editfeed::convert::spec_to_wire(&spec)),
+        spec: Some(editfeed::transport::convert::spec_to_wire(&spec)),
         rank: 0,
         world_size: 1,
         cursor: String::new(),
@@ -80,7 +80,9 @@ fn request(subset: &str, size: u32, batches: u64, seed: u64) -> pb::StreamReques
 }
 
 async fn drain(endpoint: &str, req: pb::StreamRequest) -> (u64, f64) {
-    let mut client = editfeed::client::connect(endpoint).await.unwrap();
+    let mut client = editfeed::transport::client::connect(endpoint)
+        .await
+        .unwrap();
     let mut stream = client.stream(req).await.unwrap().into_inner();
     let mut samples = 0;
     // The clock starts at the first batch, so plan building and the pipeline's warm-up
@@ -130,7 +132,9 @@ impl Feeder {
         let (admin, out) = (admin.to_string(), out.to_path_buf());
         let (st, sa) = (stop.clone(), samples.clone());
         let task = tokio::spawn(async move {
-            let mut c = editfeed::client::connect_admin(&admin).await.unwrap();
+            let mut c = editfeed::transport::client::connect_admin(&admin)
+                .await
+                .unwrap();
             let mut n = 0;
             while !st.load(Ordering::Relaxed) {
                 n += 1;

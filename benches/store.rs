@@ -106,7 +106,9 @@ fn upload(dir: &std::path::Path, url: &str) -> u64 {
 /// Streams one request; samples/s from the first batch on, and the time to it.
 async fn run(endpoint: &str, dataset: &str, seed: u64) -> (f64, f64) {
     let started = Instant::now();
-    let mut client = editfeed::client::connect(endpoint).await.unwrap();
+    let mut client = editfeed::transport::client::connect(endpoint)
+        .await
+        .unwrap();
     let req = common::request(dataset, seed, 8, 1, 0, 256, BATCHES);
     let mut stream = client.stream(req).await.unwrap().into_inner();
     let _first = stream.message().await.unwrap().unwrap();

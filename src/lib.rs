@@ -3,24 +3,20 @@
 //! to trainers over gRPC. The binary in `main.rs` is a thin CLI over this library.
 
 pub mod allocator;
-pub mod client;
 pub mod codec;
 pub mod config;
-pub mod convert;
 pub mod dataset;
 mod error_report;
 pub mod hex;
 pub mod metrics;
 pub mod pipeline;
 pub mod plan;
-pub mod proto;
 pub mod rng;
 pub mod secret;
 pub mod server;
 pub mod shard;
-pub mod shared_memory;
 pub mod store;
+pub mod transport;
 pub mod units;
-pub mod wire;
 
 pub use error_report::error_report;

@@ -15,11 +15,13 @@ use common::*;
 use editfeed::config::ServeConfig;
 use editfeed::dataset::synth::SynthOptions;
 use editfeed::dataset::writer::ShardTarget;
-use editfeed::proto::v1 as pb;
+use editfeed::transport::proto::v1 as pb;
 use pb::JobState;
 
-async fn admin(endpoint: &str) -> editfeed::client::Admin {
-    editfeed::client::connect_admin(endpoint).await.unwrap()
+async fn admin(endpoint: &str) -> editfeed::transport::client::Admin {
+    editfeed::transport::client::connect_admin(endpoint)
+        .await
+        .unwrap()
 }
 
 /// A server over `datasets` keeping its state in `state_dir`.
@@ -51,7 +53,7 @@ fn reshard_request(dataset: &str, dest: &Path, samples: u64, bytes: u64) -> pb::
 }
 
 /// Follows a job with WatchJob to its end; returns every state seen.
-async fn watch_to_end(c: &mut editfeed::client::Admin, id: &str) -> Vec<pb::Job> {
+async fn watch_to_end(c: &mut editfeed::transport::client::Admin, id: &str) -> Vec<pb::Job> {
     let mut stream = c
         .watch_job(pb::GetJobRequest { job_id: id.into() })
         .await
@@ -68,7 +70,7 @@ async fn watch_to_end(c: &mut editfeed::client::Admin, id: &str) -> Vec<pb::Job>
     seen
 }
 
-async fn run_job(c: &mut editfeed::client::Admin, req: pb::ReshardRequest) -> pb::Job {
+async fn run_job(c: &mut editfeed::transport::client::Admin, req: pb::ReshardRequest) -> pb::Job {
     let id = c.reshard(req).await.unwrap().into_inner().job_id;
     let last = watch_to_end(c, &id).await.pop().unwrap();
     assert_eq!(last.state(), JobState::Succeeded, "{last:?}");
@@ -205,7 +207,9 @@ async fn a_stream_running_through_a_reshard_and_switch_keeps_its_bytes() {
     let want = digests(&fetch_all(&srv.endpoint, req.clone()).await.unwrap());
 
     req.job = "through-switch".into();
-    let mut client = editfeed::client::connect(&srv.endpoint).await.unwrap();
+    let mut client = editfeed::transport::client::connect(&srv.endpoint)
+        .await
+        .unwrap();
     let mut stream = client.stream(req.clone()).await.unwrap().into_inner();
     let mut got = Vec::new();
     for _ in 0..3 {

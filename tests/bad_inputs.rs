@@ -247,7 +247,9 @@ async fn a_dataset_rewritten_under_a_running_stream_ends_it_with_a_clear_error()
     let server = TestServer::start(&[("d", dir.path()), ("orig", original.path())], 1, 1).await;
     // Batches of 3 MB, so that flow control holds the daemon a few batches ahead of
     // the reader (small ones would all be sent before the rewrite).
-    let mut client = editfeed::client::connect(&server.endpoint).await.unwrap();
+    let mut client = editfeed::transport::client::connect(&server.endpoint)
+        .await
+        .unwrap();
     let mut stream = client
         .stream(request("d", 9, 2, 1, 0, 512, 40))
         .await

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::*;
 use editfeed::dataset::{Dataset, Subset};
 use editfeed::plan::{EvalOrder, Mode, Plan, Selection, StreamSpec};
-use editfeed::proto::v1 as pb;
+use editfeed::transport::proto::v1 as pb;
 use proptest::prelude::*;
 
 /// The canonical ordinals of `split`'s samples in each subset, read off the manifest.
@@ -115,7 +115,7 @@ proptest! {
 /// An eval request of the test split, `global_batch` 4, at 32 px.
 fn eval_request(world: u32, rank: u32, order: EvalOrder) -> pb::StreamRequest {
     let mut req = request("d", 3, 4, world, rank, 32, 0);
-    req.spec = Some(editfeed::convert::spec_to_wire(&eval_spec(
+    req.spec = Some(editfeed::transport::convert::spec_to_wire(&eval_spec(
         3, 4, order, "test",
     )));
     req
@@ -264,7 +264,7 @@ async fn eval_requests_with_augmentation_or_training_settings_are_refused() {
     let mut req = eval_request(1, 0, EvalOrder::Canonical);
     let mut spec = eval_spec(3, 4, EvalOrder::Canonical, "test");
     spec.category_weights.insert("stylistic".into(), 2.0);
-    req.spec = Some(editfeed::convert::spec_to_wire(&spec));
+    req.spec = Some(editfeed::transport::convert::spec_to_wire(&spec));
     let e = refused(req).await;
     assert!(e.contains("category_weights applies to training"), "{e}");
 
@@ -272,7 +272,7 @@ async fn eval_requests_with_augmentation_or_training_settings_are_refused() {
     let mut req = request("d", 3, 4, 1, 0, 32, 2);
     let mut spec = StreamSpec::new(3, 4);
     spec.order = EvalOrder::Seeded;
-    req.spec = Some(editfeed::convert::spec_to_wire(&spec));
+    req.spec = Some(editfeed::transport::convert::spec_to_wire(&spec));
     let e = refused(req).await;
     assert!(e.contains("order = \"seeded\""), "{e}");
 
@@ -292,7 +292,7 @@ async fn eval_requests_with_augmentation_or_training_settings_are_refused() {
     spec.select.subsets = vec!["dpo".into()];
     spec.select.categories = vec!["text_symbol".into()];
     spec.select.exclude_categories = vec!["text_symbol".into()];
-    req.spec = Some(editfeed::convert::spec_to_wire(&spec));
+    req.spec = Some(editfeed::transport::convert::spec_to_wire(&spec));
     let e = refused(req).await;
     assert!(
         e.contains("select.subsets = [\"dpo\"] leaves it out") && e.contains("left none of the 6"),
@@ -309,7 +309,7 @@ async fn letterbox_and_centre_crop_fit_the_whole_image_deterministically() {
     spec.select.subsets = vec!["sft".into()];
     let fetch = |fit: pb::Fit| {
         let mut req = request("d", 0, 2, 1, 0, 32, 1);
-        req.spec = Some(editfeed::convert::spec_to_wire(&spec));
+        req.spec = Some(editfeed::transport::convert::spec_to_wire(&spec));
         req.output.as_mut().unwrap().fit = fit as i32;
         fetch_all(&server.endpoint, req)
     };
@@ -317,8 +317,8 @@ async fn letterbox_and_centre_crop_fit_the_whole_image_deterministically() {
     let cropped = fetch(pb::Fit::CenterCrop).await.unwrap().remove(0);
     let default = fetch(pb::Fit::Unspecified).await.unwrap().remove(0);
     assert_eq!(
-        editfeed::wire::batch_digest(&default),
-        editfeed::wire::batch_digest(&cropped),
+        editfeed::transport::wire::batch_digest(&default),
+        editfeed::transport::wire::batch_digest(&cropped),
         "eval streams centre-crop by default"
     );
     assert_ne!(
@@ -357,8 +357,10 @@ async fn an_eval_pass_ends_at_a_broken_sample_instead_of_replacing_it() {
     let mut req = request("d", 3, 2, 1, 0, 16, 0);
     let mut spec = StreamSpec::new(3, 2);
     spec.mode = Mode::Eval;
-    req.spec = Some(editfeed::convert::spec_to_wire(&spec));
-    let mut client = editfeed::client::connect(&server.endpoint).await.unwrap();
+    req.spec = Some(editfeed::transport::convert::spec_to_wire(&spec));
+    let mut client = editfeed::transport::client::connect(&server.endpoint)
+        .await
+        .unwrap();
     let mut stream = client.stream(req).await.unwrap().into_inner();
     // Canonical order: the batch of samples 0 and 1 comes, then the stream ends.
     let first = stream.message().await.unwrap().unwrap();
@@ -381,7 +383,7 @@ async fn jitter_leaves_a_letterbox_padding_black() {
     let mut req = request("d", 0, 8, 1, 0, 32, 1);
     let mut spec = StreamSpec::new(0, 8);
     spec.select.subsets = vec!["sft".into()];
-    req.spec = Some(editfeed::convert::spec_to_wire(&spec));
+    req.spec = Some(editfeed::transport::convert::spec_to_wire(&spec));
     req.output.as_mut().unwrap().fit = pb::Fit::Letterbox as i32;
     req.augment = Some(pb::Augment {
         crop: Some(false),

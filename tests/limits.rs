@@ -26,7 +26,9 @@ async fn a_client_that_stops_reading_stalls_no_one_and_its_work_stays_bounded() 
         .insert("d".into(), dir.path().display().to_string());
     let server = TestServer::start_config(config).await;
     // Batches of ~1.5 MB, so that HTTP/2 flow control stops the stalled stream soon.
-    let mut client = editfeed::client::connect(&server.endpoint).await.unwrap();
+    let mut client = editfeed::transport::client::connect(&server.endpoint)
+        .await
+        .unwrap();
     let mut stalled = client
         .stream(request("d", 1, 4, 1, 0, 256, 0))
         .await
@@ -69,8 +71,8 @@ async fn a_client_that_stops_reading_stalls_no_one_and_its_work_stays_bounded() 
         .await
         .unwrap();
     assert_eq!(
-        editfeed::wire::batch_digest(&next),
-        editfeed::wire::batch_digest(&alone[1])
+        editfeed::transport::wire::batch_digest(&next),
+        editfeed::transport::wire::batch_digest(&alone[1])
     );
 
     // A shutdown with the stalled client still connected ends after the drain (1 s)
@@ -89,7 +91,7 @@ fn curriculum_request(
     global_batch: u32,
     world: u32,
     max_batches: u64,
-) -> editfeed::proto::v1::StreamRequest {
+) -> editfeed::transport::proto::v1::StreamRequest {
     let mut spec = editfeed::plan::StreamSpec::new(5, global_batch);
     spec.curriculum = phases
         .iter()
@@ -100,7 +102,7 @@ fn curriculum_request(
         })
         .collect();
     let mut req = request("d", 5, global_batch, world, 1, 64, max_batches);
-    req.spec = Some(editfeed::convert::spec_to_wire(&spec));
+    req.spec = Some(editfeed::transport::convert::spec_to_wire(&spec));
     req
 }
 
@@ -191,7 +193,7 @@ async fn a_curriculum_longer_than_the_bound_is_a_clear_invalid_argument() {
         })
         .collect();
     let mut req = request("d", 1, 4, 1, 0, 32, 1);
-    req.spec = Some(editfeed::convert::spec_to_wire(&spec));
+    req.spec = Some(editfeed::transport::convert::spec_to_wire(&spec));
     let err = fetch_all(&server.endpoint, req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(
@@ -203,7 +205,7 @@ async fn a_curriculum_longer_than_the_bound_is_a_clear_invalid_argument() {
     spec.curriculum.truncate(MAX_PHASES);
     spec.curriculum.last_mut().unwrap().until_step = None;
     let mut req = request("d", 1, 4, 1, 0, 32, 1);
-    req.spec = Some(editfeed::convert::spec_to_wire(&spec));
+    req.spec = Some(editfeed::transport::convert::spec_to_wire(&spec));
     assert_eq!(fetch_all(&server.endpoint, req).await.unwrap().len(), 1);
     server.stop().await;
 }

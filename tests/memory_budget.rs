@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use editfeed::proto::v1 as pb;
+use editfeed::transport::proto::v1 as pb;
 
 /// A 256 px sft batch of 4 samples: 4 x 2 images x 256 x 256 x 3 = 1.5 MiB of tensors,
 /// charged twice that when prepared ahead. The default spec mixes the subsets: a
@@ -31,7 +31,9 @@ async fn server(dir: &tempfile::TempDir, max_inflight_bytes: u64) -> TestServer 
 }
 
 async fn memory(admin: &str) -> pb::MemoryStats {
-    let mut c = editfeed::client::connect_admin(admin).await.unwrap();
+    let mut c = editfeed::transport::client::connect_admin(admin)
+        .await
+        .unwrap();
     let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
     stats.memory.expect("Stats reports the memory budget")
 }
@@ -110,7 +112,9 @@ async fn a_stalled_client_keeps_its_base_and_prefetch_only_and_others_keep_movin
     let most = MULTI_TURN_NEED + 2 * 2 * MULTI_TURN_BYTES;
     let limit = 2 * most + (1 << 20);
     let srv = server(&dir, limit).await;
-    let mut client = editfeed::client::connect(&srv.endpoint).await.unwrap();
+    let mut client = editfeed::transport::client::connect(&srv.endpoint)
+        .await
+        .unwrap();
     let mut stalled = client
         .stream(request("d", 1, 4, 1, 0, 256, 0))
         .await

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use common::*;
 use editfeed::dataset::Subset;
 use editfeed::plan::{Mode, MultiTurnView, Plan, StreamSpec};
-use editfeed::proto::v1 as pb;
+use editfeed::transport::proto::v1 as pb;
 
 fn steps_spec(seed: u64, global_batch: u32, mode: Mode) -> StreamSpec {
     let mut spec = StreamSpec::new(seed, global_batch);
@@ -78,7 +78,7 @@ async fn steps_carry_the_images_and_instruction_of_their_turn_and_resume() {
     let server = TestServer::start(&[("d", dir.path())], 2, 2).await;
     let request = |spec: &StreamSpec| {
         let mut req = request("d", 0, 4, 1, 0, 32, 0);
-        req.spec = Some(editfeed::convert::spec_to_wire(spec));
+        req.spec = Some(editfeed::transport::convert::spec_to_wire(spec));
         req.output.as_mut().unwrap().fit = pb::Fit::Stretch as i32;
         req
     };

@@ -94,7 +94,9 @@ async fn health_is_not_serving_before_load_and_while_draining() {
     // A stream in flight when SIGTERM arrives finishes; health says NOT_SERVING meanwhile.
     // Its 40 batches (30 MB at 256 px) outgrow the HTTP/2 window, so it cannot be sent
     // in full before this client reads: the drain really waits for it.
-    let mut client = editfeed::client::connect(&endpoint).await.unwrap();
+    let mut client = editfeed::transport::client::connect(&endpoint)
+        .await
+        .unwrap();
     let mut stream = client
         .stream(request("d", 0, 2, 1, 0, 256, 40))
         .await
@@ -164,7 +166,9 @@ async fn sigterm_mid_stream(size: u32, behind: Duration) {
         lines.recv_timeout(Duration::from_secs(20)).unwrap(),
         "ready"
     );
-    let mut client = editfeed::client::connect(&endpoint).await.unwrap();
+    let mut client = editfeed::transport::client::connect(&endpoint)
+        .await
+        .unwrap();
     // An endless stream: it cannot finish within the drain period.
     let mut stream = client
         .stream(request("d", 0, 2, 1, 0, size, 0))

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use editfeed::config::ServeConfig;
-use editfeed::proto::v1 as pb;
+use editfeed::transport::proto::v1 as pb;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -74,7 +74,9 @@ async fn a_failing_dataset_does_not_block_the_others_and_is_reported() {
     );
 
     // admin list names the failing one with its error.
-    let mut a = editfeed::client::connect_admin(&admin).await.unwrap();
+    let mut a = editfeed::transport::client::connect_admin(&admin)
+        .await
+        .unwrap();
     let list = a
         .list_datasets(pb::ListDatasetsRequest {})
         .await

@@ -177,7 +177,9 @@ async fn a_store_that_starts_refusing_ends_the_stream_with_unavailable() {
         let proxy = Proxy::start(moto().addr);
         let url = s3_url(&bucket, &prefix, &proxy.endpoint);
         let server = TestServer::start_locations(&[("s3", &url)], 2, 1).await;
-        let mut client = editfeed::client::connect(&server.endpoint).await.unwrap();
+        let mut client = editfeed::transport::client::connect(&server.endpoint)
+            .await
+            .unwrap();
         let mut stream = client
             .stream(request("s3", 3, 4, 1, 0, 24, 0))
             .await
@@ -449,7 +451,7 @@ fn synth_and_verify_commands_take_s3_urls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reshard_from_disk_into_s3_is_switched_to_and_serves_the_same_batches() {
-    use editfeed::proto::v1 as pb;
+    use editfeed::transport::proto::v1 as pb;
     tokio::time::timeout(LIMIT, async {
         set_test_credentials();
         let dir = tempfile::tempdir().unwrap();
@@ -466,7 +468,7 @@ async fn a_reshard_from_disk_into_s3_is_switched_to_and_serves_the_same_batches(
                 .unwrap(),
         );
         let url = s3_url(&bucket("reshard"), "pico/v2", &moto().endpoint);
-        let mut admin = editfeed::client::connect_admin(&server.admin)
+        let mut admin = editfeed::transport::client::connect_admin(&server.admin)
             .await
             .unwrap();
         let job_id = admin

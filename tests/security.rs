@@ -9,10 +9,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use editfeed::client::{connect_admin_with, connect_with, ConnectOptions};
 use editfeed::config::ServeConfig;
-use editfeed::proto::v1 as pb;
 use editfeed::secret::Secret;
+use editfeed::transport::client::{connect_admin_with, connect_with, ConnectOptions};
+use editfeed::transport::proto::v1 as pb;
 use tonic::Code;
 
 fn dataset() -> tempfile::TempDir {
@@ -81,7 +81,7 @@ async fn tls_and_the_admin_token_work_end_to_end_and_keep_others_out() {
     assert_eq!(digests(&over_tls), digests(&expected));
 
     // A plaintext client, and a TLS client that does not trust the certificate, fail.
-    let plaintext = match editfeed::client::connect(&secure.endpoint).await {
+    let plaintext = match editfeed::transport::client::connect(&secure.endpoint).await {
         Ok(mut c) => c.stream(req.clone()).await.err(),
         Err(e) => Some(tonic::Status::unavailable(e.to_string())),
     };
@@ -142,7 +142,9 @@ async fn streams_name_datasets_not_paths_and_clients_have_a_stream_limit() {
     }
 
     // Two endless streams from this client fill its share; a third is refused.
-    let mut client = editfeed::client::connect(&server.endpoint).await.unwrap();
+    let mut client = editfeed::transport::client::connect(&server.endpoint)
+        .await
+        .unwrap();
     let mut open = Vec::new();
     for seed in 0..2 {
         let mut s = client
@@ -189,7 +191,9 @@ async fn streams_name_datasets_not_paths_and_clients_have_a_stream_limit() {
 async fn a_request_deadline_ends_the_stream_and_frees_its_slot() {
     let data = dataset();
     let server = TestServer::start_config(config(data.path())).await;
-    let mut client = editfeed::client::connect(&server.endpoint).await.unwrap();
+    let mut client = editfeed::transport::client::connect(&server.endpoint)
+        .await
+        .unwrap();
     let mut req = tonic::Request::new(request("d", 0, 2, 1, 0, 32, 0));
     req.set_timeout(Duration::from_millis(700));
     let started = std::time::Instant::now();

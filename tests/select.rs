@@ -237,7 +237,7 @@ async fn a_filtered_stream_over_grpc_serves_only_its_split_and_refuses_bad_names
     let mut req = request("d", 9, 4, 1, 0, 64, 12);
     let mut spec = StreamSpec::new(9, 4);
     spec.select = sel.clone();
-    req.spec = Some(editfeed::convert::spec_to_wire(&spec));
+    req.spec = Some(editfeed::transport::convert::spec_to_wire(&spec));
     let batches = fetch_all(&server.endpoint, req.clone()).await.unwrap();
     assert_eq!(batches.len(), 12);
     let test_keys: BTreeSet<String> = Subset::ALL
@@ -265,7 +265,7 @@ async fn a_filtered_stream_over_grpc_serves_only_its_split_and_refuses_bad_names
 
     let mut bad = spec.clone();
     bad.select.exclude_categories = vec!["texts".into()];
-    req.spec = Some(editfeed::convert::spec_to_wire(&bad));
+    req.spec = Some(editfeed::transport::convert::spec_to_wire(&bad));
     let e = fetch_all(&server.endpoint, req).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert!(

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use editfeed::dataset::writer::ShardTarget;
-use editfeed::proto::v1 as pb;
+use editfeed::transport::proto::v1 as pb;
 use tonic::Code;
 
 fn dataset(samples: u64, seed: u64) -> tempfile::TempDir {
@@ -146,7 +146,9 @@ async fn sixteen_concurrent_streams_each_get_their_own_batches() {
 async fn a_client_that_leaves_frees_its_work() {
     let dir = dataset(20, 5);
     let server = TestServer::start(&[("d", dir.path())], 1, 4).await;
-    let mut client = editfeed::client::connect(&server.endpoint).await.unwrap();
+    let mut client = editfeed::transport::client::connect(&server.endpoint)
+        .await
+        .unwrap();
     let mut stream = client
         .stream(request("d", 0, 8, 1, 0, 48, 0))
         .await
@@ -286,7 +288,9 @@ async fn a_small_subset_of_broken_samples_ends_in_data_loss_counting_what_was_tr
 async fn describe_lists_datasets_and_encoded_output_passes_bytes_through() {
     let dir = dataset(10, 8);
     let server = TestServer::start(&[("d", dir.path())], 1, 1).await;
-    let mut client = editfeed::client::connect(&server.endpoint).await.unwrap();
+    let mut client = editfeed::transport::client::connect(&server.endpoint)
+        .await
+        .unwrap();
     let info = client
         .describe(pb::DescribeRequest {})
         .await

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use editfeed::proto::v1 as pb;
-use editfeed::shared_memory::{take_files, Probe};
+use editfeed::transport::proto::v1 as pb;
+use editfeed::transport::shared_memory::{take_files, Probe};
 
 fn dataset() -> tempfile::TempDir {
     synth_dataset(40, 5, 8)
@@ -81,7 +81,9 @@ async fn batches_through_shared_files_are_the_batches_in_the_messages() {
         let probe = Probe::create(shm.path()).unwrap();
         let mut shared_req = req.clone();
         shared_req.shm_probe = probe.name().to_string();
-        let mut client = editfeed::client::connect(&server.endpoint).await.unwrap();
+        let mut client = editfeed::transport::client::connect(&server.endpoint)
+            .await
+            .unwrap();
         let mut stream = client.stream(shared_req).await.unwrap().into_inner();
         // The daemon took the probe as proof that it shares the folder.
         assert!(!shm.path().join(probe.name()).exists());
@@ -92,7 +94,7 @@ async fn batches_through_shared_files_are_the_batches_in_the_messages() {
             for t in &b.tensors {
                 if t.shm_file.is_empty() {
                     assert!(
-                        t.data.len() < editfeed::shared_memory::MIN_FILE_BYTES,
+                        t.data.len() < editfeed::transport::shared_memory::MIN_FILE_BYTES,
                         "{}",
                         t.name
                     );
@@ -133,7 +135,9 @@ async fn a_client_that_keeps_its_files_gets_the_rest_in_the_messages() {
     let probe = Probe::create(shm.path()).unwrap();
     let mut kept_req = req.clone();
     kept_req.shm_probe = probe.name().to_string();
-    let mut client = editfeed::client::connect(&server.endpoint).await.unwrap();
+    let mut client = editfeed::transport::client::connect(&server.endpoint)
+        .await
+        .unwrap();
     let mut stream = client.stream(kept_req).await.unwrap().into_inner();
     let mut kept = Vec::new();
     let mut from_files = 0;
@@ -142,7 +146,8 @@ async fn a_client_that_keeps_its_files_gets_the_rest_in_the_messages() {
         // Read the files but never give them back.
         for t in b.tensors.iter_mut() {
             if t.shm_file.is_empty() {
-                in_messages += (t.data.len() >= editfeed::shared_memory::MIN_FILE_BYTES) as usize;
+                in_messages +=
+                    (t.data.len() >= editfeed::transport::shared_memory::MIN_FILE_BYTES) as usize;
             } else {
                 t.data = std::fs::read(shm.path().join(&t.shm_file)).unwrap().into();
                 t.shm_file.clear();

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use editfeed::dataset::writer::ShardTarget;
-use editfeed::proto::v1 as pb;
+use editfeed::transport::proto::v1 as pb;
 
 fn dataset() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -111,7 +111,7 @@ async fn strided_streams_resume_from_a_cursor_and_end_with_the_curriculum() {
         },
     ];
     let mut req = request("d", 3, 4, 1, 0, 24, 0);
-    req.spec = Some(editfeed::convert::spec_to_wire(&spec));
+    req.spec = Some(editfeed::transport::convert::spec_to_wire(&spec));
     let whole = fetch_all(&server.endpoint, req.clone()).await.unwrap();
     assert_eq!(steps(&whole), (0..9).collect::<Vec<_>>());
     for stride in [2u32, 4] {

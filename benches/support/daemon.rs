@@ -29,7 +29,10 @@ impl Daemon {
             .unwrap();
         let endpoint = format!("http://{addr}");
         for _ in 0..200 {
-            if editfeed::client::connect(&endpoint).await.is_ok() {
+            if editfeed::transport::client::connect(&endpoint)
+                .await
+                .is_ok()
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -3,8 +3,8 @@
 //! when the job does not succeed.
 
 use clap::{Args, Subcommand};
-use editfeed::proto::v1 as pb;
-use editfeed::proto::v1::JobState;
+use editfeed::transport::proto::v1 as pb;
+use editfeed::transport::proto::v1::JobState;
 
 use super::progress::bar;
 
@@ -128,11 +128,11 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
 }
 
 async fn run_async(args: AdminArgs) -> anyhow::Result<()> {
-    let opts = editfeed::client::ConnectOptions::from_files(
+    let opts = editfeed::transport::client::ConnectOptions::from_files(
         args.tls_ca.as_deref(),
         args.token_file.as_deref(),
     )?;
-    let mut c = editfeed::client::connect_admin_with(&args.endpoint, &opts).await?;
+    let mut c = editfeed::transport::client::connect_admin_with(&args.endpoint, &opts).await?;
     match args.command {
         AdminCommand::List => {
             let r = c
@@ -302,7 +302,7 @@ fn describe(job: &pb::Job) -> String {
     line
 }
 
-async fn watch(c: &mut editfeed::client::Admin, id: String) -> anyhow::Result<()> {
+async fn watch(c: &mut editfeed::transport::client::Admin, id: String) -> anyhow::Result<()> {
     let mut stream = c
         .watch_job(pb::GetJobRequest { job_id: id })
         .await?

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use editfeed::proto::v1::Batch;
+use editfeed::transport::proto::v1::Batch;
 use image::{Rgb, RgbImage};
 
 const THUMB: u32 = 160;

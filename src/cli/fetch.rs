@@ -1,6 +1,6 @@
 //! `editfeed fetch`: the command-line trainer. Streams batches from a daemon and reports
 //! throughput; `--hash` prints `step rank subset sha256` per batch (the digest defined in
-//! `editfeed::wire`) and, last, the cursor to resume from; `--contact-sheet` draws the
+//! `editfeed::transport::wire`) and, last, the cursor to resume from; `--contact-sheet` draws the
 //! first batch.
 
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use clap::Args;
 use editfeed::plan::{CurriculumFile, Mode, StreamSpec};
-use editfeed::proto::v1 as pb;
+use editfeed::transport::proto::v1 as pb;
 
 /// Arguments of `editfeed fetch`.
 #[derive(Debug, Args)]
@@ -131,7 +131,7 @@ impl StreamArgs {
         });
         Ok(pb::StreamRequest {
             dataset: dataset.to_string(),
-            spec: Some(editfeed::convert::spec_to_wire(&spec)),
+            spec: Some(editfeed::transport::convert::spec_to_wire(&spec)),
             rank,
             world_size: self.world_size,
             cursor: cursor.unwrap_or_default(),
@@ -176,15 +176,15 @@ pub struct FetchReport {
 /// `shm_dir`, tensors the daemon sends as files of that folder are read from there.
 pub async fn stream(
     endpoint: &str,
-    opts: &editfeed::client::ConnectOptions,
+    opts: &editfeed::transport::client::ConnectOptions,
     mut req: pb::StreamRequest,
     shm_dir: Option<&std::path::Path>,
     mut on_batch: impl FnMut(&pb::Batch) -> anyhow::Result<()>,
 ) -> anyhow::Result<FetchReport> {
-    let mut client = editfeed::client::connect_with(endpoint, opts).await?;
+    let mut client = editfeed::transport::client::connect_with(endpoint, opts).await?;
     let _probe = match shm_dir {
         Some(dir) => {
-            let probe = editfeed::shared_memory::Probe::create(dir).map_err(|e| {
+            let probe = editfeed::transport::shared_memory::Probe::create(dir).map_err(|e| {
                 anyhow::anyhow!("--shm-dir {}: cannot create a file: {e}", dir.display())
             })?;
             req.shm_probe = probe.name().to_string();
@@ -209,7 +209,9 @@ pub async fn stream(
         })?;
         let Some(mut batch) = next else { break };
         if let Some(dir) = shm_dir {
-            tokio::task::block_in_place(|| editfeed::shared_memory::take_files(&mut batch, dir))?;
+            tokio::task::block_in_place(|| {
+                editfeed::transport::shared_memory::take_files(&mut batch, dir)
+            })?;
         }
         if report.batches == 0 {
             report.first_batch_seconds = started.elapsed().as_secs_f64();
@@ -247,7 +249,8 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
         super::progress::bar(args.steps, "fetch")
     };
     let mut first = true;
-    let opts = editfeed::client::ConnectOptions::from_files(args.tls_ca.as_deref(), None)?;
+    let opts =
+        editfeed::transport::client::ConnectOptions::from_files(args.tls_ca.as_deref(), None)?;
     let shm_dir = args.shm_dir.as_deref();
     let report = rt.block_on(stream(&args.endpoint, &opts, req, shm_dir, |batch| {
         if args.hash {
@@ -256,7 +259,7 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
                 batch.step,
                 batch.rank,
                 batch.subset,
-                editfeed::wire::batch_digest(batch)
+                editfeed::transport::wire::batch_digest(batch)
             );
         }
         if first {

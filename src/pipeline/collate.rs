@@ -24,15 +24,15 @@
 //! for multi-turn.
 //!
 //! A stream that takes its tensors through shared memory has its uint8 tensors (pixels
-//! or encoded bytes) written straight into its files (`crate::shared_memory`); one past
+//! or encoded bytes) written straight into its files (`crate::transport::shared_memory`); one past
 //! the files' bounds goes into a recycled buffer sent in the message.
 
 use super::buffers::BufferPool;
 use super::prepare::{OutputKind, Prepared};
 use crate::dataset::Subset;
-use crate::proto::v1::{Batch, SampleMeta, Tensor};
-use crate::shared_memory::{BatchFiles, StreamFiles};
-use crate::wire::{tensor_i32, tensor_i64, tensor_u8, tensor_u8_in_file};
+use crate::transport::proto::v1::{Batch, SampleMeta, Tensor};
+use crate::transport::shared_memory::{BatchFiles, StreamFiles};
+use crate::transport::wire::{tensor_i32, tensor_i64, tensor_u8, tensor_u8_in_file};
 
 /// Where a batch sits in its stream.
 #[derive(Debug, Clone)]

@@ -19,8 +19,8 @@ use super::collate::{collate, estimate_bytes, BatchHeader};
 use super::pool::StreamQueue;
 use super::prepare::{prepare, PrepareCtx, PrepareError, Prepared};
 use crate::plan::{Plan, PlanError, StepPlan};
-use crate::proto::v1::Batch;
 use crate::rng::{Purpose, Rng};
+use crate::transport::proto::v1::Batch;
 
 /// What one stream produces.
 pub struct StreamParams {
@@ -50,7 +50,7 @@ pub struct StreamParams {
     pub largest_batch: u64,
     /// Large tensors go to the client as shared-memory files (when it shares the
     /// daemon's folder).
-    pub shared: Option<crate::shared_memory::StreamFiles>,
+    pub shared: Option<crate::transport::shared_memory::StreamFiles>,
 }
 
 /// What the producer hands the transport: a batch or the error that ends the stream,
@@ -250,7 +250,11 @@ pub async fn produce(
         };
         let last = item.is_err();
         if let Ok(b) = &item {
-            let bytes: u64 = b.tensors.iter().map(crate::wire::tensor_bytes).sum();
+            let bytes: u64 = b
+                .tensors
+                .iter()
+                .map(crate::transport::wire::tensor_bytes)
+                .sum();
             let subset =
                 crate::dataset::Subset::from_name(&b.subset).map_or("unknown", |s| s.name());
             crate::metrics::batch_sent(subset, bytes, &job);
@@ -287,7 +291,7 @@ impl BatchState {
     fn finish_one(
         &self,
         sample: Option<(usize, Result<Prepared, PrepareError>)>,
-        shared: Option<&crate::shared_memory::StreamFiles>,
+        shared: Option<&crate::transport::shared_memory::StreamFiles>,
     ) {
         match sample {
             Some((index, Ok(p))) => self.slots.lock().expect("slots lock")[index] = Some(p),

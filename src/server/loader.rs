@@ -15,8 +15,8 @@ use super::response::{grpc_timeout, HoldCharge, UntilDeadline};
 use super::status::RequestError;
 use super::ServerState;
 use crate::pipeline::stream::{produce, Outgoing, StreamProgress};
-use crate::proto::v1 as pb;
-use crate::proto::v1::loader_server::Loader;
+use crate::transport::proto::v1 as pb;
+use crate::transport::proto::v1::loader_server::Loader;
 
 /// The Loader service over shared server state.
 pub struct LoaderService {

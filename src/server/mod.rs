@@ -31,7 +31,7 @@ use tonic_health::ServingStatus;
 
 use crate::config::ServeConfig;
 use crate::pipeline::pool::WorkerPool;
-use crate::proto::v1::loader_server::LoaderServer;
+use crate::transport::proto::v1::loader_server::LoaderServer;
 use registry::{Registry, ServedDataset};
 
 /// Where the daemon is in its life.
@@ -71,7 +71,7 @@ pub struct ServerState {
     /// Set when open streams must end (the drain period is over).
     stop_streams: watch::Sender<bool>,
     /// The shared-memory folder for clients on this host (`shm_dir`), if on.
-    pub shared_memory: Option<Arc<crate::shared_memory::SharedMemory>>,
+    pub shared_memory: Option<Arc<crate::transport::shared_memory::SharedMemory>>,
     /// Datasets that failed to load and are being retried: name -> (location, last
     /// error). Shown by `admin list`, health and metrics.
     pub load_failures: std::sync::Mutex<std::collections::BTreeMap<String, (String, String)>>,
@@ -84,8 +84,10 @@ impl ServerState {
         let versions = admin::versions::Versions::load(&config.state_dir, &config.datasets)?;
         let jobs = admin::jobs::Jobs::load(&config.state_dir, config.reshard_threads)?;
         let pool = WorkerPool::new(config.worker_threads());
-        let shared_memory =
-            crate::shared_memory::SharedMemory::new(&config.shm_dir, config.shm_max_bytes);
+        let shared_memory = crate::transport::shared_memory::SharedMemory::new(
+            &config.shm_dir,
+            config.shm_max_bytes,
+        );
         let store = config.store.clone().with_env();
         let budget = Arc::new(crate::pipeline::budget::MemoryBudget::new(
             config.max_inflight_bytes,
@@ -222,7 +224,7 @@ pub async fn serve(
         .max_decoding_message_size(1 << 20);
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(crate::transport::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 

@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock};
 use crate::config::check_dataset_name;
 use crate::dataset::{Dataset, DatasetError};
 use crate::plan::PlanDataset;
-use crate::proto::v1::{DatasetInfo, SubsetInfo};
 use crate::store::StoreConfig;
+use crate::transport::proto::v1::{DatasetInfo, SubsetInfo};
 
 /// One served dataset.
 pub struct ServedDataset {

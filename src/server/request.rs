@@ -6,7 +6,6 @@ use std::sync::Arc;
 use super::registry::ServedDataset;
 use super::status::RequestError;
 use crate::config::ServeConfig;
-use crate::convert::spec_from_wire;
 use crate::dataset::Subset;
 use crate::pipeline::augment::{AugmentSpec, Fit, FlipPolicy, Jitter};
 use crate::pipeline::budget::stream_base;
@@ -14,8 +13,9 @@ use crate::pipeline::collate::estimate_bytes;
 use crate::pipeline::prepare::{OutputKind, PrepareCtx};
 use crate::pipeline::stream::StreamParams;
 use crate::plan::{Cursor, Mode, Plan};
-use crate::proto::v1 as pb;
-use crate::shared_memory::SharedMemory;
+use crate::transport::convert::spec_from_wire;
+use crate::transport::proto::v1 as pb;
+use crate::transport::shared_memory::SharedMemory;
 
 fn invalid(field: &'static str, why: impl Into<String>) -> RequestError {
     RequestError::Invalid {

@@ -11,7 +11,7 @@ use tonic::Status;
 
 use crate::pipeline::budget::{BatchCharge, Charge};
 use crate::pipeline::stream::{Outgoing, StreamError};
-use crate::proto::v1 as pb;
+use crate::transport::proto::v1 as pb;
 
 /// Yields the producer's items and keeps each batch's budget charge until the next
 /// poll: gRPC polls for the next message once this one is encoded and handed to

@@ -263,11 +263,11 @@ pub fn request(
     rank: u32,
     size: u32,
     batches: u64,
-) -> editfeed::proto::v1::StreamRequest {
-    use editfeed::proto::v1 as pb;
+) -> editfeed::transport::proto::v1::StreamRequest {
+    use editfeed::transport::proto::v1 as pb;
     pb::StreamRequest {
         dataset: dataset.into(),
-        spec: Some(editfeed::convert::spec_to_wire(
+        spec: Some(editfeed::transport::convert::spec_to_wire(
             &editfeed::plan::StreamSpec::new(seed, global_batch),
         )),
         rank,
@@ -291,9 +291,11 @@ pub fn request(
 /// Every batch of a request.
 pub async fn fetch_all(
     endpoint: &str,
-    req: editfeed::proto::v1::StreamRequest,
-) -> Result<Vec<editfeed::proto::v1::Batch>, tonic::Status> {
-    let mut client = editfeed::client::connect(endpoint).await.unwrap();
+    req: editfeed::transport::proto::v1::StreamRequest,
+) -> Result<Vec<editfeed::transport::proto::v1::Batch>, tonic::Status> {
+    let mut client = editfeed::transport::client::connect(endpoint)
+        .await
+        .unwrap();
     let mut stream = client.stream(req).await?.into_inner();
     let mut out = Vec::new();
     while let Some(b) = stream.message().await? {
@@ -303,8 +305,11 @@ pub async fn fetch_all(
 }
 
 /// The batch digests of a stream.
-pub fn digests(batches: &[editfeed::proto::v1::Batch]) -> Vec<String> {
-    batches.iter().map(editfeed::wire::batch_digest).collect()
+pub fn digests(batches: &[editfeed::transport::proto::v1::Batch]) -> Vec<String> {
+    batches
+        .iter()
+        .map(editfeed::transport::wire::batch_digest)
+        .collect()
 }
 
 /// `verify` of checksums, index and frames on one thread, without decoding images.

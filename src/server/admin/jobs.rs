@@ -19,8 +19,8 @@ use tokio::sync::watch;
 
 use super::AdminError;
 use crate::dataset::reshard::ClosedShard;
-use crate::proto::v1::{Job, JobState, ReshardPriority, ReshardRequest};
 use crate::server::registry::RegistryError;
+use crate::transport::proto::v1::{Job, JobState, ReshardPriority, ReshardRequest};
 
 /// How often running progress is written to the job's file.
 const SAVE_EVERY: Duration = Duration::from_secs(1);

@@ -18,8 +18,8 @@ use tonic::{Request, Response, Status};
 
 use super::registry::{RegistryError, ServedDataset};
 use super::{ServeError, ServerState};
-use crate::proto::v1 as pb;
-use crate::proto::v1::admin_server::{Admin, AdminServer};
+use crate::transport::proto::v1 as pb;
+use crate::transport::proto::v1::admin_server::{Admin, AdminServer};
 
 /// Why an Admin request failed; mapped to a status in `server::status`.
 #[derive(Debug, thiserror::Error)]
@@ -266,7 +266,7 @@ pub async fn serve_admin(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(crate::transport::proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let check = super::security::RequireToken::from_config(&state.config)?;

@@ -13,9 +13,9 @@ use crate::codec::TranscodeTarget;
 use crate::dataset::reshard::{reshard, Progress, ReshardError, ReshardOptions};
 use crate::dataset::writer::{DatasetWriter, ShardTarget, WriteError, WriteOptions};
 use crate::dataset::Subset;
-use crate::proto::v1::{JobState, ReshardRequest, ReshardResponse};
 use crate::server::registry::{RegistryError, ServedDataset};
 use crate::server::ServerState;
+use crate::transport::proto::v1::{JobState, ReshardRequest, ReshardResponse};
 
 /// The zstd level used when a request gives none.
 pub const DEFAULT_LEVEL: i32 = 3;

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::pipeline::stream::StreamProgress;
-use crate::proto::v1 as pb;
 use crate::server::ServerState;
+use crate::transport::proto::v1 as pb;
 
 /// One open stream as `Stats` shows it.
 pub struct ActiveStream {

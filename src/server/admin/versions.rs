@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use super::AdminError;
 use crate::dataset::manifest::MANIFEST_FILE;
 use crate::dataset::Dataset;
-use crate::proto::v1::RetiredVersion;
 use crate::server::registry::{Registry, RegistryError, ServedDataset};
 use crate::store::StoreConfig;
+use crate::transport::proto::v1::RetiredVersion;
 
 /// The registry file's name inside the state folder.
 pub const REGISTRY_FILE: &str = "registry.json";

@@ -10,8 +10,8 @@ use tonic::{Request, Status};
 
 use crate::secret::Secret;
 
-use crate::proto::v1::admin_client::AdminClient;
-use crate::proto::v1::loader_client::LoaderClient;
+use crate::transport::proto::v1::admin_client::AdminClient;
+use crate::transport::proto::v1::loader_client::LoaderClient;
 
 /// The largest message the client accepts (1 GiB, the server's default batch limit).
 pub const MAX_MESSAGE_BYTES: usize = (1 << 30) + (1 << 20);

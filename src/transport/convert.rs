@@ -4,7 +4,7 @@
 use crate::plan::{
     EvalOrder, Mode, MultiTurnView, Phase, Selection, ShuffleSpec, SpecError, StreamSpec,
 };
-use crate::proto::v1 as pb;
+use crate::transport::proto::v1 as pb;
 
 /// The library value of a wire enum field, or the error naming the field.
 fn known<T>(

@@ -17,7 +17,7 @@
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::proto::v1::{Batch, Tensor};
+use crate::transport::proto::v1::{Batch, Tensor};
 
 /// The batch digest tag; bump it if the digest's definition changes.
 pub const DIGEST_TAG: &str = "editfeed-batch-v1";
@@ -34,7 +34,7 @@ pub fn tensor_u8(name: &str, shape: &[u64], data: Bytes) -> Tensor {
     }
 }
 
-/// A uint8 tensor whose bytes are in a shared-memory file (`crate::shared_memory`).
+/// A uint8 tensor whose bytes are in a shared-memory file (`crate::transport::shared_memory`).
 pub fn tensor_u8_in_file(name: &str, shape: &[u64], file: String) -> Tensor {
     Tensor {
         name: name.into(),
@@ -132,7 +132,7 @@ pub fn batch_digest(batch: &Batch) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::v1::SampleMeta;
+    use crate::transport::proto::v1::SampleMeta;
 
     #[test]
     fn digest_covers_tensors_and_metadata_but_not_position() {
