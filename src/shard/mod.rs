@@ -3,11 +3,13 @@
 //! per sample for editfeed. First stage of the flow after the store:
 //! store -> SHARD READER -> plan -> prefetch -> decode/augment -> collate -> gRPC.
 
+pub mod frame;
 pub mod index;
 pub mod members;
 pub mod reader;
 pub mod writer;
 
+pub use frame::{Frame, FrameCompressor};
 pub use index::{IndexEntry, ShardIndex};
 pub use reader::{decode_frame, stream_samples, RawSample};
 pub use writer::{FinishedShard, ShardWriter};

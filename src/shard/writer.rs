@@ -1,6 +1,8 @@
-//! Writes one shard: each sample's tar members compressed as one zstd frame, then a last
+//! Writes one shard: sample frames ([`super::frame`]) appended in order, then a last
 //! frame holding the tar end-of-archive marker. The file is an ordinary `.tar.zst`, and
-//! the [`ShardIndex`] built alongside makes every sample one range read.
+//! the [`ShardIndex`] built alongside makes every sample one range read. Frames may be
+//! compressed on other threads and handed in with [`ShardWriter::add_frame`]: a frame
+//! does not depend on where in the shard it lands, so the shard's bytes are the same.
 
 use std::io::Write;
 
@@ -8,8 +10,8 @@ use sha2::{Digest, Sha256};
 
 use crate::hex::hex;
 
-use super::index::{sample_digest, IndexEntry, ShardIndex};
-use super::members::{append_member, end_of_archive};
+use super::frame::{Frame, FrameCompressor};
+use super::index::{IndexEntry, ShardIndex};
 
 /// What a finished shard is: its index, length and checksum.
 #[derive(Debug, Clone)]
@@ -26,39 +28,18 @@ pub struct FinishedShard {
 pub struct ShardWriter<W: Write> {
     out: W,
     hasher: Sha256,
-    compressor: zstd::bulk::Compressor<'static>,
-    tar_buf: Vec<u8>,
+    compressor: FrameCompressor,
     written: u64,
     index: ShardIndex,
 }
 
 impl<W: Write> ShardWriter<W> {
-    /// A writer compressing at a zstd level (1..=22, or -1 down to -131072 for zstd's fast levels),
-    /// with zstd's defaults, or with neither Huffman-coded literals nor matches under 6
-    /// bytes (see
-    /// [`crate::dataset::writer::WriteOptions::compress_literals`]).
+    /// A writer compressing as [`FrameCompressor::new`] does.
     pub fn new(out: W, level: i32, compress_literals: bool) -> std::io::Result<Self> {
-        use zstd::zstd_safe::{CParameter, ParamSwitch};
-        let mut compressor = zstd::bulk::Compressor::new(level)?;
-        // A content checksum in every frame: images are stored raw inside the frame, so
-        // without it a flipped byte would decode silently into a wrong image.
-        compressor.set_parameter(CParameter::ChecksumFlag(true))?;
-        let literals = if compress_literals {
-            ParamSwitch::Enable
-        } else {
-            ParamSwitch::Disable
-        };
-        compressor.set_parameter(CParameter::LiteralCompressionMode(literals))?;
-        if !compress_literals && level >= 1 {
-            // Matches of at least 6 bytes: in entropy-coded image bytes the shorter ones
-            // are coincidences, each a sequence to decode for a byte or two saved.
-            compressor.set_parameter(CParameter::MinMatch(6))?;
-        }
         Ok(ShardWriter {
             out,
             hasher: Sha256::new(),
-            compressor,
-            tar_buf: Vec::new(),
+            compressor: FrameCompressor::new(level, compress_literals)?,
             written: 0,
             index: ShardIndex::default(),
         })
@@ -85,22 +66,23 @@ impl<W: Write> ShardWriter<W> {
         key: &str,
         members: impl IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
     ) -> std::io::Result<u64> {
-        self.tar_buf.clear();
-        for (field, data) in members.clone() {
-            append_member(&mut self.tar_buf, &format!("{key}.{field}"), data)?;
-        }
-        let raw_len = u32::try_from(self.tar_buf.len())
-            .map_err(|_| std::io::Error::other(format!("sample {key} is larger than 4 GiB")))?;
-        let frame = self.compressor.compress(&self.tar_buf)?;
-        self.write(&frame)?;
+        let frame = self.compressor.sample(key, members)?;
+        self.add_frame(frame)
+    }
+
+    /// Appends a sample frame compressed elsewhere (by a [`FrameCompressor`] with this
+    /// writer's level and literal setting); returns its length.
+    pub fn add_frame(&mut self, frame: Frame) -> std::io::Result<u64> {
+        self.write(&frame.bytes)?;
+        let len = frame.bytes.len() as u64;
         self.index.entries.push(IndexEntry {
-            key: key.to_string(),
-            offset: self.written - frame.len() as u64,
-            frame_len: frame.len() as u32,
-            raw_len,
-            digest: sample_digest(key, members),
+            key: frame.key,
+            offset: self.written - len,
+            frame_len: len as u32,
+            raw_len: frame.raw_len,
+            digest: frame.digest,
         });
-        Ok(frame.len() as u64)
+        Ok(len)
     }
 
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -113,7 +95,7 @@ impl<W: Write> ShardWriter<W> {
     /// Writes the end-of-archive frame and flushes; returns the writer and the shard's
     /// description.
     pub fn finish(mut self) -> std::io::Result<(W, FinishedShard)> {
-        let tail = self.compressor.compress(&end_of_archive())?;
+        let tail = self.compressor.end_of_archive()?;
         self.write(&tail)?;
         self.out.flush()?;
         self.index.data_len = self.written;

@@ -13,146 +13,24 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
+mod encoded;
+mod open_shard;
+mod options;
+
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 
-use super::edit_types::EDIT_TYPES;
+pub use encoded::{EncodedSample, SampleAttrs, SampleEncoder};
+pub use options::{check_level, ShardTarget, WriteError, WriteOptions};
+
+use self::open_shard::{close_shard, OpenShard, SubsetState};
 use super::manifest::{
-    base36, category_char, manifest_version, ContentHasher, Manifest, ShardManifest,
-    SubsetManifest, FORMAT, FORMAT_VERSION, MANIFEST_FILE, ORDER,
+    manifest_version, Manifest, ShardManifest, SubsetManifest, FORMAT, FORMAT_VERSION,
+    MANIFEST_FILE, ORDER,
 };
-use super::sample::{Role, Sample};
-use super::splits::{group_of, split_char, SplitError, SplitSource};
+use super::sample::Sample;
+use super::splits::{group_of, SplitError, SplitSource};
 use super::{Category, Subset};
-use crate::hex::hex;
-use crate::shard::ShardWriter;
-use crate::store::{AsLocation, Location, ObjectWriter, Store, StoreConfig, StoreError, UrlError};
-
-/// When to close a shard and start the next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShardTarget {
-    /// At most this many samples per shard.
-    Samples(u64),
-    /// Close a shard once it reaches this many bytes.
-    Bytes(u64),
-}
-
-/// How to write a dataset.
-#[derive(Debug, Clone)]
-pub struct WriteOptions {
-    /// Shard size target.
-    pub target: ShardTarget,
-    /// zstd level: 1..=22, or zstd's fast levels -1 down to -131072 (see [`check_level`]).
-    pub level: i32,
-    /// Code each frame with zstd's defaults for `level`: Huffman-coded literals, and
-    /// matches as short as the level takes (3 to 5 bytes). Off by default: a sample is
-    /// almost all JPEG, PNG, WebP or QOI bytes, which are entropy-coded already (raw PPM
-    /// pixels are the exception, and compress little either way). The Huffman stage
-    /// re-codes them for a few percent of size (3.5% on the benchmark's shards) and
-    /// doubles the frame decode time on every read (1.26 against 3.05 GB/s); matches
-    /// under 6 bytes in such bytes are mostly coincidences, each a sequence to decode
-    /// for a byte or two saved (5.3% of the benchmark's shards, at 4.5 times the decode
-    /// time: 3.1 against 14 GB/s; `BENCHMARKS.md`). At the fast levels (below 1) zstd
-    /// picks its matches as usual either way. Matches are still found at `level`.
-    pub compress_literals: bool,
-    /// Replace an existing dataset in the output folder.
-    pub overwrite: bool,
-}
-
-impl Default for WriteOptions {
-    fn default() -> Self {
-        WriteOptions {
-            target: ShardTarget::Bytes(256 << 20),
-            level: 3,
-            compress_literals: false,
-            overwrite: false,
-        }
-    }
-}
-
-/// Checks a zstd level: zstd's levels 1..=22, or its fast levels -1 down to -131072
-/// ([`zstd::compression_level_range`]). On image members the fast levels find almost
-/// nothing to gain and store the frames nearly raw: at -1 shards 1.3% larger than at the
-/// default level 3 (whose matches are at least 6 bytes); further down (-100) frames of
-/// raw pixels (`--transcode-edits ppm`) decode at memory speed (`BENCHMARKS.md`).
-pub fn check_level(level: i32) -> Result<(), String> {
-    let range = zstd::compression_level_range();
-    if level != 0 && range.contains(&level) {
-        Ok(())
-    } else {
-        Err(format!(
-            "zstd level {level} is not in 1..={} or {}..=-1 (zstd's fast levels)",
-            range.end(),
-            range.start()
-        ))
-    }
-}
-
-/// Why a dataset could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// A file operation failed.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The output folder already holds a dataset.
-    #[error("{0} already holds a dataset (manifest.json); pass --overwrite to replace it")]
-    Exists(PathBuf),
-    /// The store failed (the message names the object's path or URL).
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The output location does not parse.
-    #[error(transparent)]
-    Location(#[from] UrlError),
-    /// Two samples of one subset share a key.
-    #[error("subset {subset}: duplicate sample key {key:?}")]
-    DuplicateKey { subset: Subset, key: String },
-    /// A sample does not fit the schema.
-    #[error(transparent)]
-    Sample(#[from] super::sample::SampleError),
-    /// Nothing was written.
-    #[error("no samples to write")]
-    Empty,
-    /// A bad option.
-    #[error("{0}")]
-    Options(String),
-}
-
-struct OpenShard {
-    name: String,
-    writer: ShardWriter<ObjectWriter>,
-    categories: String,
-    splits: String,
-    edit_types: String,
-    turns: String,
-    instruction_words: String,
-}
-
-#[derive(Default)]
-struct SubsetState {
-    shards: Vec<ShardManifest>,
-    open: Option<OpenShard>,
-    content: ContentHasher,
-    keys: HashSet<String>,
-    max_turns: u32,
-}
-
-/// What the writer records per sample from its `json` member (read leniently: members
-/// written by other tools may carry other fields, or none).
-#[derive(Debug, Default, serde::Deserialize)]
-struct JsonAttrs {
-    #[serde(default)]
-    edit_type: Option<String>,
-    #[serde(default)]
-    text: String,
-    #[serde(default)]
-    turns: Vec<String>,
-    #[serde(default)]
-    source_url: Option<String>,
-}
+use crate::store::{AsLocation, Location, Store, StoreConfig, StoreError};
 
 /// Writes one dataset, to a folder or a bucket prefix.
 pub struct DatasetWriter {
@@ -163,9 +41,11 @@ pub struct DatasetWriter {
     splits: Option<SplitSource>,
     /// Samples the split file assigned, to find the file's keys the dataset lacks.
     split_keys_used: HashSet<(Subset, String)>,
+    /// Encodes the samples added as members.
+    encoder: SampleEncoder,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
     move |source| {
         // A remote upload fails inside `Write`: unwrap its store error (which names
         // the object) instead of naming the object twice.
@@ -227,9 +107,11 @@ impl DatasetWriter {
             }
             store.delete(MANIFEST_FILE)?;
         }
+        let encoder = SampleEncoder::new(&opts)?;
         Ok(DatasetWriter {
             root,
             store,
+            encoder,
             opts,
             subsets: BTreeMap::new(),
             splits: None,
@@ -320,20 +202,34 @@ impl DatasetWriter {
         key: &str,
         members: impl IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
     ) -> Result<u64, WriteError> {
-        let attrs: JsonAttrs = members
-            .clone()
-            .into_iter()
-            .find(|(f, _)| *f == "json")
-            .and_then(|(_, b)| serde_json::from_slice(b).ok())
-            .unwrap_or_default();
+        let encoded = self.encoder.encode(subset, category, key, members)?;
+        self.add_encoded(encoded, split)
+    }
+
+    /// An encoder for this writer's options, for encoding samples on other threads
+    /// and handing them to [`add_encoded`](Self::add_encoded) in canonical order.
+    pub fn encoder(&self) -> Result<SampleEncoder, WriteError> {
+        SampleEncoder::new(&self.opts)
+    }
+
+    /// Appends a sample encoded by a [`SampleEncoder`] of this writer's options, with
+    /// its split id when given (as in
+    /// [`add_members_with_split`](Self::add_members_with_split)); returns the bytes its
+    /// frame took.
+    pub fn add_encoded(
+        &mut self,
+        sample: EncodedSample,
+        split: Option<u8>,
+    ) -> Result<u64, WriteError> {
+        let (subset, key) = (sample.subset, sample.key().to_string());
         let split = match (split, &self.splits) {
             (_, None) => None,
             (Some(id), Some(_)) => Some(id),
             (None, Some(SplitSource::Rule(r))) => {
-                Some(r.assign(&group_of(subset, key, attrs.source_url.as_deref())))
+                Some(r.assign(&group_of(subset, &key, sample.attrs.source_url.as_deref())))
             }
             (None, Some(SplitSource::File(f))) => {
-                let (id, _) = f.get(subset, key).ok_or_else(|| {
+                let (id, _) = f.get(subset, &key).ok_or_else(|| {
                     WriteError::Options(
                         SplitError::Missing {
                             path: f.path.clone(),
@@ -342,7 +238,7 @@ impl DatasetWriter {
                         .to_string(),
                     )
                 })?;
-                self.split_keys_used.insert((subset, key.to_string()));
+                self.split_keys_used.insert((subset, key.clone()));
                 Some(id)
             }
             (None, Some(SplitSource::Given(_))) => {
@@ -352,63 +248,22 @@ impl DatasetWriter {
             }
         };
         let state = self.subsets.entry(subset).or_default();
-        if !state.keys.insert(key.to_string()) {
-            return Err(WriteError::DuplicateKey {
-                subset,
-                key: key.to_string(),
-            });
+        if !state.keys.insert(key.clone()) {
+            return Err(WriteError::DuplicateKey { subset, key });
         }
         if state.open.is_none() {
             let name = format!("{}-{:06}.tar.zst", subset.name(), state.shards.len());
-            let out = self.store.writer(&name)?;
-            let url = PathBuf::from(out.url());
-            let writer = ShardWriter::new(out, self.opts.level, self.opts.compress_literals)
-                .map_err(io_err(&url))?;
-            state.open = Some(OpenShard {
+            state.open = Some(OpenShard::create(
+                &self.store,
                 name,
-                writer,
-                categories: String::new(),
-                splits: String::new(),
-                edit_types: String::new(),
-                turns: String::new(),
-                instruction_words: String::new(),
-            });
+                self.opts.level,
+                self.opts.compress_literals,
+            )?);
         }
-        let turns = members
-            .clone()
-            .into_iter()
-            .filter(|(f, _)| {
-                f.split_once('.')
-                    .and_then(|(name, _)| Role::from_field(name))
-                    .is_some_and(|r| matches!(r, Role::Turn(_)))
-            })
-            .count() as u32;
-        state.max_turns = state.max_turns.max(turns);
+        state.max_turns = state.max_turns.max(sample.attrs.turns);
         let open = state.open.as_mut().expect("opened above");
-        let path = PathBuf::from(self.store.url_of(&open.name));
-        let frame = open.writer.add(key, members).map_err(io_err(&path))?;
-        open.categories.push(category_char(category));
-        if let Some(id) = split {
-            open.splits.push(split_char(id));
-        }
-        open.edit_types.push(
-            attrs
-                .edit_type
-                .as_deref()
-                .and_then(|t| EDIT_TYPES.iter().position(|(n, _, _)| *n == t))
-                .map_or('-', |i| base36(i as u32)),
-        );
-        open.turns.push(base36(turns));
-        let words = std::iter::once(&attrs.text)
-            .chain(&attrs.turns)
-            .map(|t| t.split_whitespace().count() as u32)
-            .max()
-            .unwrap_or(0)
-            .min(36 * 36 - 1);
-        open.instruction_words.push(base36(words / 36));
-        open.instruction_words.push(base36(words % 36));
-        let digest = open.writer_last_digest();
-        state.content.add(key, &digest);
+        let frame = open.add(&self.store, sample.frame, &sample.attrs, split)?;
+        state.content.add(&key, &open.last_digest());
         let full = match self.opts.target {
             ShardTarget::Samples(n) => open.writer.samples() as u64 >= n,
             ShardTarget::Bytes(n) => open.writer.bytes_written() >= n,
@@ -538,40 +393,6 @@ impl DatasetWriter {
             .put(MANIFEST_FILE, Bytes::from(manifest.to_json()))?;
         Ok(manifest)
     }
-}
-
-impl OpenShard {
-    fn writer_last_digest(&self) -> [u8; 32] {
-        self.writer.last_digest().expect("a sample was just added")
-    }
-}
-
-fn close_shard(store: &Store, state: &mut SubsetState) -> Result<(), WriteError> {
-    let Some(open) = state.open.take() else {
-        return Ok(());
-    };
-    let url = PathBuf::from(store.url_of(&open.name));
-    let (out, done) = open.writer.finish().map_err(io_err(&url))?;
-    // A shard, then its index: both are in place before the manifest names them.
-    out.finish()?;
-    let index_name = format!("{}.idx", open.name);
-    let index_bytes = done.index.encode();
-    let index_sha256 = hex(&Sha256::digest(&index_bytes));
-    store.put(&index_name, Bytes::from(index_bytes))?;
-    state.shards.push(ShardManifest {
-        path: open.name,
-        index: Some(index_name),
-        samples: done.index.entries.len() as u64,
-        bytes: done.bytes,
-        sha256: done.sha256,
-        index_sha256: Some(index_sha256),
-        categories: open.categories,
-        splits: open.splits,
-        edit_types: open.edit_types,
-        turns: open.turns,
-        instruction_words: open.instruction_words,
-    });
-    Ok(())
 }
 
 /// Writes a local file through a temporary name, syncs it and renames it into place.
