@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
 use editfeed::dataset::{Dataset, Subset};
-use editfeed::plan::{EvalOrder, Mode, Plan, Selection, StreamSpec};
+use editfeed::plan::{EvalOrder, Mode, Plan, PlanInput, Selection, StreamSpec};
 use editfeed::transport::proto::v1 as pb;
 use proptest::prelude::*;
 

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use common::*;
 use editfeed::dataset::Subset;
-use editfeed::plan::{Mode, MultiTurnView, Plan, StreamSpec};
+use editfeed::plan::{Mode, MultiTurnView, Plan, PlanInput, StreamSpec};
 use editfeed::transport::proto::v1 as pb;
 
 fn steps_spec(seed: u64, global_batch: u32, mode: Mode) -> StreamSpec {

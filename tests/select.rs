@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use common::*;
 use editfeed::dataset::{Dataset, Subset};
-use editfeed::plan::{Plan, Selection, StreamSpec};
+use editfeed::plan::{Plan, PlanInput, Selection, StreamSpec};
 use proptest::prelude::*;
 
 fn dataset() -> (tempfile::TempDir, Dataset) {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use editfeed::dataset::Dataset;
-use editfeed::plan::{render_plan, CurriculumFile, Plan, StreamSpec};
+use editfeed::plan::{render_plan, CurriculumFile, Plan, PlanInput, StreamSpec};
 
 /// Arguments of `editfeed plan`.
 #[derive(Debug, Args)]

@@ -235,40 +235,6 @@ impl Dataset {
             .ok_or(DatasetError::NoSubset(subset))
     }
 
-    /// What the planner needs to know: the version, and per subset its length and each
-    /// sample's category (from the manifest, without reading a shard).
-    pub fn plan_input(&self) -> crate::plan::PlanDataset {
-        use super::manifest::category_from_char;
-        let subsets = self
-            .manifest
-            .subsets
-            .iter()
-            .map(|(subset, s)| {
-                let has_categories = s.shards.iter().all(|sh| !sh.categories.is_empty())
-                    && s.shards
-                        .iter()
-                        .any(|sh| sh.categories.bytes().any(|b| b != b'-'));
-                let categories = has_categories.then(|| {
-                    s.shards
-                        .iter()
-                        .flat_map(|sh| sh.categories.bytes().map(category_from_char))
-                        .collect::<Vec<_>>()
-                        .into()
-                });
-                crate::plan::PlanSubset {
-                    subset: *subset,
-                    len: s.samples,
-                    categories,
-                    selected: None,
-                }
-            })
-            .collect();
-        crate::plan::PlanDataset {
-            version: self.manifest.version.clone(),
-            subsets,
-        }
-    }
-
     /// Maps a subset ordinal to its shard and position.
     pub fn locate(&self, subset: Subset, ordinal: u64) -> Result<Location, DatasetError> {
         let starts = self

@@ -4,7 +4,7 @@
 //! order; the plan then shuffles and schedules only those. It is part of the spec, so
 //! of the cursor fingerprint: a cursor of a filtered stream resumes only that stream.
 //! The filters read the per-sample attributes the manifest records (see
-//! [`crate::dataset::select`]), so no shard is read to apply them.
+//! [`narrow`](super::narrow)), so no shard is read to apply them.
 //!
 //! ```toml
 //! [select]

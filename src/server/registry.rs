@@ -45,7 +45,7 @@ impl ServedDataset {
                 name: name.to_string(),
                 source,
             })?;
-        let plan_input = dataset.plan_input();
+        let plan_input = PlanDataset::from(&dataset);
         Ok(ServedDataset {
             name: name.into(),
             location: location.into(),

@@ -266,8 +266,7 @@ pub fn validate(
         augment_from_wire(req.augment.as_ref(), config)?
     };
     augment.fit = fit_from_wire(output.fit, eval, augment.crop)?;
-    let narrowed =
-        crate::dataset::select::for_stream(&dataset.dataset, &dataset.plan_input, &spec)?;
+    let narrowed = crate::plan::narrow::for_stream(&dataset.dataset, &dataset.plan_input, &spec)?;
     let input = narrowed.as_ref().unwrap_or(&dataset.plan_input);
     let plan = Plan::new(input, &spec)?
         .with_fingerprint_extra(&output_fingerprint(&augment, size, &buckets, kind));

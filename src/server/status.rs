@@ -32,7 +32,7 @@ pub enum RequestError {
     Plan(#[from] PlanError),
     /// The spec's selection does not fit the dataset.
     #[error(transparent)]
-    Select(#[from] crate::dataset::select::SelectError),
+    Select(#[from] crate::plan::SelectError),
     /// The cursor token does not parse.
     #[error("cursor: {0}")]
     Cursor(#[from] CursorError),

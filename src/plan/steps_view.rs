@@ -1,18 +1,25 @@
-//! The multi-turn steps view ([`crate::plan::view`]) applied to the planner's input:
+//! The multi-turn steps view ([`super::view`]) applied to the planner's input:
 //! each chain the selection kept becomes one entry per turn, from the turn counts the
 //! manifest records, so no shard is opened.
+//!
+//! Part of the plan stage, on its input side: the dataset as the plan sees it ->
+//! narrowed to the stream's selection -> **multi-turn steps view** -> plan.
 
 use std::sync::Arc;
 
-use super::manifest::{from_base36, Manifest};
-use super::select::SelectError;
-use super::Subset;
-use crate::plan::{PlanDataset, PlanSubset, Selected};
+use crate::dataset::manifest::{from_base36, Manifest};
+use crate::dataset::Subset;
+
+use super::input::{PlanDataset, PlanSubset, Selected};
+use super::narrow::SelectError;
 
 /// `input` with its multi-turn subset in the steps view: chain ordinals repeated once
 /// per turn (ascending, so canonical order is chain by chain, turn by turn) with their
 /// turn numbers.
-pub fn steps_view(manifest: &Manifest, mut input: PlanDataset) -> Result<PlanDataset, SelectError> {
+pub(super) fn steps_view(
+    manifest: &Manifest,
+    mut input: PlanDataset,
+) -> Result<PlanDataset, SelectError> {
     let Some(ps) = input
         .subsets
         .iter_mut()
