@@ -12,21 +12,15 @@
 //!
 //! Flow: dataset reader -> RESHARD -> dataset writer -> store (manifest last).
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::manifest::{category_from_char, Manifest, ShardManifest};
+use super::manifest::{category_from_char, Manifest};
 use super::sample::Role;
 use super::splits::SplitSource;
 use super::transcode::{transcode, TranscodeError, DEFAULT_PIXEL_LIMIT};
-use super::writer::{DatasetWriter, WriteError};
+use super::writer::{ClosedShard, DatasetWriter, WriteError};
 use super::{Dataset, DatasetError, Subset};
 use crate::codec::TranscodeTarget;
-use crate::hex::hex;
-use crate::shard::ShardIndex;
 
 /// Samples read with one coalesced range read; bounds the memory a reshard holds.
 const READ_CHUNK: u64 = 32;
@@ -59,18 +53,6 @@ impl ReshardOptions {
     fn rewrites(&self) -> bool {
         self.transcode_edits.is_some() || self.max_side.is_some()
     }
-}
-
-/// A shard a reshard has completed: what a later run needs to take it over.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClosedShard {
-    /// Its subset.
-    pub subset: Subset,
-    /// Its manifest entry (path, checksums, counts, categories).
-    pub shard: ShardManifest,
-    /// The longest chain of the subset up to and including this shard.
-    pub max_turns: u32,
 }
 
 /// How far a reshard is.
@@ -137,14 +119,17 @@ pub fn reshard(
         writer
     };
     let mut progress = Progress::default();
-    let skip = adopt(&mut writer, opts.subsets_of(source), done, &mut |closed| {
+    let (skip, adopted) = writer.adopt_closed(&opts.subsets_of(source), done)?;
+    for closed in adopted {
         progress.samples += closed.shard.samples;
         progress.resumed += closed.shard.samples;
         progress.bytes += closed.shard.bytes;
         progress.shards += 1;
         progress.closed = Some(closed);
-        on_progress(progress.clone())
-    })?;
+        if !on_progress(progress.clone()) {
+            return Err(ReshardError::Cancelled);
+        }
+    }
     progress.closed = None;
     // Bytes are counted as closed shards' file sizes plus the frames of the shards still
     // open, whether a shard was written now or taken over, so a resumed run reports
@@ -233,69 +218,6 @@ pub fn reshard(
     Ok(writer.finish()?)
 }
 
-/// Takes over, per subset, the longest run of reported shards from the first one whose
-/// shard and index files still have their checksums; returns the samples to skip per
-/// subset. A shard that does not match (or any after it) is written again.
-fn adopt(
-    writer: &mut DatasetWriter,
-    subsets: Vec<Subset>,
-    done: &[ClosedShard],
-    on_adopted: &mut dyn FnMut(ClosedShard) -> bool,
-) -> Result<BTreeMap<Subset, u64>, ReshardError> {
-    let mut skip = BTreeMap::new();
-    for subset in subsets {
-        let mut shards = Vec::new();
-        let mut samples = Vec::new();
-        let mut max_turns = 0;
-        for (i, closed) in done.iter().filter(|c| c.subset == subset).enumerate() {
-            let expected = format!("{}-{:06}.tar.zst", subset.name(), i);
-            let Some(entries) = (closed.shard.path == expected)
-                .then(|| intact(writer, &closed.shard))
-                .flatten()
-            else {
-                break;
-            };
-            samples.extend(entries);
-            shards.push(closed.clone());
-            max_turns = closed.max_turns;
-        }
-        if shards.is_empty() {
-            continue;
-        }
-        skip.insert(subset, samples.len() as u64);
-        let manifests = shards.iter().map(|c| c.shard.clone()).collect();
-        writer.adopt_shards(subset, manifests, &samples, max_turns)?;
-        for closed in shards {
-            if !on_adopted(closed) {
-                return Err(ReshardError::Cancelled);
-            }
-        }
-    }
-    Ok(skip)
-}
-
-/// The (key, digest) pairs of a written shard when its files match its checksums.
-fn intact(writer: &DatasetWriter, shard: &ShardManifest) -> Option<Vec<(String, [u8; 32])>> {
-    let store = writer.store();
-    let index_path = shard.index.as_ref()?;
-    let data = store.read(&shard.path).ok()?;
-    if data.len() as u64 != shard.bytes || hex(&Sha256::digest(&data)) != shard.sha256 {
-        return None;
-    }
-    let index = store.read(index_path).ok()?;
-    if shard.index_sha256.as_deref() != Some(hex(&Sha256::digest(&index)).as_str()) {
-        return None;
-    }
-    let index = ShardIndex::parse(&index).ok()?;
-    (index.entries.len() as u64 == shard.samples).then(|| {
-        index
-            .entries
-            .into_iter()
-            .map(|e| (e.key, e.digest))
-            .collect()
-    })
-}
-
 /// Transcodes or shrinks the image members of one sample; other members pass through.
 fn rewrite_members(
     subset: Subset,
@@ -329,6 +251,8 @@ fn rewrite_members(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::dataset::synth::{synth_sample, SynthOptions};
     use crate::dataset::transcode::probe;

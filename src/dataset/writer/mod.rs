@@ -13,12 +13,14 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
+mod adopt;
 mod encoded;
 mod open_shard;
 mod options;
 
 use bytes::Bytes;
 
+pub use adopt::ClosedShard;
 pub use encoded::{EncodedSample, SampleAttrs, SampleEncoder};
 pub use options::{check_level, ShardTarget, WriteError, WriteOptions};
 

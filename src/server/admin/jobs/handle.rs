@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::record::JobRecord;
-use crate::dataset::reshard::ClosedShard;
+use crate::dataset::writer::ClosedShard;
 use crate::server::registry::RegistryError;
 use crate::transport::proto::v1::Job;
 

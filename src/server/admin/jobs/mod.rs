@@ -27,7 +27,7 @@ use record::{state_name, JobRecord};
 use runner::Budget;
 
 use super::AdminError;
-use crate::dataset::reshard::ClosedShard;
+use crate::dataset::writer::ClosedShard;
 use crate::server::registry::RegistryError;
 use crate::transport::proto::v1::{Job, JobState, ReshardRequest};
 
