@@ -5,6 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/tools.sh
+
+# The layering of src/ (no module imports a later stage; files of at most 500 lines),
+# after a self-test that shows the check fails on an upward import.
+python3 scripts/check-layers.py --self-test
+python3 scripts/check-layers.py src
+
 # zstd: the interoperability tests pipe shards through zstd -dc.
 # openssl: tests/security.rs makes its test CA and server certificate with it.
 # cmake, make, nasm: the `turbojpeg` feature builds libjpeg-turbo from source.

@@ -10,7 +10,7 @@ use super::header::Header;
 pub enum DecodePath {
     /// The format's decoder in `image` (zune-jpeg for JPEG), at full size.
     Full,
-    /// [`JPEG_DCT_DECODER`] at `1/reduction` of the full size (1, 2, 4 or 8), scaled in
+    /// [`JPEG_DCT_DECODER`](super::JPEG_DCT_DECODER) at `1/reduction` of the full size (1, 2, 4 or 8), scaled in
     /// the DCT domain. [`choose_path`] picks it with a reduction of 2 or more, and with
     /// libjpeg-turbo also with 1. Without its `rayon` feature (our build), jpeg-decoder
     /// starts one thread per colour component for each image wider than 128 output
@@ -31,7 +31,7 @@ impl DecodePath {
     }
 
     /// The declared size of `header` divided by the reduction, unrounded (see
-    /// [`Decoded::logical_size`]).
+    /// [`Decoded::logical_size`](super::Decoded::logical_size)).
     pub fn logical_size(self, header: &Header) -> (f64, f64) {
         let r = self.reduction() as f64;
         (header.width as f64 / r, header.height as f64 / r)

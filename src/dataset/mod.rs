@@ -1,5 +1,10 @@
 //! Datasets: the sample schema, the manifest, writing and reading dataset folders, the
-//! Pico-Banana importer, resharding and the synthetic dataset generator.
+//! Pico-Banana and WebDataset importers, resharding, splits, verification and the
+//! synthetic dataset generator.
+//!
+//! Stage: above the store, shards and image codecs, below the plan. Packing runs
+//! publication -> importer -> writer -> shards; serving reads store -> shards -> READER
+//! -> plan -> pipeline.
 
 pub mod edit_types;
 pub mod input_files;

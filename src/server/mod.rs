@@ -1,5 +1,6 @@
 //! The gRPC server: the Loader service over a shared worker pool and dataset registry,
-//! with `grpc.health.v1` health and server reflection. It takes an already-bound
+//! with `grpc.health.v1` health and server reflection. Stage: the last of the library,
+//! above the pipeline and the transport. It takes an already-bound
 //! listener and a shutdown future, so tests bind `127.0.0.1:0` and run it in-process.
 //!
 //! Lifecycle: NOT_SERVING while datasets load (a dataset that fails to load is retried,

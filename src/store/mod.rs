@@ -5,7 +5,7 @@
 //!
 //! - Nothing is ever listed: the manifest names every object, so a store only gets,
 //!   range-gets, puts and deletes objects by name.
-//! - Remote requests run on the store's own small tokio runtime ([`io`]) under a
+//! - Remote requests run on the store's own small tokio runtime (`io`) under a
 //!   concurrency limit, retried with backoff on transient failures and counted
 //!   ([`retry`]), optionally through a local disk cache ([`cache`]).
 //! - Every method here is blocking and safe to call from any thread (worker threads,
