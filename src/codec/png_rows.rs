@@ -11,8 +11,8 @@ use super::header::{alloc_cap, Header};
 /// Decodes the first `rows` rows of a PNG that decodes to 8-bit RGB or RGBA (palette
 /// images included) and is not interlaced, the form of nearly every edit, and stops
 /// there: the rest of the image data is neither inflated nor unfiltered. The rows below
-/// are left zero; alpha is dropped, as in [`decode_image`], whose pixels these rows are.
-/// `None` for any other PNG, which [`decode_image`] decodes whole.
+/// are left zero; alpha is dropped, as in the full decode (`decode_image`), whose pixels these rows are.
+/// `None` for any other PNG, which the full decode (`decode_image`) decodes whole.
 pub(super) fn decode_png_rows(
     header: &Header,
     bytes: &[u8],

@@ -30,8 +30,9 @@ impl StreamSpec {
         self.resolve_selected(sizes, &[None, None, None])
     }
 
-    /// [`resolve`](Self::resolve) where `emptied` says, by subset id, which filter of
-    /// the selection left a subset of the dataset without samples.
+    /// The curriculum checked against the subset sizes the dataset holds (`sizes` by
+    /// subset id, 0 when absent), with the default curriculum filled in; `emptied` says,
+    /// by subset id, which filter of the selection left a subset without samples.
     pub(crate) fn resolve_selected(
         &self,
         sizes: [u64; 3],
