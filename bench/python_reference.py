@@ -3,7 +3,7 @@ same shards, without torch.
 
 One worker process per core, each reading its share of the shards with ``webdataset``
 through ``pipe:zstd -dc`` URLs, decoding every image with Pillow, applying the same
-random resized crop (the algorithm of ``src/pipeline/augment.rs``: area in [0.5, 1],
+random resized crop (the algorithm of ``src/pipeline/augment/crop.rs``: area in [0.5, 1],
 aspect in [3/4, 4/3] of the target's, ten attempts then a centred fallback, one box in
 relative coordinates for all images of a sample), resizing with the same kernel
 (bicubic, Catmull-Rom, cropping through ``resize(box=...)`` without a copy), flipping

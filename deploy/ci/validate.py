@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterable
 import yaml
 
 # --------------------------------------------------------------------------------------
-# What the daemon is (keep in step with src/config.rs and src/metrics.rs).
+# What the daemon is (keep in step with src/config/ and src/metrics.rs).
 
 # The config file's keys as the contract names them: kind is "int", "str", "bool",
 # "size" (an integer or a string like "50GiB") or "table". Merged with the fields of

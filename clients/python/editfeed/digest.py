@@ -7,7 +7,7 @@ then its data; per sample in message order its key, subset, edit type, category,
 summarized text, turns (u64), the number of turn texts (u64) and each turn text,
 flipped (one byte), ordinal (u64), epoch (u64) and replaced key. Step, rank, world size
 and cursor are left out, so a batch hashes the same whichever daemon served it. This is
-the algorithm of ``src/wire.rs`` in the daemon.
+the algorithm of ``src/transport/wire.rs`` in the daemon.
 """
 
 from __future__ import annotations
