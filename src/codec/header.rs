@@ -256,10 +256,11 @@ pub(super) fn alloc_cap(header: &Header) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn jpeg_header(w: u32, h: u32) -> Header {
+    /// A baseline 8-bit YCbCr JPEG's header of `w` x `h`.
+    pub(in crate::codec) fn jpeg_header(w: u32, h: u32) -> Header {
         Header {
             format: ImageFormat::Jpeg,
             width: w,

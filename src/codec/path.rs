@@ -128,21 +128,9 @@ pub fn choose_path(header: &Header, need: Option<(u32, u32)>) -> DecodePath {
 #[cfg(test)]
 mod tests {
     use super::super::format::ImageFormat;
+    use super::super::header::tests::jpeg_header;
     use super::super::header::JpegFrame;
     use super::*;
-
-    fn jpeg_header(w: u32, h: u32) -> Header {
-        Header {
-            format: ImageFormat::Jpeg,
-            width: w,
-            height: h,
-            jpeg: Some(JpegFrame {
-                sof: 0xC0,
-                precision: 8,
-                components: 3,
-            }),
-        }
-    }
 
     #[test]
     fn path_takes_the_largest_reduction_that_still_covers_the_need() {

@@ -2,14 +2,23 @@
 //! upload, on the store's I/O runtime. Part of the store's object-store backend, first
 //! stage of the flow: STORE -> shard reader -> ...
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use object_store::multipart::PartId;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::{ObjectStoreExt, PutPayload};
 
 use super::Core;
 use crate::store::StoreError;
 
 impl Core {
+    /// The multipart side of the client; callers check that there is one first.
+    fn multipart_store(&self) -> Arc<dyn MultipartStore> {
+        self.multipart
+            .clone()
+            .expect("callers check for multipart support")
+    }
+
     /// Writes a whole object in one request (objects appear whole or not at all).
     pub async fn put(&self, name: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.path(name);
@@ -38,10 +47,7 @@ impl Core {
 
     /// Starts a multipart upload.
     pub async fn create_multipart(&self, name: &str) -> Result<String, StoreError> {
-        let mp = self
-            .multipart
-            .clone()
-            .expect("callers check for multipart support");
+        let mp = self.multipart_store();
         let path = self.path(name);
         self.retrier()
             .run(&self.url_of(name), || mp.create_multipart(&path))
@@ -56,10 +62,7 @@ impl Core {
         idx: usize,
         data: Bytes,
     ) -> Result<PartId, StoreError> {
-        let mp = self
-            .multipart
-            .clone()
-            .expect("callers check for multipart support");
+        let mp = self.multipart_store();
         let path = self.path(name);
         let id = id.to_string();
         self.retrier()
@@ -76,10 +79,7 @@ impl Core {
         id: &str,
         parts: Vec<PartId>,
     ) -> Result<(), StoreError> {
-        let mp = self
-            .multipart
-            .clone()
-            .expect("callers check for multipart support");
+        let mp = self.multipart_store();
         let path = self.path(name);
         let id = id.to_string();
         self.retrier()

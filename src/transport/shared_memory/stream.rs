@@ -115,7 +115,7 @@ impl BatchFiles<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::path::Path;
 
     use bytes::Bytes;
@@ -125,7 +125,8 @@ mod tests {
     use crate::transport::shared_memory::{take_files, Probe};
     use crate::transport::wire::tensor_u8;
 
-    fn batch(images: usize, len: usize, fill: u8) -> Batch {
+    /// A batch of `images` tensors of `len` bytes, each filled with `fill`.
+    pub(in crate::transport::shared_memory) fn batch(images: usize, len: usize, fill: u8) -> Batch {
         Batch {
             tensors: (0..images)
                 .map(|i| tensor_u8(&format!("t{i}"), &[len as u64], vec![fill; len].into()))

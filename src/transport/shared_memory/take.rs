@@ -81,17 +81,8 @@ pub fn take_files(batch: &mut Batch, dir: &Path) -> Result<(), TakeError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::stream::tests::batch;
     use super::*;
-    use crate::transport::wire::tensor_u8;
-
-    fn batch(images: usize, len: usize, fill: u8) -> Batch {
-        Batch {
-            tensors: (0..images)
-                .map(|i| tensor_u8(&format!("t{i}"), &[len as u64], vec![fill; len].into()))
-                .collect(),
-            ..Default::default()
-        }
-    }
 
     #[test]
     fn a_file_the_client_cannot_take_is_an_error_naming_the_tensor() {
