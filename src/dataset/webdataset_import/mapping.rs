@@ -259,8 +259,6 @@ fn map_members(subset: Subset, raw: RawSample) -> Result<Prepared, WdsSkipReason
     Ok(Prepared::Mapped { sample, dropped })
 }
 
-/// Counts bytes as they are read, for a progress bar over input bytes.
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,6 +109,7 @@ pub struct WebDatasetOutcome {
     pub manifest: Manifest,
 }
 
+/// Counts bytes as they are read, for a progress bar over input bytes.
 struct Counting<'a, R> {
     inner: R,
     progress: &'a dyn Fn(u64),
