@@ -3,7 +3,8 @@
 //! work without reading, collating or gRPC), on one thread and on all cores, as the
 //! throughput the daemon cannot exceed. `replicate` writes a dataset whose manifest
 //! lists hundreds of thousands of samples by hard-linking the shards of a small one, to
-//! measure the time to the first batch on a manifest of Pico-Banana's size.
+//! measure the time to the first batch on a manifest of Pico-Banana's size. `pico-root`
+//! writes a Pico-Banana root to measure packing.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -26,6 +27,9 @@ pub enum BenchCommand {
     /// Write a dataset of at least --samples samples whose shards are hard links to the
     /// shards of --data (same bytes, same indexes, a manifest of the full size).
     Replicate(ReplicateArgs),
+    /// Write a Pico-Banana root in the published layout from synthetic samples, for
+    /// measuring `pack pico-banana`.
+    PicoRoot(super::pico_root::PicoRootArgs),
 }
 
 /// Flags of `bench floor`.
@@ -74,6 +78,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Floor(a) => floor(a),
         BenchCommand::Replicate(a) => replicate(a),
+        BenchCommand::PicoRoot(a) => super::pico_root::run(a),
     }
 }
 

@@ -62,6 +62,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             overwrite: true,
             split_file: None,
             split_rule: None,
+            threads: 0,
+            max_inflight_bytes: editfeed::dataset::parallel::DEFAULT_MAX_INFLIGHT_BYTES,
         };
         super::synth::write_synth(
             &SynthOptions {

@@ -7,7 +7,9 @@ pub mod contact_sheet;
 pub mod demo;
 pub mod fetch;
 pub mod inspect;
+pub mod manifest;
 pub mod pack;
+pub mod pico_root;
 pub mod plan;
 pub mod progress;
 pub mod reshard;
@@ -18,6 +20,7 @@ pub mod verify;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use editfeed::dataset::parallel::Parallelism;
 use editfeed::dataset::writer::{ShardTarget, WriteOptions};
 
 /// editfeed: feeds image-editing training data to GPU trainers.
@@ -49,6 +52,9 @@ pub enum Command {
     /// Pack a dataset from Pico-Banana-400K or from existing WebDataset shards.
     #[command(subcommand)]
     Pack(pack::PackCommand),
+    /// Work on manifests: merge the parts of a pack split across machines.
+    #[command(subcommand)]
+    Manifest(manifest::ManifestCommand),
     /// Print each step's subset and each rank's sample keys.
     Plan(plan::PlanArgs),
     /// Show a dataset's counts, edit-type histogram and first samples.
@@ -96,6 +102,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch(a) => fetch::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Pack(c) => pack::run(c),
+        Command::Manifest(c) => manifest::run(c),
         Command::Plan(a) => plan::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Verify(a) => verify::run(a),
@@ -137,6 +144,14 @@ pub struct WriteArgs {
     /// hash of the sample's source photo (its source URL, else its key) and the seed.
     #[arg(long)]
     pub split_rule: Option<String>,
+    /// Threads that read, check, transcode and compress samples (0: one per core). The
+    /// output is byte for byte the same for any number.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// The most bytes of compressed samples waiting for their turn to be written, e.g.
+    /// 512MiB (each thread also holds the sample it works on).
+    #[arg(long, value_name = "SIZE", value_parser = editfeed::units::parse_bytes, default_value = "1GiB")]
+    pub max_inflight_bytes: u64,
 }
 
 impl WriteArgs {
@@ -148,6 +163,14 @@ impl WriteArgs {
             (None, Some(r)) => Some(SplitSource::Rule(SplitRule::parse(r)?)),
             (None, None) => None,
         })
+    }
+
+    /// The threads and memory bound these flags ask for.
+    pub fn parallelism(&self) -> Parallelism {
+        Parallelism {
+            max_inflight_bytes: self.max_inflight_bytes,
+            ..Parallelism::threads(self.threads)
+        }
     }
 
     /// The writer options these flags ask for.

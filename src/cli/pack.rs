@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use editfeed::codec::TranscodeTarget;
+use editfeed::dataset::parts::Part;
 use editfeed::dataset::pico_banana::{
     self, ImageOptions, ImportError, ImportOptions, SourceOptions,
 };
@@ -74,6 +75,14 @@ pub struct PicoBananaArgs {
     /// Import only the first N rows of each metadata file.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
+    /// Pack only the I-th (from 0) of N contiguous ranges of the rows into --out, with a
+    /// part.json record instead of a manifest; `editfeed manifest merge` joins the parts.
+    #[arg(long, value_name = "I/N")]
+    pub part: Option<Part>,
+    /// Go on from the shards an interrupted run of this same pack left in --out (their
+    /// checksums are checked) instead of starting again.
+    #[arg(long)]
+    pub resume: bool,
     #[command(flatten)]
     pub write: WriteArgs,
 }
@@ -129,13 +138,42 @@ fn pico(a: PicoBananaArgs) -> anyhow::Result<()> {
         },
         limit: a.limit,
         report: a.report,
+        parallel: a.write.parallelism(),
+        part: a.part,
+        resume: a.resume,
     };
     opts.validate()?;
     let total = pico_banana::count_rows(&opts.root, opts.limit)?;
-    let writer = DatasetWriter::create(&a.write.out, a.write.options())
+    let total = opts.part.map_or(total, |p| {
+        let r = p.range(total);
+        r.end - r.start
+    });
+    let mut write_opts = a.write.options();
+    // Resuming writes over the shards it does not keep.
+    write_opts.overwrite |= opts.resume;
+    let writer = DatasetWriter::create(&a.write.out, write_opts)
         .with_context(|| format!("cannot write a dataset in {}", a.write.out.display()))?
         .with_splits(a.write.splits()?);
     let pb = bar(total, "rows");
+    if opts.part.is_some() {
+        let result = pico_banana::import_part(&opts, writer, &|n| pb.inc(n));
+        pb.finish_and_clear();
+        let done = result?;
+        print!(
+            "{}",
+            done.report.summary(SHOWN_SKIPS, Some(&done.report_path))
+        );
+        println!(
+            "part {}/{} (rows {}..{} of {}) written to {}; merge the parts with `editfeed manifest merge`",
+            done.record.part,
+            done.record.parts,
+            done.record.rows.start,
+            done.record.rows.end,
+            done.record.total_rows,
+            a.write.out.display()
+        );
+        return Ok(());
+    }
     let result = pico_banana::import(&opts, writer, &|n| pb.inc(n));
     pb.finish_and_clear();
     match result {
@@ -169,6 +207,7 @@ fn webdataset(a: WebDatasetArgs) -> anyhow::Result<()> {
         subset: a.subset,
         report: a.report,
         transcode_edits: a.transcode_edits,
+        parallel: a.write.parallelism(),
     };
     let writer = DatasetWriter::create(&a.write.out, a.write.options())
         .with_context(|| format!("cannot write a dataset in {}", a.write.out.display()))?

@@ -39,6 +39,7 @@ pub fn run(a: ReshardArgs) -> anyhow::Result<()> {
         subsets: a.subsets,
         transcode_edits: a.transcode_edits,
         max_side: a.max_side,
+        parallel: a.write.parallelism(),
     };
     let writer = DatasetWriter::create(&a.write.out, a.write.options())
         .with_context(|| format!("cannot write a dataset in {}", a.write.out.display()))?

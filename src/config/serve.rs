@@ -36,9 +36,10 @@ pub struct ServeConfig {
     /// and reshard jobs (`jobs/`), so both survive a restart. Empty (the default) keeps
     /// them in memory only.
     pub state_dir: String,
-    /// Reshard jobs that run at once, each on one dedicated thread at a lowered CPU
-    /// priority (SCHED_IDLE unless the request asks otherwise); more jobs wait in the
-    /// queue. This is the CPU budget that keeps serving's throughput during a reshard.
+    /// Threads reshard jobs use in all, at a lowered CPU priority (SCHED_IDLE unless the
+    /// request asks otherwise): a job starts on one and also takes every other one free
+    /// then; jobs that find none free wait in the queue. This is the CPU budget that
+    /// keeps serving's throughput during a reshard.
     pub reshard_threads: usize,
     /// Reshard jobs that may wait for a thread; more are refused with
     /// RESOURCE_EXHAUSTED.

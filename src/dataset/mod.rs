@@ -8,7 +8,11 @@
 
 pub mod edit_types;
 pub mod input_files;
+pub mod input_root;
 pub mod manifest;
+pub mod merge;
+pub mod parallel;
+pub mod parts;
 pub mod pico_banana;
 pub mod reader;
 pub mod reshard;

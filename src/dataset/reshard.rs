@@ -12,15 +12,19 @@
 //!
 //! Flow: dataset reader -> RESHARD -> dataset writer -> store (manifest last).
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 
 use super::manifest::{category_from_char, Manifest};
+use super::parallel::{run_ordered, Parallelism};
 use super::sample::Role;
 use super::splits::SplitSource;
 use super::transcode::{transcode, TranscodeError, DEFAULT_PIXEL_LIMIT};
-use super::writer::{ClosedShard, DatasetWriter, WriteError};
+use super::writer::{ClosedShard, DatasetWriter, EncodedSample, SampleEncoder, WriteError};
 use super::{Dataset, DatasetError, Subset};
 use crate::codec::TranscodeTarget;
+use crate::shard::RawSample;
 
 /// Samples read with one coalesced range read; bounds the memory a reshard holds.
 const READ_CHUNK: u64 = 32;
@@ -34,6 +38,9 @@ pub struct ReshardOptions {
     pub transcode_edits: Option<TranscodeTarget>,
     /// Shrink every image so that its longer side is at most this many pixels.
     pub max_side: Option<u32>,
+    /// Threads that transcode and compress samples, and the memory bound of the work in
+    /// flight (the output does not depend on them).
+    pub parallel: Parallelism,
 }
 
 impl ReshardOptions {
@@ -136,86 +143,113 @@ pub fn reshard(
     // the same figures as an uninterrupted one.
     let mut closed_bytes = progress.bytes;
     let mut open_bytes = 0;
-    for subset in opts.subsets_of(source) {
-        let categories: Vec<u8> = source
-            .manifest()
-            .subsets
-            .get(&subset)
-            .map(|s| {
-                s.shards
-                    .iter()
-                    .flat_map(|sh| {
-                        // Shards written without categories count as "none".
-                        let n = sh.samples as usize;
-                        let c = sh.categories.as_bytes();
-                        (0..n).map(move |i| c.get(i).copied().unwrap_or(b'-'))
-                    })
-                    .collect()
+    let subsets = opts.subsets_of(source);
+    // Per subset: each sample's category and split, from the source's manifest.
+    let mut attrs: BTreeMap<Subset, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
+    for &subset in &subsets {
+        let shards = &source.manifest().subsets[&subset].shards;
+        // Shards written without categories count as "none".
+        let categories = shards
+            .iter()
+            .flat_map(|sh| {
+                let n = sh.samples as usize;
+                let c = sh.categories.as_bytes();
+                (0..n).map(move |i| c.get(i).copied().unwrap_or(b'-'))
             })
-            .unwrap_or_default();
-        let splits: Vec<u8> = if keep_splits {
-            source.manifest().subsets[&subset]
-                .shards
+            .collect();
+        let splits = match keep_splits {
+            true => shards
                 .iter()
                 .flat_map(|sh| sh.splits.bytes().map(|b| b - b'0'))
-                .collect()
-        } else {
-            Vec::new()
+                .collect(),
+            false => Vec::new(),
         };
-        let len = source.len(subset);
-        let mut start = skip.get(&subset).copied().unwrap_or(0);
-        while start < len {
-            let ordinals: Vec<u64> = (start..(start + READ_CHUNK).min(len)).collect();
-            let raws = source
-                .read_raw_many(subset, &ordinals)
-                .map_err(|e| ReshardError::Read {
-                    subset,
-                    ordinal: start,
-                    source: e,
-                })?;
-            for (ordinal, raw) in ordinals.iter().zip(raws) {
-                let members = if opts.rewrites() {
-                    rewrite_members(subset, &raw.key, raw.members, opts)?
-                } else {
-                    raw.members
-                };
-                let category = categories
-                    .get(*ordinal as usize)
-                    .and_then(|c| category_from_char(*c));
-                let frame = writer.add_members_with_split(
-                    subset,
-                    category,
-                    splits.get(*ordinal as usize).copied(),
-                    &raw.key,
-                    members.iter().map(|(f, b)| (f.as_str(), &b[..])),
-                )?;
-                progress.samples += 1;
-                let shards = writer.shards_written();
-                progress.closed = (shards > progress.shards)
-                    .then(|| writer.last_closed(subset))
-                    .flatten()
-                    .map(|(shard, max_turns)| ClosedShard {
-                        subset,
-                        shard: shard.clone(),
-                        max_turns,
-                    });
-                progress.shards = shards;
-                match &progress.closed {
-                    Some(c) => {
-                        closed_bytes += c.shard.bytes;
-                        open_bytes = 0;
-                    }
-                    None => open_bytes += frame,
-                }
-                progress.bytes = closed_bytes + open_bytes;
-                if !on_progress(progress.clone()) {
-                    return Err(ReshardError::Cancelled);
-                }
-            }
-            start += READ_CHUNK;
-        }
+        attrs.insert(subset, (categories, splits));
     }
+    let inputs = read_in_order(source, &subsets, &skip);
+    let wopts = writer.options().clone();
+    run_ordered(
+        opts.parallel,
+        inputs,
+        || SampleEncoder::new(&wopts).expect("the writer checked its level"),
+        |encoder, (subset, ordinal, raw): (Subset, u64, RawSample)| {
+            let members = match opts.rewrites() {
+                true => rewrite_members(subset, &raw.key, raw.members, opts)?,
+                false => raw.members,
+            };
+            let category = attrs[&subset]
+                .0
+                .get(ordinal as usize)
+                .and_then(|c| category_from_char(*c));
+            let encoded = encoder.encode(
+                subset,
+                category,
+                &raw.key,
+                members.iter().map(|(f, b)| (f.as_str(), &b[..])),
+            )?;
+            Ok((ordinal, encoded))
+        },
+        |done: &Result<(u64, EncodedSample), ReshardError>| {
+            done.as_ref().map_or(0, |(_, e)| e.frame.bytes.len() as u64)
+        },
+        |done| {
+            let (ordinal, encoded) = done?;
+            let subset = encoded.subset;
+            let split = attrs[&subset].1.get(ordinal as usize).copied();
+            let frame = writer.add_encoded(encoded, split)?;
+            progress.samples += 1;
+            progress.closed = writer.take_closed().pop();
+            progress.shards = writer.shards_written();
+            match &progress.closed {
+                Some(c) => {
+                    closed_bytes += c.shard.bytes;
+                    open_bytes = 0;
+                }
+                None => open_bytes += frame,
+            }
+            progress.bytes = closed_bytes + open_bytes;
+            match on_progress(progress.clone()) {
+                true => Ok(()),
+                false => Err(ReshardError::Cancelled),
+            }
+        },
+    )?;
     Ok(writer.finish()?)
+}
+
+/// The samples of `subsets` in canonical order, after the first `skip` of each, read
+/// with coalesced range reads of [`READ_CHUNK`] samples.
+fn read_in_order<'a>(
+    source: &'a Dataset,
+    subsets: &'a [Subset],
+    skip: &'a BTreeMap<Subset, u64>,
+) -> impl Iterator<Item = Result<(Subset, u64, RawSample), ReshardError>> + 'a {
+    subsets.iter().flat_map(move |&subset| {
+        let len = source.len(subset);
+        let first = skip.get(&subset).copied().unwrap_or(0);
+        (first..len)
+            .step_by(READ_CHUNK as usize)
+            .flat_map(move |start| {
+                let ordinals: Vec<u64> = (start..(start + READ_CHUNK).min(len)).collect();
+                let read =
+                    source
+                        .read_raw_many(subset, &ordinals)
+                        .map_err(|e| ReshardError::Read {
+                            subset,
+                            ordinal: start,
+                            source: e,
+                        });
+                let items: Vec<_> = match read {
+                    Ok(raws) => ordinals
+                        .into_iter()
+                        .zip(raws)
+                        .map(|(o, raw)| Ok((subset, o, raw)))
+                        .collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                items
+            })
+    })
 }
 
 /// Transcodes or shrinks the image members of one sample; other members pass through.
@@ -344,6 +378,7 @@ mod tests {
             subsets: vec![Subset::Sft],
             transcode_edits: Some(TranscodeTarget::Jpeg { quality: 80 }),
             max_side: Some(16),
+            ..Default::default()
         };
         assert_eq!(opts.total_samples(&src), src.len(Subset::Sft));
         let m = run(&src, &dir.path().join("out"), &opts);

@@ -5,12 +5,11 @@
 //!
 //! Flow: row -> source resolution -> IMAGE LOADING (here) -> writer.
 
-use std::path::Path;
-
 use bytes::Bytes;
 
 use crate::codec::{self, DecodeLimits, ImageFormat, TranscodeTarget};
-use crate::dataset::input_files::{read_bounded, InputFileError, DEFAULT_MAX_IMAGE_BYTES};
+use crate::dataset::input_files::{InputFileError, DEFAULT_MAX_IMAGE_BYTES};
+use crate::dataset::input_root::InputFile;
 use crate::dataset::sample::{Role, SampleImage};
 use crate::dataset::transcode::{probe, transcode, DEFAULT_PIXEL_LIMIT};
 
@@ -61,16 +60,21 @@ pub enum LoadError {
     Decode(String),
 }
 
-/// Reads, checks and (when asked) transcodes the image at `path` for `role`.
-pub fn load_image(path: &Path, role: Role, opts: &ImageOptions) -> Result<SampleImage, LoadError> {
+/// Reads, checks and (when asked) transcodes the image in `file` for `role`.
+pub fn load_image(
+    file: &InputFile,
+    role: Role,
+    opts: &ImageOptions,
+) -> Result<SampleImage, LoadError> {
     let bytes = Bytes::from(
-        read_bounded(path, opts.max_image_bytes).map_err(|e| match e {
-            InputFileError::Missing { source, .. } | InputFileError::Read { source, .. } => {
-                LoadError::Read(source)
-            }
-            e @ InputFileError::NotRegular { .. } => LoadError::NotRegular(e.to_string()),
-            e => LoadError::TooLarge(e.to_string()),
-        })?,
+        file.read_bounded(opts.max_image_bytes)
+            .map_err(|e| match e {
+                InputFileError::Missing { source, .. } | InputFileError::Read { source, .. } => {
+                    LoadError::Read(source)
+                }
+                e @ InputFileError::NotRegular { .. } => LoadError::NotRegular(e.to_string()),
+                e => LoadError::TooLarge(e.to_string()),
+            })?,
     );
     // The daemon's own header parser and limit check, so a bomb is refused here
     // rather than on every read; undecodable headers are left to the probe below.
@@ -115,26 +119,31 @@ mod tests {
             image::Rgb([x as u8, 0, 0])
         }));
         let path = dir.path().join("a.png");
+        let file = InputFile::Local(path.clone());
         std::fs::write(&path, encode(&img, TranscodeTarget::Png).unwrap()).unwrap();
-        let plain = load_image(&path, Role::Edit, &ImageOptions::default()).unwrap();
+        let plain = load_image(&file, Role::Edit, &ImageOptions::default()).unwrap();
         assert_eq!(plain.bytes, std::fs::read(&path).unwrap());
         let opts = ImageOptions {
             transcode_edits: Some(TranscodeTarget::Jpeg { quality: 80 }),
             max_side: Some(20),
             ..Default::default()
         };
-        let edit = load_image(&path, Role::Edit, &opts).unwrap();
+        let edit = load_image(&file, Role::Edit, &opts).unwrap();
         assert_eq!(edit.format, ImageFormat::Jpeg);
-        let src = load_image(&path, Role::Source, &opts).unwrap();
+        let src = load_image(&file, Role::Source, &opts).unwrap();
         assert_eq!(src.format, ImageFormat::Png);
         assert_eq!(probe(&src.bytes).unwrap().width, 20);
         std::fs::write(&path, b"garbage").unwrap();
         assert!(matches!(
-            load_image(&path, Role::Edit, &opts),
+            load_image(&file, Role::Edit, &opts),
             Err(LoadError::Decode(_))
         ));
         assert!(matches!(
-            load_image(&dir.path().join("none"), Role::Edit, &opts),
+            load_image(
+                &InputFile::Local(dir.path().join("none")),
+                Role::Edit,
+                &opts
+            ),
             Err(LoadError::Read(_))
         ));
     }

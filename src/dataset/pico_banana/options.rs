@@ -1,17 +1,27 @@
-//! What to import and how: the root folder, where source photos are, optional
-//! transcoding, a row limit and the report's path, checked against the file system
-//! before anything is written.
+//! What to import and how: the root folder (or object-store prefix), where source
+//! photos are, optional transcoding, a row limit, the report's path, and how to run:
+//! threads and memory, one part of several, resuming. Checked before anything is
+//! written: local folders against the file system, URLs as URLs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::images::ImageOptions;
 use super::sources::SourceOptions;
 use super::ImportError;
+use crate::dataset::parallel::Parallelism;
+use crate::dataset::parts::Part;
+use crate::store::{AsLocation, Location};
+
+/// Whether a folder option names an object-store URL rather than a local path.
+fn is_remote(path: &Path) -> bool {
+    matches!(path.as_location(), Ok(Location::Remote(_)))
+}
 
 /// What to import and how.
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
-    /// The folder holding the metadata files and the `images/` tree.
+    /// The folder (or object-store URL) holding the metadata files and the `images/`
+    /// tree.
     pub root: PathBuf,
     /// Where the source photos are.
     pub sources: SourceOptions,
@@ -21,16 +31,33 @@ pub struct ImportOptions {
     pub limit: Option<u64>,
     /// Where to write the JSON report; `<output>/import-report.json` when `None`.
     pub report: Option<PathBuf>,
+    /// Threads and the memory bound of the work in flight (the output does not depend
+    /// on them).
+    pub parallel: Parallelism,
+    /// Pack only this part of the rows ([`super::import_part`]).
+    pub part: Option<Part>,
+    /// Go on from the shards an interrupted run of the same pack left
+    /// ([`super::resume`]).
+    pub resume: bool,
 }
 
 impl ImportOptions {
     /// Checks the options against the file system before anything is written.
     pub fn validate(&self) -> Result<(), ImportError> {
-        let meta = std::fs::metadata(&self.root).map_err(|source| ImportError::Root {
-            path: self.root.clone(),
-            source,
-        })?;
-        if !meta.is_dir() {
+        if let Err(e) = self.root.as_location() {
+            return Err(ImportError::Options(format!("--root: {e}")));
+        }
+        let local_root = !is_remote(&self.root);
+        let meta = match local_root {
+            true => Some(
+                std::fs::metadata(&self.root).map_err(|source| ImportError::Root {
+                    path: self.root.clone(),
+                    source,
+                })?,
+            ),
+            false => None,
+        };
+        if meta.is_some_and(|m| !m.is_dir()) {
             return Err(ImportError::Root {
                 path: self.root.clone(),
                 source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
@@ -54,7 +81,7 @@ impl ImportOptions {
             ("--source-dir", &s.source_dir),
             ("--source-images", &s.source_images),
         ] {
-            if let Some(dir) = dir {
+            if let Some(dir) = dir.as_deref().filter(|d| !is_remote(d)) {
                 if !dir.is_dir() {
                     return Err(ImportError::Options(format!(
                         "{flag} {} is not a directory",
@@ -63,7 +90,7 @@ impl ImportOptions {
                 }
             }
         }
-        if let Some(map) = &s.source_map {
+        if let Some(map) = s.source_map.as_ref().filter(|m| !is_remote(m)) {
             if !map.is_file() {
                 return Err(ImportError::SourceMap {
                     path: map.clone(),

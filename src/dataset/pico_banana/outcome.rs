@@ -4,8 +4,10 @@
 //!
 //! Flow: rows -> checks and SOURCE RESOLUTION -> OUTCOME (here) -> report and writer.
 
+use serde::{Deserialize, Serialize};
+
 /// Which way found a source photo.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum SourceWay {
     /// The row's `local_input_image`.
     LocalInputImage,
@@ -28,7 +30,7 @@ impl SourceWay {
 
 /// Why one row was not imported. Each variant has a stable short name ([`Self::name`])
 /// used in the summary and the JSON report.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum SkipReason {
     /// The line is not a JSON object.
     #[error("malformed json: {why}")]

@@ -7,14 +7,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::outcome::{SkipReason, SourceWay};
 use crate::dataset::skip_summary::{write_skips, Skip};
 use crate::dataset::Subset;
 
 /// One skipped row: where it is and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{file}:{line}: {reason}")]
 pub struct SkippedRow {
     /// The metadata file name (`sft.jsonl`).
@@ -26,7 +26,7 @@ pub struct SkippedRow {
 }
 
 /// One metadata file the importer looked for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataFile {
     /// The subset it feeds.
     pub subset: Subset,
@@ -40,7 +40,7 @@ pub struct MetadataFile {
 
 /// What an import did, before the manifest is written: everything the summary and the
 /// JSON report say.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImportReport {
     /// The metadata files looked for, in import order.
     pub files: Vec<MetadataFile>,
@@ -70,6 +70,25 @@ struct JsonRow<'a> {
 }
 
 impl ImportReport {
+    /// The reports of a pack's parts, in order, as one: the files as the first part saw
+    /// them (every part reads them whole), counts summed, skipped rows in order.
+    pub fn merge(parts: Vec<ImportReport>) -> ImportReport {
+        let mut out = ImportReport::default();
+        for (i, part) in parts.into_iter().enumerate() {
+            if i == 0 {
+                out.files = part.files;
+            }
+            for (subset, n) in part.written {
+                *out.written.entry(subset).or_insert(0) += n;
+            }
+            for (way, n) in part.sources {
+                *out.sources.entry(way).or_insert(0) += n;
+            }
+            out.skipped.extend(part.skipped);
+        }
+        out
+    }
+
     /// Rows skipped per reason name (only reasons that occurred).
     pub fn skipped_by_reason(&self) -> BTreeMap<&'static str, u64> {
         let mut out = BTreeMap::new();

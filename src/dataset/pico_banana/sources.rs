@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use super::outcome::{SkipReason, SourceWay};
 use super::ImportError;
 use crate::dataset::input_files::{Confinement, InputFileError};
+use crate::dataset::input_root::{InputDir, InputFile};
 
 /// Where the user keeps source photos; any combination may be given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,16 +63,21 @@ impl SourceMap {
     /// Reads the CSV at `path`, keeping the rows whose URL (scheme removed) is in
     /// `wanted`, or every row when `wanted` is `None`. The first row of a URL wins.
     pub fn load(path: &Path, wanted: Option<&HashSet<String>>) -> Result<SourceMap, ImportError> {
-        let file = std::fs::File::open(path).map_err(|e| ImportError::SourceMap {
+        let failed = |why: String| ImportError::SourceMap {
             path: path.to_path_buf(),
-            why: e.to_string(),
-        })?;
-        Self::from_reader(std::io::BufReader::with_capacity(1 << 20, file), wanted).map_err(|why| {
-            ImportError::SourceMap {
-                path: path.to_path_buf(),
-                why,
-            }
-        })
+            why,
+        };
+        // The CSV is a local file or an object (`s3://bucket/prefix/map.csv`).
+        let (parent, name) = match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+            (Some(parent), Some(name)) => (parent, name),
+            _ => return Err(failed("no file name".into())),
+        };
+        let dir = InputDir::open(parent).map_err(|e| failed(e.to_string()))?;
+        let file = dir
+            .open_text(name)
+            .map_err(|e| failed(e.full()))?
+            .ok_or_else(|| failed("no such file".into()))?;
+        Self::from_reader(std::io::BufReader::with_capacity(1 << 20, file), wanted).map_err(failed)
     }
 
     /// Reads the CSV from a reader; see [`SourceMap::load`].
@@ -134,20 +140,21 @@ impl SourceMap {
     }
 }
 
-/// Resolves source photos for rows; see the module docs for the order. Every path it
-/// returns is real (symlinks resolved) and inside the folder it came from: the root (or
-/// a source folder the user named) for `local_input_image`, `--source-images` for the
-/// map, `--source-dir` for the folder.
+/// Resolves source photos for rows; see the module docs for the order. Every local path
+/// it returns is real (symlinks resolved) and inside the folder it came from: the root
+/// (or a source folder the user named) for `local_input_image`, `--source-images` for
+/// the map, `--source-dir` for the folder. In an object-store folder a name is taken
+/// without a request (see [`crate::dataset::input_root`]): the first way that names a
+/// file wins, and a missing object is reported when it is read.
 #[derive(Debug, Clone)]
 pub struct SourceResolver {
-    root: PathBuf,
-    local: Confinement,
-    source_dir: Option<(PathBuf, Confinement)>,
-    map: Option<(SourceMap, PathBuf, Confinement)>,
+    root: InputDir,
+    local: Option<Confinement>,
+    source_dir: Option<(InputDir, Option<Confinement>)>,
+    map: Option<(SourceMap, InputDir, Option<Confinement>)>,
 }
 
-/// The reason for a path that cannot be used: outside its folders, or missing (with
-/// what was tried).
+/// The reason for a refused path, or its message when it was merely not found.
 fn refused(e: InputFileError) -> Result<String, SkipReason> {
     match e {
         InputFileError::Outside { path, allowed } => Err(SkipReason::OutsideRoot { path, allowed }),
@@ -155,52 +162,76 @@ fn refused(e: InputFileError) -> Result<String, SkipReason> {
     }
 }
 
+/// A confinement to one folder, for a local one.
+fn confine(dir: &InputDir) -> std::io::Result<Option<Confinement>> {
+    dir.local().map(|d| Confinement::new([d])).transpose()
+}
+
+/// A file named `written` in `dir`: confined and found when local, normalised when not.
+fn in_dir(
+    dir: &InputDir,
+    confined: Option<&Confinement>,
+    written: &str,
+) -> Result<InputFile, InputFileError> {
+    match (dir.local(), confined) {
+        (Some(base), Some(c)) => c.resolve(base, written).map(InputFile::Local),
+        _ => dir.object(written),
+    }
+}
+
 impl SourceResolver {
-    /// A resolver for rows under `root`; fails when a folder cannot be resolved.
+    /// A resolver over the root, an optional source folder and an optional map with its
+    /// image folder.
     pub fn new(
-        root: &Path,
-        source_dir: Option<PathBuf>,
-        map: Option<(SourceMap, PathBuf)>,
+        root: &InputDir,
+        source_dir: Option<InputDir>,
+        map: Option<(SourceMap, InputDir)>,
     ) -> std::io::Result<SourceResolver> {
-        let mut local_roots = vec![root];
-        local_roots.extend(source_dir.as_deref());
-        local_roots.extend(map.as_ref().map(|(_, images)| images.as_path()));
-        let local = Confinement::new(local_roots)?;
+        // `local_input_image` may point into any local folder the user named.
+        let local_roots: Vec<&Path> = [Some(root), source_dir.as_ref(), map.as_ref().map(|m| &m.1)]
+            .into_iter()
+            .flatten()
+            .filter_map(InputDir::local)
+            .collect();
+        let local = match root.local() {
+            Some(_) => Some(Confinement::new(local_roots)?),
+            None => None,
+        };
         let source_dir = match source_dir {
             Some(dir) => {
-                let c = Confinement::new([dir.as_path()])?;
+                let c = confine(&dir)?;
                 Some((dir, c))
             }
             None => None,
         };
         let map = match map {
             Some((map, images)) => {
-                let c = Confinement::new([images.as_path()])?;
+                let c = confine(&images)?;
                 Some((map, images, c))
             }
             None => None,
         };
         Ok(SourceResolver {
-            root: root.to_path_buf(),
+            root: root.clone(),
             local,
             source_dir,
             map,
         })
     }
 
-    /// The real path of a row's source photo and the way that found it, or why none
-    /// was found: [`SkipReason::OutsideRoot`] when a path leaves its folder,
-    /// [`SkipReason::MissingSourceFile`] when the row's own `local_input_image` is not
-    /// there, else [`SkipReason::UnresolvedSource`].
+    /// Finds the source photo of a row with source URL `url` and optional
+    /// `local_input_image`. A path that leaves its folder is refused as
+    /// [`SkipReason::OutsideRoot`]; when no way finds a file, the reason lists what was
+    /// tried.
     pub fn resolve(
         &self,
         url: &str,
         local: Option<&str>,
-    ) -> Result<(PathBuf, SourceWay), SkipReason> {
+    ) -> Result<(InputFile, SourceWay), SkipReason> {
         let mut tried = Vec::new();
         if let Some(local) = local {
-            match self.local.resolve(&self.root, local) {
-                Ok(path) => return Ok((path, SourceWay::LocalInputImage)),
+            match in_dir(&self.root, self.local.as_ref(), local) {
+                Ok(file) => return Ok((file, SourceWay::LocalInputImage)),
                 Err(e) => tried.push(format!("local_input_image {}", refused(e)?)),
             }
         }
@@ -208,11 +239,11 @@ impl SourceResolver {
             match map.image_id(url) {
                 Some(id) => {
                     let name = format!("{id}.jpg");
-                    match confined.resolve(images, &name) {
-                        Ok(path) => return Ok((path, SourceWay::SourceMap)),
+                    match in_dir(images, confined.as_ref(), &name) {
+                        Ok(file) => return Ok((file, SourceWay::SourceMap)),
                         Err(e) => tried.push(format!(
                             "image id {id}: {} missing ({})",
-                            images.join(&name).display(),
+                            images.path_of(&name).display(),
                             refused(e)?
                         )),
                     }
@@ -222,11 +253,11 @@ impl SourceResolver {
         }
         if let Some((dir, confined)) = &self.source_dir {
             match url_file_name(url) {
-                Some(name) => match confined.resolve(dir, name) {
-                    Ok(path) => return Ok((path, SourceWay::SourceDir)),
+                Some(name) => match in_dir(dir, confined.as_ref(), name) {
+                    Ok(file) => return Ok((file, SourceWay::SourceDir)),
                     Err(e) => {
                         refused(e)?;
-                        tried.push(format!("{} missing", dir.join(name).display()));
+                        tried.push(format!("{} missing", dir.path_of(name).display()));
                     }
                 },
                 None => tried.push("url has no file name for the source folder".into()),
@@ -298,8 +329,14 @@ mod tests {
             None,
         )
         .unwrap();
-        let r = SourceResolver::new(root, Some(root.join("src")), Some((map, root.join("oi"))))
-            .unwrap();
+        let dir = |p: PathBuf| InputDir::Local(p);
+        let top = dir(root.to_path_buf());
+        let r = SourceResolver::new(
+            &top,
+            Some(dir(root.join("src"))),
+            Some((map, dir(root.join("oi")))),
+        )
+        .unwrap();
         let url = "https://f/a_o.jpg";
         assert_eq!(
             r.resolve(url, Some("local.jpg")).unwrap().1,
@@ -309,8 +346,9 @@ mod tests {
             r.resolve(url, Some("gone.jpg")).unwrap().1,
             SourceWay::SourceMap
         );
+        let (found, way) = r.resolve(url, None).unwrap();
         assert_eq!(
-            r.resolve(url, None).unwrap(),
+            (PathBuf::from(found.shown()), way),
             (
                 root.canonicalize().unwrap().join("oi/ID1.jpg"),
                 SourceWay::SourceMap
@@ -323,7 +361,7 @@ mod tests {
             .resolve("https://f/zz_o.jpg", Some("gone.jpg"))
             .unwrap_err();
         assert_eq!(e.name(), "missing_source_file");
-        let bare = SourceResolver::new(root, None, None).unwrap();
+        let bare = SourceResolver::new(&top, None, None).unwrap();
         let e = bare.resolve(url, None).unwrap_err();
         assert!(
             e.to_string().contains("no --source-map or --source-dir"),

@@ -28,8 +28,11 @@ mod report;
 
 use std::cell::Cell;
 use std::collections::HashSet;
+use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::PathBuf;
+
+use crossbeam_channel::{bounded, Sender};
 
 use mapping::transcode_edits;
 pub use mapping::{prepare, Prepared};
@@ -37,10 +40,11 @@ pub use report::{InputShard, SkippedSample, WdsSkipReason, WebDatasetReport};
 
 use super::input_files::{open_regular, InputFileError};
 use super::manifest::Manifest;
-use super::writer::{DatasetWriter, WriteError};
+use super::parallel::{run_ordered, Parallelism};
+use super::writer::{DatasetWriter, EncodedSample, SampleEncoder, WriteError};
 use super::Subset;
 use crate::codec::TranscodeTarget;
-use crate::shard::{stream_samples, ShardError};
+use crate::shard::{stream_samples, RawSample, ShardError};
 
 /// The report's file name inside the output folder when no path is given.
 pub const DEFAULT_REPORT_FILE: &str = "import-report.json";
@@ -56,6 +60,9 @@ pub struct WebDatasetOptions {
     pub report: Option<PathBuf>,
     /// Re-encode every image but the source to this format; `None` keeps the bytes.
     pub transcode_edits: Option<TranscodeTarget>,
+    /// Threads that map, transcode and compress samples, and the memory bound of the
+    /// work in flight (the output does not depend on them).
+    pub parallel: Parallelism,
 }
 
 /// A problem that stops the whole import.
@@ -112,19 +119,53 @@ pub struct WebDatasetOutcome {
 /// Counts bytes as they are read, for a progress bar over input bytes.
 struct Counting<'a, R> {
     inner: R,
-    progress: &'a dyn Fn(u64),
     counted: &'a Cell<u64>,
 }
 
 impl<R: Read> Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if n > 0 {
-            self.counted.set(self.counted.get() + n as u64);
-            (self.progress)(n as u64);
-        }
+        self.counted.set(self.counted.get() + n as u64);
         Ok(n)
     }
+}
+
+/// What the reader of the input shards sends, in order.
+enum Input {
+    /// A sample of shard `shard`, after `bytes` more bytes of input.
+    Sample {
+        shard: usize,
+        raw: RawSample,
+        bytes: u64,
+    },
+    /// Shard `shard` ended after `samples` samples; `bytes` more bytes of it were read
+    /// (the padding after the end-of-archive marker counts too).
+    End {
+        shard: usize,
+        samples: u64,
+        bytes: u64,
+    },
+}
+
+/// A sample encoded (with the fields mapping dropped; `None` when it was kept member
+/// for member), or why it is skipped.
+type Mapped = Result<(EncodedSample, Option<Vec<String>>), WdsSkipReason>;
+
+/// An input, done by a worker.
+enum Done {
+    Sample {
+        shard: usize,
+        key: String,
+        bytes: u64,
+        /// The encoded sample and what mapping dropped, or why it is skipped; the outer
+        /// error is fatal.
+        outcome: Result<Mapped, WriteError>,
+    },
+    End {
+        shard: usize,
+        samples: u64,
+        bytes: u64,
+    },
 }
 
 /// Total bytes of the input shards, for sizing a progress bar.
@@ -136,8 +177,87 @@ pub fn input_bytes(shards: &[PathBuf]) -> u64 {
         .sum()
 }
 
+/// Streams the samples of every input in order into `tx`, until the end or until the
+/// receiver has gone.
+fn read_inputs(shards: &[PathBuf], files: Vec<File>, tx: Sender<Result<Input, WebDatasetError>>) {
+    for (i, (path, file)) in shards.iter().zip(files).enumerate() {
+        let shard = path.display().to_string();
+        tracing::info!(shard = %shard, "importing webdataset shard");
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let counted = Cell::new(0);
+        let reader = Counting {
+            inner: BufReader::with_capacity(1 << 20, file),
+            counted: &counted,
+        };
+        let (mut samples, mut sent) = (0u64, 0u64);
+        let mut gone = false;
+        let streamed = stream_samples(&shard, reader, |raw| {
+            samples += 1;
+            let bytes = counted.get() - sent;
+            sent += bytes;
+            let input = Input::Sample {
+                shard: i,
+                raw,
+                bytes,
+            };
+            if tx.send(Ok(input)).is_err() {
+                gone = true;
+                // Stops the stream: nobody is listening any more.
+                return Err(ShardError::Corrupt {
+                    shard: shard.clone(),
+                    offset: 0,
+                    why: "import stopped".into(),
+                });
+            }
+            Ok(())
+        });
+        if gone {
+            return;
+        }
+        let end = streamed.map(|()| Input::End {
+            shard: i,
+            samples,
+            bytes: len.saturating_sub(sent),
+        });
+        let failed = end.is_err();
+        if tx.send(end.map_err(WebDatasetError::from)).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Maps, transcodes and encodes one input sample.
+fn work_on(
+    encoder: &mut SampleEncoder,
+    opts: &WebDatasetOptions,
+    raw: RawSample,
+) -> Result<Mapped, WriteError> {
+    let key = raw.key.clone();
+    let prepared = prepare(opts.subset, raw).and_then(|p| match opts.transcode_edits {
+        Some(target) => transcode_edits(&key, p, target),
+        None => Ok(p),
+    });
+    let (category, members, dropped) = match prepared {
+        Ok(Prepared::Kept { category, members }) => (category, members, None),
+        Ok(Prepared::Mapped { sample, dropped }) => {
+            sample.check()?;
+            let members = sample.to_members();
+            (sample.meta.category, members, Some(dropped))
+        }
+        Err(reason) => return Ok(Err(reason)),
+    };
+    let encoded = encoder.encode(
+        opts.subset,
+        category,
+        &key,
+        members.iter().map(|(f, b)| (f.as_str(), &b[..])),
+    )?;
+    Ok(Ok((encoded, dropped)))
+}
+
 /// Imports WebDataset shards into `writer`, writes the JSON report, then finishes the
-/// dataset. `progress` is called with the input bytes consumed.
+/// dataset. `progress` is called with the input bytes consumed. Samples are mapped,
+/// transcoded and compressed on `opts.parallel` threads and written in input order.
 pub fn import_webdataset(
     opts: &WebDatasetOptions,
     mut writer: DatasetWriter,
@@ -164,83 +284,89 @@ pub fn import_webdataset(
         ..Default::default()
     };
     let mut keys: HashSet<String> = HashSet::new();
-    for (path, file) in opts.shards.iter().zip(files) {
-        let shard = path.display().to_string();
-        tracing::info!(shard = %shard, "importing webdataset shard");
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let counted = Cell::new(0);
-        let reader = Counting {
-            inner: BufReader::with_capacity(1 << 20, file),
-            progress,
-            counted: &counted,
-        };
-        let mut samples = 0u64;
-        let mut fatal: Option<WriteError> = None;
-        let streamed = stream_samples(&shard, reader, |raw| {
-            samples += 1;
-            let key = raw.key.clone();
-            let prepared = if keys.contains(&key) {
-                Err(WdsSkipReason::DuplicateKey)
-            } else {
-                prepare(opts.subset, raw).and_then(|p| match opts.transcode_edits {
-                    Some(target) => transcode_edits(&key, p, target),
-                    None => Ok(p),
-                })
-            };
-            let written = match prepared {
-                Ok(Prepared::Kept { category, members }) => {
-                    let r = writer.add_members(
-                        opts.subset,
-                        category,
-                        &key,
-                        members.iter().map(|(f, b)| (f.as_str(), &b[..])),
-                    );
-                    r.map(|_| report.kept += 1)
-                }
-                Ok(Prepared::Mapped { sample, dropped }) => {
-                    for field in dropped {
-                        *report.dropped_fields.entry(field).or_insert(0) += 1;
+    let wopts = writer.options().clone();
+    std::thread::scope(|scope| {
+        let (tx, rx) = bounded(opts.parallel.threads * 4);
+        scope.spawn(|| read_inputs(&opts.shards, files, tx));
+        run_ordered(
+            opts.parallel,
+            rx.into_iter(),
+            || SampleEncoder::new(&wopts).expect("the writer checked its level"),
+            |encoder, input: Input| match input {
+                Input::Sample { shard, raw, bytes } => Done::Sample {
+                    shard,
+                    key: raw.key.clone(),
+                    bytes,
+                    outcome: work_on(encoder, opts, raw),
+                },
+                Input::End {
+                    shard,
+                    samples,
+                    bytes,
+                } => Done::End {
+                    shard,
+                    samples,
+                    bytes,
+                },
+            },
+            |done| match done {
+                Done::Sample {
+                    outcome: Ok(Ok((e, _))),
+                    ..
+                } => e.frame.bytes.len() as u64,
+                _ => 0,
+            },
+            |done| {
+                let (shard, key, bytes, outcome) = match done {
+                    Done::End {
+                        shard,
+                        samples,
+                        bytes,
+                    } => {
+                        progress(bytes);
+                        report.shards.push(InputShard {
+                            path: opts.shards[shard].display().to_string(),
+                            samples,
+                        });
+                        return Ok(());
                     }
-                    writer.add(&sample).map(|_| report.mapped += 1)
-                }
-                Err(reason) => {
-                    tracing::debug!(shard = %shard, key = %key, reason = reason.name(), "skipped sample: {reason}");
-                    report.skipped.push(SkippedSample {
-                        shard: shard.clone(),
+                    Done::Sample {
+                        shard,
                         key,
-                        reason,
-                    });
-                    return Ok(());
+                        bytes,
+                        outcome,
+                    } => (shard, key, bytes, outcome),
+                };
+                progress(bytes);
+                // A key already written wins over whatever the sample holds.
+                let outcome = match keys.contains(&key) {
+                    true => Err(WdsSkipReason::DuplicateKey),
+                    false => outcome?,
+                };
+                match outcome {
+                    Ok((encoded, dropped)) => {
+                        writer.add_encoded(encoded, None)?;
+                        match dropped {
+                            None => report.kept += 1,
+                            Some(dropped) => {
+                                for field in dropped {
+                                    *report.dropped_fields.entry(field).or_insert(0) += 1;
+                                }
+                                report.mapped += 1;
+                            }
+                        }
+                        keys.insert(key);
+                    }
+                    Err(reason) => {
+                        let shard = opts.shards[shard].display().to_string();
+                        tracing::debug!(shard = %shard, key = %key, reason = reason.name(), "skipped sample: {reason}");
+                        report.skipped.push(SkippedSample { shard, key, reason });
+                    }
                 }
-            };
-            match written {
-                Ok(()) => {
-                    keys.insert(key);
-                    Ok(())
-                }
-                Err(e) => {
-                    fatal = Some(e);
-                    // Any error stops the stream; the real one is in `fatal`.
-                    Err(ShardError::Corrupt {
-                        shard: shard.clone(),
-                        offset: 0,
-                        why: "writer failed".into(),
-                    })
-                }
-            }
-        });
-        if let Some(e) = fatal {
-            return Err(e.into());
-        }
-        streamed?;
-        // Readers stop at the end-of-archive marker; count the padding after it too, so
-        // the bar ends at the total it was sized with.
-        progress(len.saturating_sub(counted.get()));
-        report.shards.push(InputShard {
-            path: shard,
-            samples,
-        });
-    }
+                Ok::<(), WebDatasetError>(())
+            },
+        )
+    })?;
     let report_path = opts
         .report
         .clone()

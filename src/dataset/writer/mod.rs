@@ -17,12 +17,14 @@ mod adopt;
 mod encoded;
 mod open_shard;
 mod options;
+mod part;
 
 use bytes::Bytes;
 
-pub use adopt::ClosedShard;
+pub use adopt::{ClosedShard, KeyDigests};
 pub use encoded::{EncodedSample, SampleAttrs, SampleEncoder};
 pub use options::{check_level, ShardTarget, WriteError, WriteOptions};
+pub use part::{PartSubset, WrittenPart};
 
 use self::open_shard::{close_shard, OpenShard, SubsetState};
 use super::manifest::{
@@ -45,6 +47,10 @@ pub struct DatasetWriter {
     split_keys_used: HashSet<(Subset, String)>,
     /// Encodes the samples added as members.
     encoder: SampleEncoder,
+    /// Shards closed since [`take_closed`](Self::take_closed) was last called.
+    closed: Vec<ClosedShard>,
+    /// How the manifest describes where splits came from, when they were given.
+    split_note: Option<String>,
 }
 
 pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
@@ -114,6 +120,8 @@ impl DatasetWriter {
             root,
             store,
             encoder,
+            closed: Vec::new(),
+            split_note: None,
             opts,
             subsets: BTreeMap::new(),
             splits: None,
@@ -272,6 +280,7 @@ impl DatasetWriter {
         };
         if full {
             close_shard(&self.store, state)?;
+            self.closed.push(ClosedShard::last_of(subset, state));
         }
         Ok(frame)
     }
@@ -295,53 +304,67 @@ impl DatasetWriter {
         state.shards.last().map(|s| (s, state.max_turns))
     }
 
-    /// Takes over the first shards of `subset` from an earlier run of the same write
-    /// that was interrupted: the caller has checked that the files are in place with
-    /// these checksums; `samples` are their (key, digest) pairs in order (from their
-    /// indexes) and `max_turns` the longest chain among them. The next shard of the
-    /// subset is numbered after them and the content hash continues from them, so the
-    /// result is the same as writing every sample again.
-    pub fn adopt_shards(
-        &mut self,
-        subset: Subset,
-        shards: Vec<ShardManifest>,
-        samples: &[(String, [u8; 32])],
-        max_turns: u32,
-    ) -> Result<(), WriteError> {
-        let state = self.subsets.entry(subset).or_default();
-        if state.open.is_some() || !state.shards.is_empty() {
-            return Err(WriteError::Options(format!(
-                "subset {subset}: shards can only be taken over before any is written"
-            )));
-        }
-        for (key, digest) in samples {
-            if matches!(self.splits, Some(SplitSource::File(_))) {
-                self.split_keys_used.insert((subset, key.clone()));
-            }
-            if !state.keys.insert(key.clone()) {
-                return Err(WriteError::DuplicateKey {
-                    subset,
-                    key: key.clone(),
-                });
-            }
-            state.content.add(key, digest);
-        }
-        state.max_turns = max_turns;
-        state.shards = shards;
-        Ok(())
-    }
-
     /// Closes every open shard and writes its index, without the manifest: a failed
     /// shard write shows here, before side files such as an import report are written.
     pub fn close_shards(&mut self) -> Result<(), WriteError> {
-        for state in self.subsets.values_mut() {
-            close_shard(&self.store, state)?;
+        let subsets: Vec<Subset> = self.subsets.keys().copied().collect();
+        for subset in subsets {
+            self.close_subset(subset)?;
         }
         Ok(())
+    }
+
+    /// Closes the open shard of `subset`, if any: when no more samples of it will come,
+    /// its last shard is complete now rather than at the end.
+    pub fn close_subset(&mut self, subset: Subset) -> Result<(), WriteError> {
+        let Some(state) = self.subsets.get_mut(&subset) else {
+            return Ok(());
+        };
+        if state.open.is_some() {
+            close_shard(&self.store, state)?;
+            self.closed.push(ClosedShard::last_of(subset, state));
+        }
+        Ok(())
+    }
+
+    /// The shards closed since the last call, in the order they were closed.
+    pub fn take_closed(&mut self) -> Vec<ClosedShard> {
+        std::mem::take(&mut self.closed)
+    }
+
+    /// How the manifest describes the splits given by [`SplitSource::Given`] (by
+    /// default it says nothing).
+    pub fn describe_splits(mut self, note: Option<String>) -> DatasetWriter {
+        self.split_note = note;
+        self
+    }
+
+    /// The options shards are written with.
+    pub fn options(&self) -> &WriteOptions {
+        &self.opts
+    }
+
+    /// The split names and how the manifest says where they came from.
+    pub fn split_description(&self) -> (Vec<String>, Option<String>) {
+        let Some(splits) = &self.splits else {
+            return (Vec::new(), None);
+        };
+        let source = match splits {
+            SplitSource::File(f) => Some(format!("file {}", f.path)),
+            SplitSource::Rule(r) => Some(format!("rule {}", r.text())),
+            SplitSource::Given(_) => self.split_note.clone(),
+        };
+        (splits.names().to_vec(), source)
     }
 
     /// Closes every shard and writes the manifest atomically; returns it.
     pub fn finish(mut self) -> Result<Manifest, WriteError> {
+        self.write_manifest()
+    }
+
+    /// [`finish`](Self::finish), keeping the writer for its store: nothing more can be
+    /// added after it.
+    pub fn write_manifest(&mut self) -> Result<Manifest, WriteError> {
         let mut subsets = BTreeMap::new();
         for (subset, mut state) in std::mem::take(&mut self.subsets) {
             close_shard(&self.store, &mut state)?;
@@ -368,6 +391,7 @@ impl DatasetWriter {
             f.check_all_used(&self.split_keys_used)
                 .map_err(|e| WriteError::Options(e.to_string()))?;
         }
+        let (splits, split_source) = self.split_description();
         let mut manifest = Manifest {
             format: FORMAT.into(),
             format_version: FORMAT_VERSION,
@@ -375,16 +399,8 @@ impl DatasetWriter {
             created_by: format!("editfeed {}", env!("CARGO_PKG_VERSION")),
             order: ORDER.into(),
             subsets,
-            splits: self
-                .splits
-                .as_ref()
-                .map(|s| s.names().to_vec())
-                .unwrap_or_default(),
-            split_source: self.splits.as_ref().and_then(|s| match s {
-                SplitSource::File(f) => Some(format!("file {}", f.path)),
-                SplitSource::Rule(r) => Some(format!("rule {}", r.text())),
-                SplitSource::Given(_) => None,
-            }),
+            splits,
+            split_source,
         };
         manifest.version = manifest_version(&manifest);
         manifest

@@ -10,6 +10,7 @@ use std::time::Instant;
 use super::jobs::{JobFailure, JobHandle};
 use super::AdminError;
 use crate::codec::TranscodeTarget;
+use crate::dataset::parallel::Parallelism;
 use crate::dataset::reshard::{reshard, Progress, ReshardError, ReshardOptions};
 use crate::dataset::writer::{DatasetWriter, ShardTarget, WriteError, WriteOptions};
 use crate::dataset::Subset;
@@ -120,6 +121,8 @@ fn check(state: &ServerState, req: &ReshardRequest) -> Result<Checked, AdminErro
             subsets,
             transcode_edits,
             max_side: (req.max_side > 0).then_some(req.max_side),
+            // The job's share of `reshard_threads`, set when it starts.
+            parallel: Parallelism::threads(1),
         },
     })
 }
@@ -204,9 +207,11 @@ pub fn start(state: &Arc<ServerState>, req: ReshardRequest) -> Result<ReshardRes
     let job_id = handle.get().id;
     tracing::info!(job = %job_id, dataset = %req.dataset, destination = %req.destination, resumed, "reshard queued");
     let st = state.clone();
-    state
-        .jobs
-        .spawn(handle, move |h| run(&st, h, checked, writer, &req))?;
+    state.jobs.spawn(handle, move |h, threads| {
+        let mut checked = checked;
+        checked.opts.parallel.threads = threads;
+        run(&st, h, checked, writer, &req)
+    })?;
     Ok(ReshardResponse { job_id, resumed })
 }
 

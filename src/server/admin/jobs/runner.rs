@@ -1,5 +1,7 @@
-//! Running background jobs of the Admin service within the CPU budget: jobs run on
-//! dedicated std threads at low priority, at most `reshard_threads` at once; the others
+//! Running background jobs of the Admin service within the CPU budget of
+//! `reshard_threads` threads: a job runs on a dedicated std thread at low priority,
+//! takes one thread of the budget to start and every other one free then (its worker
+//! threads, spawned from its thread, inherit the priority); jobs that find none free
 //! wait in the queue. Stage: server (Admin service).
 
 use std::sync::{Arc, Condvar, Mutex};
@@ -17,12 +19,13 @@ pub(super) struct Budget {
 }
 
 /// A running job's share of the budget; returned on drop.
-struct Permit<'a>(&'a Budget);
+/// Threads of the budget a running job holds.
+struct Permit<'a>(&'a Budget, usize);
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        *self.0.free.lock().expect("budget lock") += 1;
-        self.0.freed.notify_one();
+        *self.0.free.lock().expect("budget lock") += self.1;
+        self.0.freed.notify_all();
     }
 }
 
@@ -43,8 +46,8 @@ impl Budget {
                 return None;
             }
             if *free > 0 {
-                *free -= 1;
-                return Some(Permit(self));
+                let taken = std::mem::take(&mut *free);
+                return Some(Permit(self, taken));
             }
             free = self
                 .freed
@@ -73,7 +76,7 @@ impl Jobs {
     pub fn spawn(
         &self,
         handle: Arc<JobHandle>,
-        work: impl FnOnce(&JobHandle) -> JobResult + Send + 'static,
+        work: impl FnOnce(&JobHandle, usize) -> JobResult + Send + 'static,
     ) -> Result<(), AdminError> {
         let budget = self.budget.clone();
         let job = handle.get();
@@ -83,13 +86,13 @@ impl Jobs {
             .name(format!("editfeed-{id}"))
             .spawn(move || {
                 lower_priority(priority);
-                let Some(_permit) = budget.acquire(&handle) else {
+                let Some(permit) = budget.acquire(&handle) else {
                     handle.update(false, |j| j.set_state(JobState::Cancelled));
                     return;
                 };
                 handle.update(false, |j| j.set_state(JobState::Running));
-                tracing::info!(job = %id, "job started");
-                let result = work(&handle);
+                tracing::info!(job = %id, threads = permit.1, "job started");
+                let result = work(&handle, permit.1);
                 handle.update(false, |j| {
                     j.eta_seconds = 0.0;
                     match result {
