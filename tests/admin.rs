@@ -488,6 +488,18 @@ fn slow_request(dest: &Path) -> pb::ReshardRequest {
     }
 }
 
+/// A server with two workers serving [`slow_dataset`] (written to `dir/src`) as `d`,
+/// with the rest of `config`.
+async fn slow_server(dir: &Path, mut config: ServeConfig) -> TestServer {
+    let src = dir.join("src");
+    slow_dataset(&src);
+    config.workers = 2;
+    config
+        .datasets
+        .insert("d".into(), src.display().to_string());
+    TestServer::start_config(config).await
+}
+
 /// Every file under `dir` (relative path -> bytes), leaving out temporary files a
 /// killed writer may leave behind.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -506,17 +518,14 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_queue_within_bounds_and_can_be_cancelled_queued_or_running() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    slow_dataset(&src);
-    let mut config = ServeConfig {
-        workers: 2,
-        reshard_queue_jobs: 1,
-        ..Default::default()
-    };
-    config
-        .datasets
-        .insert("d".into(), src.display().to_string());
-    let srv = TestServer::start_config(config).await;
+    let srv = slow_server(
+        dir.path(),
+        ServeConfig {
+            reshard_queue_jobs: 1,
+            ..Default::default()
+        },
+    )
+    .await;
     let mut c = admin(&srv.admin).await;
     // One reshard thread: the second job waits behind the first.
     let first = c
@@ -776,4 +785,65 @@ async fn the_admin_cli_drives_every_rpc() {
             .unwrap();
     assert!(!ok && err.contains("already finished"), "{err}");
     srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_takes_the_free_thread_budget_and_writes_what_one_thread_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let srv = slow_server(
+        dir.path(),
+        ServeConfig {
+            reshard_threads: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut c = admin(&srv.admin).await;
+    let request = |dest: &str| pb::ReshardRequest {
+        level: 9,
+        max_side: 200,
+        transcode_edits: "qoi".into(),
+        ..reshard_request("d", &dir.path().join(dest), 3, 0)
+    };
+    let first = c.reshard(request("a")).await.unwrap().into_inner().job_id;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let state = |c: &mut editfeed::transport::client::Admin, id: String| {
+        let mut c = c.clone();
+        async move {
+            c.get_job(pb::GetJobRequest { job_id: id })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    while state(&mut c, first.clone()).await.state() == JobState::Queued {
+        assert!(Instant::now() < deadline, "the first job never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The running job holds all three threads: a second one waits for them.
+    let second = c.reshard(request("b")).await.unwrap().into_inner().job_id;
+    let job = state(&mut c, first.clone()).await;
+    if job.state() == JobState::Running {
+        assert_eq!(
+            state(&mut c, second.clone()).await.state(),
+            JobState::Queued
+        );
+    }
+    for id in [&first, &second] {
+        let last = watch_to_end(&mut c, id).await.pop().unwrap();
+        assert_eq!(last.state(), JobState::Succeeded, "{last:?}");
+    }
+    srv.stop().await;
+    // The same reshard on one thread, offline, writes the same files.
+    let one = dir.path().join("one");
+    succeeds(
+        bin()
+            .args(["reshard", &src.display().to_string(), "--out"])
+            .arg(&one)
+            .args(["--shard-samples", "3", "--level", "9", "--max-side", "200"])
+            .args(["--transcode-edits", "qoi", "--threads", "1"]),
+    );
+    assert_eq!(files(&dir.path().join("a")), files(&one));
+    assert_eq!(files(&dir.path().join("b")), files(&one));
 }

@@ -408,13 +408,8 @@ fn large_shards_are_packed_to_s3_in_parts_and_verify() {
 #[test]
 fn synth_and_verify_commands_take_s3_urls() {
     let bucket = bucket("cli");
-    let endpoint = &moto().endpoint;
     let env = |c: &mut std::process::Command| {
-        c.env("EDITFEED_S3_ENDPOINT", endpoint)
-            .env("EDITFEED_S3_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1");
+        moto_env(c);
     };
     let out = format!("s3://{bucket}/synth");
     let mut synth = bin();

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use editfeed::dataset::parallel::Parallelism;
 use editfeed::dataset::sample::{Role, Sample, SampleMeta};
 use editfeed::dataset::webdataset_import::{import_webdataset, WebDatasetError, WebDatasetOptions};
 use editfeed::dataset::writer::{DatasetWriter, ShardTarget, WriteOptions};
@@ -107,6 +108,7 @@ fn options(shards: &[PathBuf], subset: Subset) -> WebDatasetOptions {
         subset,
         report: None,
         transcode_edits: None,
+        parallel: Parallelism::threads(2),
     }
 }
 
@@ -295,6 +297,7 @@ fn editfeed_shards_reimport_with_the_same_content_hash() {
         subset: Subset::Sft,
         report: Some(dir.path().join("r.json")),
         transcode_edits: None,
+        parallel: Parallelism::threads(2),
     };
     let done = import_webdataset(&opts, writer(&second), &|_| {}).unwrap();
     assert_eq!(done.manifest.version, original.version);

@@ -115,6 +115,18 @@ pub fn bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_editfeed"))
 }
 
+/// Runs a command of the binary; panics with its output unless it succeeds.
+pub fn succeeds(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// An `editfeed serve` process started by [`spawn_serve`].
 pub struct Spawned {
     /// The process.

@@ -200,6 +200,15 @@ pub fn s3_url(bucket: &str, prefix: &str, endpoint: &str) -> String {
     format!("s3://{bucket}/{prefix}?endpoint={endpoint}&allow_http=true")
 }
 
+/// Points an `editfeed` command at moto: its endpoint and test credentials.
+pub fn moto_env(c: &mut std::process::Command) -> &mut std::process::Command {
+    c.env("EDITFEED_S3_ENDPOINT", &moto().endpoint)
+        .env("EDITFEED_S3_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+}
+
 /// moto accepts any credentials; the S3 client needs some (and must never go looking
 /// for instance credentials). Set once, before any store opens.
 pub fn set_test_credentials() {
