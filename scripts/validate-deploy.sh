@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Validates deploy/ without a cluster or a Docker engine: the Dockerfile and its build
-# context, the Kubernetes manifests (strict OpenAPI schemas of Kubernetes 1.29 and 1.37,
-# raw and through kustomize), the Helm chart (lint, renders of its default and ci/
-# values, renders it must refuse), the deployment rules both must follow, and the
-# Grafana dashboard's queries. The checks live in deploy/ci/validate.py.
+# context, the Kubernetes manifests of the daemon and of the pack Jobs (strict OpenAPI
+# schemas of Kubernetes 1.29 and 1.37, raw and through kustomize), the Helm chart (lint,
+# renders of its default and ci/ values and with the pack on, renders it must refuse),
+# the deployment rules both must follow, and the Grafana dashboard's queries. The checks
+# live in deploy/ci/validate.py.
 #
 #   scripts/validate-deploy.sh [VENV]      (default VENV: .venv)
 #

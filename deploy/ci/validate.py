@@ -12,12 +12,16 @@ Checks, each printed as `ok` or `FAIL` with what failed:
 - kubernetes: every manifest in deploy/kubernetes/ against the Kubernetes OpenAPI
   schemas (kubernetes-validate, strict: unknown fields are errors) for each version in
   --kubernetes-versions; kustomization.yaml lists exactly those files; the kustomize
-  render (kubectl kustomize) is validated too; then the deployment policy below.
-- helm: `helm lint --strict`, `helm template` with the default values and each
-  ci/*-values.yaml, every render validated like the manifests plus the policy; renders
-  that must be refused (grace period below the drain, hostPort with maxSurge, unknown
-  values) are; and the default render matches the kustomize one. Without helm, the
-  static parts only (Chart.yaml, values.yaml against values.schema.json, templates).
+  render (kubectl kustomize) is validated too; then the deployment policy below. It
+  creates no Job. The pack Jobs in deploy/kubernetes/pack/ (a kustomization of their
+  own) get the same schema checks, raw and rendered, and the pack policy below.
+- helm: `helm lint --strict`, `helm template` with the default values, each
+  ci/*-values.yaml and pack.enabled=true, every render validated like the manifests
+  plus the policy; renders that must be refused (grace period below the drain, hostPort
+  with maxSurge, unknown values, incomplete pack values) are; the default render
+  matches the kustomize one, and the pack.enabled=true render's Jobs the pack
+  kustomize render. Without helm, the static parts only (Chart.yaml, values.yaml
+  against values.schema.json, templates).
 - policy (on every set of objects): one DaemonSet on GPU nodes tolerating their taint,
   ports 50051/9090 agreeing with the config's listen addresses and the Prometheus
   annotations, gRPC startup/readiness/liveness probes, requests and limits, the
@@ -25,6 +29,14 @@ Checks, each printed as `ok` or `FAIL` with what failed:
   the AWS Secret optional, no service links, the node-local Service
   (internalTrafficPolicy Local, grpc 50051) and the headless peers Service selecting
   the daemon's pods, every referenced ConfigMap and ServiceAccount present.
+- pack (on the pack Jobs, with the daemon's objects): an Indexed Job running `editfeed
+  pack pico-banana --part $(JOB_COMPLETION_INDEX)/N --resume` with completions N,
+  parallelism at most N, retries (backoffLimitPerIndex or backoffLimit), --threads
+  between the CPU request and 4 per requested core, --out a folder per index; a merge Job naming each of the
+  N part folders once, all inside its --out, with retries; both with the restricted
+  security context, a writable /tmp, the daemon's namespace, ServiceAccount and
+  credentials Secret (never a ConfigMap or a literal), and pod labels no Service or
+  PodMonitor selects.
 - grafana: the dashboard is JSON with a ${DS_PROMETHEUS} input, every query parses as
   PromQL (Grafana variables substituted) and selects only editfeed metrics with their
   labels, and every editfeed metric is on some panel. Metric names, types and labels
@@ -286,6 +298,17 @@ def kn(obj: dict[str, Any]) -> str:
     return f"{obj.get('kind')}/{(obj.get('metadata') or {}).get('name')}"
 
 
+# Kinds that need a newer Kubernetes than the daemon: the pack Jobs use
+# backoffLimitPerIndex (beta and on by default in 1.29). Older versions are not checked
+# for them (main() says so).
+MIN_VERSION: dict[str, tuple[int, int]] = {"Job": (1, 29)}
+
+
+def version_tuple(v: str) -> tuple[int, int]:
+    major, _, minor = v.partition(".")
+    return int(major), int(minor or 0)
+
+
 def validate_schemas(objs: list[dict[str, Any]], versions: list[str]) -> list[str]:
     import kubernetes_validate
     from kubernetes_validate import utils as kv
@@ -296,6 +319,8 @@ def validate_schemas(objs: list[dict[str, Any]], versions: list[str]) -> list[st
             out += check_podmonitor_shape(obj)
             continue
         for version in versions:
+            if version_tuple(version) < MIN_VERSION.get(obj.get("kind"), (0, 0)):
+                continue
             try:
                 kubernetes_validate.validate(obj, version, strict=True)
             except kv.ValidationError as e:
@@ -341,6 +366,47 @@ def quantity(q: Any) -> float:
         if s.endswith(u):
             return float(s[: -len(u)]) * f
     return float(s)
+
+
+def security_problems(pod: dict[str, Any], c: dict[str, Any]) -> list[str]:
+    """The restricted security context of the image's user, for one container of a pod
+    (container settings override the pod's)."""
+    out: list[str] = []
+    psc, csc = pod.get("securityContext") or {}, c.get("securityContext") or {}
+
+    def eff(key: str) -> Any:
+        return csc.get(key, psc.get(key))
+
+    if eff("runAsNonRoot") is not True:
+        out.append("runAsNonRoot must be true")
+    if eff("runAsUser") != RUN_AS_USER:
+        out.append(f"runAsUser must be {RUN_AS_USER} (the image's user)")
+    if csc.get("readOnlyRootFilesystem") is not True:
+        out.append("readOnlyRootFilesystem must be true")
+    if csc.get("allowPrivilegeEscalation") is not False:
+        out.append("allowPrivilegeEscalation must be false")
+    if "ALL" not in ((csc.get("capabilities") or {}).get("drop") or []):
+        out.append("capabilities must drop ALL")
+    if (csc.get("capabilities") or {}).get("add"):
+        out.append("no capabilities may be added (the image needs none)")
+    if (eff("seccompProfile") or {}).get("type") != "RuntimeDefault":
+        out.append("seccompProfile must be RuntimeDefault")
+    return out
+
+
+def writable_mount(pod: dict[str, Any], c: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """The container's writable volume mount holding `path` (the deepest one), if any."""
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    best = None
+    for m in c.get("volumeMounts") or []:
+        mp = m["mountPath"].rstrip("/")
+        if path == mp or path.startswith(mp + "/"):
+            if best is None or len(mp) > len(best["mountPath"].rstrip("/")):
+                best = m
+    if best is None or best.get("readOnly"):
+        return None
+    vol = volumes.get(best["name"], {})
+    return best if ("emptyDir" in vol or "hostPath" in vol or "persistentVolumeClaim" in vol or "ephemeral" in vol) else None
 
 
 def check_policy(objs: list[dict[str, Any]], root: Path, expect_gpu_scheduling: bool = True) -> tuple[list[str], dict[str, Any]]:
@@ -439,25 +505,8 @@ def check_policy(objs: list[dict[str, Any]], root: Path, expect_gpu_scheduling: 
                 out.append("EDITFEED_WORKERS resourceFieldRef names another container")
 
     # Security context: container settings override the pod's.
-    psc, csc = pod.get("securityContext") or {}, c.get("securityContext") or {}
-
-    def eff(key: str) -> Any:
-        return csc.get(key, psc.get(key))
-
-    if eff("runAsNonRoot") is not True:
-        out.append("runAsNonRoot must be true")
-    if eff("runAsUser") != RUN_AS_USER:
-        out.append(f"runAsUser must be {RUN_AS_USER} (the image's user)")
-    if csc.get("readOnlyRootFilesystem") is not True:
-        out.append("readOnlyRootFilesystem must be true")
-    if csc.get("allowPrivilegeEscalation") is not False:
-        out.append("allowPrivilegeEscalation must be false")
-    if "ALL" not in ((csc.get("capabilities") or {}).get("drop") or []):
-        out.append("capabilities must drop ALL")
-    if (csc.get("capabilities") or {}).get("add"):
-        out.append("the daemon needs no added capabilities")
-    if (eff("seccompProfile") or {}).get("type") != "RuntimeDefault":
-        out.append("seccompProfile must be RuntimeDefault")
+    psc = pod.get("securityContext") or {}
+    out += security_problems(pod, c)
     for ic in pod.get("initContainers") or []:
         isc = ic.get("securityContext") or {}
         if isc.get("allowPrivilegeEscalation") is not False or "ALL" not in ((isc.get("capabilities") or {}).get("drop") or []):
@@ -505,23 +554,11 @@ def check_policy(objs: list[dict[str, Any]], root: Path, expect_gpu_scheduling: 
             out += [f"ConfigMap {cm_name} {key}: {p}" for p in problems]
             summary["config"] = config_doc
 
-    def writable_mount(path: str) -> dict[str, Any] | None:
-        best = None
-        for m in mounts:
-            mp = m["mountPath"].rstrip("/")
-            if path == mp or path.startswith(mp + "/"):
-                if best is None or len(mp) > len(best["mountPath"].rstrip("/")):
-                    best = m
-        if best is None or best.get("readOnly"):
-            return None
-        vol = volumes.get(best["name"], {})
-        return best if ("emptyDir" in vol or "hostPath" in vol or "persistentVolumeClaim" in vol or "ephemeral" in vol) else None
-
-    if writable_mount("/tmp") is None:
+    if writable_mount(pod, c, "/tmp") is None:
         out.append("/tmp is not a writable volume (the root filesystem is read-only)")
     if config_doc is not None:
         cache_dir = (config_doc.get("store") or {}).get("cache_dir")
-        if cache_dir and writable_mount(cache_dir) is None:
+        if cache_dir and writable_mount(pod, c, cache_dir) is None:
             out.append(f"store.cache_dir {cache_dir} is not on a writable volume")
         listen = config_doc.get("listen", "127.0.0.1:50051")
         if parse_port(listen) != grpc:
@@ -623,6 +660,279 @@ def normalize(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: normalize(x) for k, x in v.items()}
     return v
+
+
+# --------------------------------------------------------------------------------------
+# The pack Jobs (deploy/kubernetes/pack/, the chart's `pack:` values): an Indexed Job whose
+# pod k runs `editfeed pack pico-banana --part k/N --resume` into DATASET/parts/k, and a
+# Job running `editfeed manifest merge` over the N part folders.
+
+JOB_INDEX_REF = "$(JOB_COMPLETION_INDEX)"
+JOB_INDEX_FIELDS = {
+    "metadata.annotations['batch.kubernetes.io/job-completion-index']",
+    "metadata.labels['batch.kubernetes.io/job-completion-index']",
+}
+# Environment variables that hold credentials: they come from a Secret, never a literal
+# value or a ConfigMap.
+CREDENTIAL_ENV = re.compile(r"(SECRET|TOKEN|PASSWORD|ACCESS_KEY|ACCOUNT_KEY|SAS_KEY|CREDENTIALS?)(_|$)", re.I)
+# --threads per requested core beyond which a pack pod is undersized (threads above the
+# cores only help while they wait on a remote store).
+PACK_THREADS_PER_CORE = 4
+
+
+def flag_value(args: list[str], name: str) -> str | None:
+    """The value after `name` (or of `name=VALUE`)."""
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(name + "="):
+            return a[len(name) + 1:]
+    return None
+
+
+def merge_operands(args: list[str]) -> tuple[list[str], str | None]:
+    """The part folders and --out of `manifest merge PARTS... --out DATASET [--overwrite]`."""
+    parts, out, i = [], None, 2
+    while i < len(args):
+        a = args[i]
+        if a == "--out" and i + 1 < len(args):
+            out, i = args[i + 1], i + 2
+            continue
+        if a.startswith("--out="):
+            out = a[len("--out="):]
+        elif not a.startswith("-"):
+            parts.append(a)
+        i += 1
+    return parts, out
+
+
+def inside(path: str, folder: str) -> bool:
+    """`path` is strictly inside `folder` (local paths or object-store URLs)."""
+    def norm(x: str) -> str:
+        scheme, sep, rest = x.partition("://")
+        if not sep:
+            scheme, rest = "", x
+        rest = re.sub(r"/+", "/", rest).rstrip("/")
+        return f"{scheme}{sep}{os.path.normpath(rest) if rest.startswith('/') else rest}"
+    p, f = norm(path), norm(folder)
+    return p.startswith(f + "/") and ".." not in p[len(f):].split("/")
+
+
+def job_container(job: dict[str, Any]) -> dict[str, Any] | None:
+    containers = (((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    return next((c for c in containers if c.get("name") == "editfeed"), containers[0] if containers else None)
+
+
+def job_role(job: dict[str, Any]) -> str | None:
+    args = (job_container(job) or {}).get("args") or []
+    if args[:2] == ["pack", "pico-banana"]:
+        return "pack"
+    if args[:2] == ["manifest", "merge"]:
+        return "merge"
+    return None
+
+
+def check_pack(objs: list[dict[str, Any]], context: list[dict[str, Any]],
+               require_merge: bool = True) -> tuple[list[str], dict[str, Any]]:
+    """The pack Jobs among `objs`; `context` holds the daemon's objects (its DaemonSet,
+    Services, ServiceAccount, Namespace), which may be the same list. Returns problems and
+    a summary used for the chart/kustomize parity check."""
+    out: list[str] = []
+    everything = context + [o for o in objs if not any(o is c for c in context)]
+    jobs = by_kind(objs, "Job")
+    packs = [j for j in jobs if job_role(j) == "pack"]
+    merges = [j for j in jobs if job_role(j) == "merge"]
+    for j in jobs:
+        if job_role(j) is None:
+            out.append(f"{kn(j)} runs neither `editfeed pack pico-banana` nor `editfeed manifest merge`")
+    if len(packs) != 1:
+        return out + [f"expected one pack Job (`editfeed pack pico-banana --part $(JOB_COMPLETION_INDEX)/N`), found {len(packs)}"], {}
+    if len(merges) > 1 or (require_merge and not merges):
+        out.append(f"expected one merge Job (`editfeed manifest merge`), found {len(merges)}")
+
+    daemons = by_kind(everything, "DaemonSet")
+    daemon = daemons[0] if len(daemons) == 1 else None
+    daemon_pod = ((daemon or {}).get("spec") or {}).get("template", {}).get("spec") or {}
+    daemon_c = next((c for c in daemon_pod.get("containers") or [] if c.get("name") == "editfeed"), {})
+    daemon_secrets = [ef["secretRef"].get("name") for ef in daemon_c.get("envFrom") or [] if "secretRef" in ef]
+    daemon_ns = ((daemon or {}).get("metadata") or {}).get("namespace")
+    services = by_kind(everything, "Service")
+    monitors = by_kind(everything, "PodMonitor")
+    names = {(o["kind"], o["metadata"].get("name")) for o in everything}
+    restricted = any((ns["metadata"].get("labels") or {}).get("pod-security.kubernetes.io/enforce") in ("restricted", "baseline")
+                     for ns in by_kind(everything, "Namespace"))
+    summary: dict[str, Any] = {}
+
+    for job in packs + merges:
+        role = job_role(job)
+        where = kn(job)
+        spec = job.get("spec") or {}
+        tpl = spec.get("template") or {}
+        pod = tpl.get("spec") or {}
+        labels = (tpl.get("metadata") or {}).get("labels") or {}
+        c = job_container(job) or {}
+        args = [str(a) for a in c.get("args") or []]
+        if c.get("command") and os.path.basename(str(c["command"][0])) != "editfeed":
+            out.append(f"{where}: command {c['command']} is not the editfeed binary (the image's entrypoint)")
+        if not c.get("image"):
+            out.append(f"{where}: no image")
+        if daemon_ns and job["metadata"].get("namespace") != daemon_ns:
+            out.append(f"{where}: namespace {job['metadata'].get('namespace')} is not the daemon's ({daemon_ns}), where its Secret and ServiceAccount are")
+
+        # Pods: never the Services' endpoints, the restricted security context.
+        for svc in services:
+            if selects(svc["spec"].get("selector"), labels):
+                out.append(f"Service {svc['metadata']['name']} selects the pods of {where}: they would become its endpoints")
+        for pm in monitors:
+            if selects(((pm.get("spec") or {}).get("selector") or {}).get("matchLabels"), labels):
+                out.append(f"PodMonitor {pm['metadata']['name']} selects the pods of {where}")
+        if pod.get("restartPolicy") not in ("Never", "OnFailure"):
+            out.append(f"{where}: restartPolicy must be Never or OnFailure")
+        if (spec.get("backoffLimitPerIndex") is not None or spec.get("podFailurePolicy")) and pod.get("restartPolicy") != "Never":
+            out.append(f"{where}: backoffLimitPerIndex and podFailurePolicy need restartPolicy Never")
+        out += [f"{where}: {p}" for p in security_problems(pod, c)]
+        if writable_mount(pod, c, "/tmp") is None:
+            out.append(f"{where}: /tmp is not a writable volume (the root filesystem is read-only)")
+        if pod.get("automountServiceAccountToken") is not False:
+            out.append(f"{where}: automountServiceAccountToken should be false (editfeed calls no Kubernetes API)")
+        if pod.get("enableServiceLinks") is not False:
+            out.append(f"{where}: enableServiceLinks must be false (service links inject EDITFEED_* variables)")
+        sa = pod.get("serviceAccountName", "default")
+        if sa != "default" and ("ServiceAccount", sa) not in names:
+            out.append(f"{where}: serviceAccountName {sa} is neither among the objects nor the daemon's")
+        if restricted:
+            if any("hostPath" in v for v in pod.get("volumes") or []):
+                out.append(f"{where}: a hostPath volume in a namespace that enforces restricted/baseline Pod Security")
+        res = c.get("resources") or {}
+        for part, r in (("requests", "cpu"), ("requests", "memory"), ("limits", "memory")):
+            if r not in (res.get(part) or {}):
+                out.append(f"{where}: resources.{part}.{r} missing")
+        try:
+            for r in ("cpu", "memory"):
+                req, lim = (res.get("requests") or {}).get(r), (res.get("limits") or {}).get(r)
+                if req is not None and lim is not None and quantity(req) > quantity(lim):
+                    out.append(f"{where}: resources: {r} request {req} exceeds its limit {lim}")
+        except ValueError as e:
+            out.append(f"{where}: resources: {e}")
+
+        # Credentials: the daemon's Secret, never a ConfigMap or a literal.
+        secret_refs = [ef["secretRef"].get("name") for ef in c.get("envFrom") or [] if "secretRef" in ef]
+        cm_refs = [ef["configMapRef"].get("name") for ef in c.get("envFrom") or [] if "configMapRef" in ef]
+        for s in daemon_secrets:
+            if s not in secret_refs:
+                out.append(f"{where}: object-store credentials must come from the Secret {s} (envFrom secretRef), as the DaemonSet's do")
+            if s in cm_refs:
+                out.append(f"{where}: envFrom configMapRef {s}: credentials belong in a Secret, not a ConfigMap")
+        for ef in c.get("envFrom") or []:
+            if "secretRef" in ef and ef["secretRef"].get("optional") is not True and ef["secretRef"].get("name") in daemon_secrets:
+                out.append(f"{where}: envFrom secret {ef['secretRef'].get('name')} must be optional: true, like the daemon's")
+        for e in c.get("env") or []:
+            n = e.get("name", "")
+            if CREDENTIAL_ENV.search(n) and not n.endswith("_FILE") and "secretKeyRef" not in (e.get("valueFrom") or {}):
+                out.append(f"{where}: env {n} looks like a credential: take it from a Secret (valueFrom.secretKeyRef)")
+        for cm in by_kind(everything, "ConfigMap"):
+            if cm["metadata"]["name"] in cm_refs:
+                for k in cm.get("data") or {}:
+                    if CREDENTIAL_ENV.search(k):
+                        out.append(f"{where}: ConfigMap {cm['metadata']['name']} holds {k}: credentials belong in a Secret")
+
+        summary[role] = {
+            "spec": {k: v for k, v in spec.items() if k not in ("template", "selector")},
+            "pod": {k: pod.get(k) for k in ("restartPolicy", "securityContext", "enableServiceLinks",
+                                            "automountServiceAccountToken", "serviceAccountName", "volumes")},
+            "container": {k: c.get(k) for k in ("env", "envFrom", "resources", "securityContext", "volumeMounts")},
+            # In order: flags and their values pair up.
+            "args": " ".join(args),
+        }
+
+    # The pack: an Indexed Job of N completions, pod k packing part k/N into a folder of
+    # its own, resumable.
+    pack = packs[0]
+    spec = pack.get("spec") or {}
+    c = job_container(pack) or {}
+    args = [str(a) for a in c.get("args") or []]
+    where = kn(pack)
+    if spec.get("completionMode") != "Indexed":
+        out.append(f"{where}: completionMode must be Indexed (each pod packs the part of its completion index)")
+    part = flag_value(args, "--part")
+    m = re.fullmatch(r"\$\(JOB_COMPLETION_INDEX\)/(\d+)", part or "")
+    n = int(m.group(1)) if m else None
+    if m is None:
+        out.append(f"{where}: --part must be {JOB_INDEX_REF}/N (the part index from the Indexed Job's JOB_COMPLETION_INDEX), got {part!r}")
+    completions = spec.get("completions")
+    if n is not None and completions != n:
+        out.append(f"{where}: completions {completions} is not the N of --part .../{n}")
+    parallelism = spec.get("parallelism", 1)
+    if not isinstance(parallelism, int) or parallelism < 1 or (isinstance(completions, int) and parallelism > completions):
+        out.append(f"{where}: parallelism {parallelism} must be between 1 and completions ({completions})")
+    if spec.get("backoffLimitPerIndex") is None and spec.get("backoffLimit", 6) < 1:
+        out.append(f"{where}: no retries (set backoffLimitPerIndex or backoffLimit): a killed pod's part would never finish")
+    if spec.get("backoffLimitPerIndex") is not None and spec["backoffLimitPerIndex"] < 1:
+        out.append(f"{where}: backoffLimitPerIndex must be at least 1 (a retry resumes the part)")
+    if "--resume" not in args:
+        out.append(f"{where}: --resume missing: a retried pod would fail on (or redo) the shards its part already wrote")
+    for e in c.get("env") or []:
+        if e.get("name") == "JOB_COMPLETION_INDEX":
+            field = (((e.get("valueFrom") or {}).get("fieldRef")) or {}).get("fieldPath")
+            if field not in JOB_INDEX_FIELDS:
+                out.append(f"{where}: env JOB_COMPLETION_INDEX must be the fieldRef {sorted(JOB_INDEX_FIELDS)[0]}, got {e}")
+    if not flag_value(args, "--root"):
+        out.append(f"{where}: --root missing")
+    if (flag_value(args, "--source-map") is None) != (flag_value(args, "--source-images") is None):
+        out.append(f"{where}: --source-map and --source-images go together")
+    threads = flag_value(args, "--threads")
+    if threads is None or not threads.isdigit() or int(threads) < 1:
+        out.append(f"{where}: --threads T (T >= 1) missing: the pack would size its pool from the node, not from its CPU request")
+    else:
+        # One thread per requested core, or more (up to PACK_THREADS_PER_CORE) to keep
+        # reads in flight against a high-latency store: each thread reads one sample at
+        # a time.
+        req = ((c.get("resources") or {}).get("requests") or {}).get("cpu")
+        try:
+            if req is not None and quantity(req) > int(threads):
+                out.append(f"{where}: resources.requests.cpu {req} exceeds --threads {threads}: cores the pack cannot use")
+            if req is not None and int(threads) > PACK_THREADS_PER_CORE * quantity(req):
+                out.append(f"{where}: --threads {threads} is more than {PACK_THREADS_PER_CORE} per requested core "
+                           f"(resources.requests.cpu {req}): raise the request")
+        except ValueError as e:
+            out.append(f"{where}: resources: {e}")
+    part_out = flag_value(args, "--out") or ""
+    if not part_out.rstrip("/").endswith("/" + JOB_INDEX_REF) or part_out.count(JOB_INDEX_REF) != 1:
+        out.append(f"{where}: --out {part_out!r} must end in a folder named {JOB_INDEX_REF}, one per part")
+    name = pack["metadata"].get("name", "")
+    if isinstance(completions, int) and len(f"{name}-{completions - 1}") > 63:
+        out.append(f"{where}: the pods' hostname {name}-{completions - 1} is longer than 63 characters")
+    dirs = [part_out.replace(JOB_INDEX_REF, str(k)).rstrip("/") for k in range(n or 0)]
+
+    # The merge: every part folder once, each inside the dataset.
+    for merge in merges:
+        mwhere = kn(merge)
+        mspec = merge.get("spec") or {}
+        mc = job_container(merge) or {}
+        if mc.get("image") != c.get("image"):
+            out.append(f"{mwhere}: image {mc.get('image')} is not the pack's {c.get('image')}")
+        if mspec.get("completionMode") == "Indexed" or mspec.get("completions", 1) != 1 or mspec.get("parallelism", 1) != 1:
+            out.append(f"{mwhere}: one pod, one completion (the merge runs once)")
+        if mspec.get("backoffLimit", 6) < 1:
+            out.append(f"{mwhere}: backoffLimit must be at least 1 (the merge fails, and is retried, while a part is unfinished)")
+        parts, dataset = merge_operands([str(a) for a in mc.get("args") or []])
+        if not dataset:
+            out.append(f"{mwhere}: --out DATASET missing")
+            continue
+        listed = [p.rstrip("/") for p in parts]
+        for p in sorted({p for p in listed if listed.count(p) > 1}):
+            out.append(f"{mwhere}: names the part folder {p} more than once")
+        for k, d in enumerate(dirs):
+            if d not in listed:
+                out.append(f"{mwhere}: does not name part {k} ({d}), which the pack writes")
+        for p in listed:
+            if dirs and p not in dirs:
+                out.append(f"{mwhere}: names {p}, which no pack pod writes")
+        for k, d in enumerate(dirs):
+            if not inside(d, dataset):
+                out.append(f"part {k}'s folder {d} is not inside the merge's --out {dataset}")
+                break
+    return out, summary
 
 
 # --------------------------------------------------------------------------------------
@@ -932,7 +1242,7 @@ def check_chart_static(chart: Path) -> list[str]:
         for e in jsonschema.Draft7Validator(schema).iter_errors(merged):
             out.append(f"{f.name}: {'.'.join(map(str, e.path)) or '(root)'}: {e.message}")
     for t in ("_helpers.tpl", "NOTES.txt", "daemonset.yaml", "configmap.yaml", "service.yaml",
-              "service-peers.yaml", "serviceaccount.yaml"):
+              "service-peers.yaml", "serviceaccount.yaml", "pack-job.yaml", "pack-merge-job.yaml"):
         if not (chart / "templates" / t).exists():
             out.append(f"templates/{t} missing")
     for t in (chart / "templates").glob("*"):
@@ -975,6 +1285,39 @@ MUTATIONS = [
      "'editfeed_pool_busy_worker' is not an editfeed metric"),
     ("deploy/grafana/editfeed-dashboard.json", "histogram_quantile(0.5, sum by (le) (rate(",
      "histogram_quantile(0.5, sum by (le) (rate((", "PromQL does not parse"),
+    # The pack Jobs.
+    ("deploy/kubernetes/pack/job-pack.yaml", "completionMode: Indexed", "completionMode: NonIndexed",
+     "completionMode must be Indexed"),
+    ("deploy/kubernetes/pack/job-pack.yaml", "completions: 16", "completions: 12", "completions 12 is not the N of --part .../16"),
+    ("deploy/kubernetes/pack/job-pack.yaml", "- $(JOB_COMPLETION_INDEX)/16", "- 0/16", "--part must be $(JOB_COMPLETION_INDEX)/N"),
+    ("deploy/kubernetes/pack/job-pack.yaml", "fieldPath: metadata.annotations['batch.kubernetes.io/job-completion-index']",
+     "fieldPath: metadata.name", "env JOB_COMPLETION_INDEX must be the fieldRef"),
+    ("deploy/kubernetes/pack/job-pack.yaml", "pico-banana-400k/parts/$(JOB_COMPLETION_INDEX)\n", "pico-banana-400k/parts\n",
+     "must end in a folder named $(JOB_COMPLETION_INDEX)"),
+    ("deploy/kubernetes/pack/job-pack.yaml", "            - --resume\n", "", "--resume missing"),
+    ("deploy/kubernetes/pack/job-pack.yaml", '            - "8"\n', '            - "4"\n', "resources.requests.cpu 8 exceeds --threads 4"),
+    ("deploy/kubernetes/pack/job-pack.yaml", '            - "8"\n', '            - "64"\n', "--threads 64 is more than 4 per requested core"),
+    ("deploy/kubernetes/pack/job-pack.yaml", "            runAsUser: 10001", "            runAsUser: 0", "runAsUser must be 10001"),
+    ("deploy/kubernetes/pack/job-pack.yaml", "            readOnlyRootFilesystem: true", "            readOnlyRootFilesystem: false",
+     "Job/editfeed-pack: readOnlyRootFilesystem must be true"),
+    ("deploy/kubernetes/pack/job-pack.yaml", "            - secretRef:\n                name: editfeed-aws",
+     "            - configMapRef:\n                name: editfeed-aws", "credentials belong in a Secret, not a ConfigMap"),
+    ("deploy/kubernetes/pack/job-pack.yaml", "            - name: AWS_DEFAULT_REGION\n              value: us-east-1\n",
+     "            - name: AWS_DEFAULT_REGION\n              value: us-east-1\n            - name: AWS_SECRET_ACCESS_KEY\n              value: x\n",
+     "env AWS_SECRET_ACCESS_KEY looks like a credential"),
+    ("deploy/kubernetes/pack/job-pack.yaml", "        app.kubernetes.io/name: editfeed-pack\n", "        app.kubernetes.io/name: editfeed\n",
+     "Service editfeed selects the pods of Job/editfeed-pack"),
+    ("deploy/kubernetes/pack/job-merge.yaml", "            - s3://example-training-data/pico-banana-400k/parts/15\n", "",
+     "does not name part 15"),
+    ("deploy/kubernetes/pack/job-merge.yaml", "            - s3://example-training-data/pico-banana-400k/parts/3\n",
+     "            - s3://example-training-data/pico-banana-400k/parts/3\n            - s3://example-training-data/pico-banana-400k/parts/3\n",
+     "names the part folder s3://example-training-data/pico-banana-400k/parts/3 more than once"),
+    ("deploy/kubernetes/pack/job-merge.yaml", "            - --out\n            - s3://example-training-data/pico-banana-400k\n",
+     "            - --out\n            - s3://example-training-data/pico-banana-400k-merged\n", "is not inside the merge's --out"),
+    ("deploy/kubernetes/pack/job-merge.yaml", "  backoffLimit: 6", "  backoffLimit: 0", "backoffLimit must be at least 1"),
+    ("deploy/kubernetes/pack/kustomization.yaml", "  - job-merge.yaml\n", "", "job-merge.yaml is not listed"),
+    ("deploy/kubernetes/kustomization.yaml", "  - service-peers.yaml\n", "  - service-peers.yaml\n  - pack\n",
+     "the daemon's kustomization must not create Jobs"),
 ]
 # Breakages only a helm render can see (skipped without helm).
 HELM_MUTATIONS = [
@@ -984,7 +1327,30 @@ HELM_MUTATIONS = [
      "readOnlyRootFilesystem must be true"),
     ("deploy/helm/editfeed/templates/daemonset.yaml", "terminationGracePeriodSeconds: {{ include \"editfeed.gracePeriod\" . }}",
      "terminationGracePeriodSeconds: 5", "must exceed drain_seconds"),
+    ("deploy/helm/editfeed/templates/pack-job.yaml", "completionMode: Indexed", "completionMode: NonIndexed",
+     "completionMode must be Indexed"),
+    ("deploy/helm/editfeed/templates/_helpers.tpl",
+     'app.kubernetes.io/name: {{ printf "%s-pack" (include "editfeed.name" . | trunc 58 | trimSuffix "-") }}',
+     'app.kubernetes.io/name: {{ include "editfeed.name" . }}', "selects the pods of Job/editfeed-pack"),
+    ("deploy/helm/editfeed/templates/pack-job.yaml", '(printf "%s/parts/$(JOB_COMPLETION_INDEX)" $out)',
+     '(printf "%s/part-$(JOB_COMPLETION_INDEX)" $out)', "does not name part 0"),
+    ("deploy/helm/editfeed/templates/pack-job.yaml", '{{- $args = append $args "--resume" -}}', "", "--resume missing"),
+    ("deploy/kubernetes/pack/job-pack.yaml", "backoffLimitPerIndex: 3", "backoffLimitPerIndex: 2", "pack differs from kustomize"),
 ]
+
+
+# What main() checks, by section; a breakage of a file reruns the sections that read it.
+SECTIONS = ("image", "kubernetes", "helm", "grafana")
+
+
+def sections_of(rel: str) -> list[str]:
+    if rel.startswith("deploy/grafana/"):
+        return ["grafana"]
+    if rel.startswith("deploy/kubernetes/"):
+        return ["kubernetes"]
+    if rel.startswith("deploy/helm/"):
+        return ["kubernetes", "helm"]
+    return ["image"]
 
 
 def self_test(root: Path, passthrough: list[str], helm: bool) -> list[str]:
@@ -1008,14 +1374,45 @@ def self_test(root: Path, passthrough: list[str], helm: bool) -> list[str]:
                 out.append(f"{rel}: the self-test's text {old!r} is no longer there (update MUTATIONS)")
                 continue
             path.write_text(original.replace(old, new, 1))
+            sections = sections_of(rel) + (["helm"] if helm and (rel, old, new, expect) in HELM_MUTATIONS else [])
             try:
-                p = subprocess.run([sys.executable, __file__, "--root", str(base), *passthrough],
+                p = subprocess.run([sys.executable, __file__, "--root", str(base), "--only", ",".join(sections), *passthrough],
                                    capture_output=True, text=True, timeout=300)
             finally:
                 path.write_text(original)
             if p.returncode != 1 or expect not in p.stdout:
                 out.append(f"{rel}: {old!r} -> {new!r} not caught (exit {p.returncode}; expected {expect!r})")
     return out
+
+
+def kustomization_lists(kdir: Path, files: list[Path]) -> list[str]:
+    """kustomization.yaml in `kdir` lists exactly `files` (plus any folder that is itself
+    a kustomization)."""
+    k = yaml.safe_load((kdir / "kustomization.yaml").read_text())
+    out = []
+    if k.get("kind") != "Kustomization":
+        out.append("kind must be Kustomization")
+    listed = {str(r).rstrip("/") for r in k.get("resources") or []}
+    present = {f.name for f in files}
+    bases = {r for r in listed if (kdir / r / "kustomization.yaml").is_file()}
+    out += [f"{r} is listed but does not exist" for r in sorted(listed - present - bases)]
+    out += [f"{r} is not listed in resources" for r in sorted(present - listed)]
+    return out
+
+
+def no_jobs(objs: list[dict[str, Any]], kdir: Path) -> list[str]:
+    """The daemon's kustomization creates no Job: neither in `objs` (its render, or its
+    files) nor in a folder it lists (seen even without kubectl)."""
+    found = [o for o in objs if o.get("kind") in ("Job", "CronJob")]
+    k = yaml.safe_load((kdir / "kustomization.yaml").read_text())
+    for r in k.get("resources") or []:
+        base = kdir / str(r)
+        if base.is_dir():
+            for f in sorted(base.rglob("*.y*ml")):
+                found += [o for o in yaml.safe_load_all(f.read_text())
+                          if isinstance(o, dict) and o.get("kind") in ("Job", "CronJob") and not any(o == x for x in found)]
+    return [f"{kn(o)}: the daemon's kustomization must not create Jobs (a pack is a one-off: deploy/kubernetes/pack)"
+            for o in found]
 
 
 def main() -> int:
@@ -1025,11 +1422,20 @@ def main() -> int:
     ap.add_argument("--kubectl", default="", help="kubectl binary for `kubectl kustomize`; empty: skip the render")
     ap.add_argument("--kubernetes-versions", default="1.29,1.37",
                     help="comma-separated Kubernetes versions to validate against (oldest supported, newest)")
+    ap.add_argument("--only", default="", help=f"comma-separated sections to check ({', '.join(SECTIONS)}); default all "
+                    "(the self-test uses it to rerun only what a breakage touches)")
     ap.add_argument("--self-test", action="store_true",
                     help="also break each deploy file in known ways (in a copy) and check that every breakage is caught")
     a = ap.parse_args()
     root = a.root.resolve()
     versions = [v.strip() for v in a.kubernetes_versions.split(",") if v.strip()]
+    only = {x.strip() for x in a.only.split(",") if x.strip()}
+    if only - set(SECTIONS):
+        ap.error(f"--only: unknown sections {sorted(only - set(SECTIONS))}; expected {', '.join(SECTIONS)}")
+
+    def want(section: str) -> bool:
+        return not only or section in only
+
     report = Report()
 
     # kubernetes-validate reloads its large schema files for every object; cache them.
@@ -1037,120 +1443,170 @@ def main() -> int:
     kv.schema_contents = functools.lru_cache(maxsize=None)(kv.schema_contents)
 
     print(f"validate-deploy: Kubernetes schemas {', '.join(versions)} (strict)")
+    for kind, least in MIN_VERSION.items():
+        older = [v for v in versions if version_tuple(v) < least]
+        if older:
+            report.notes.append(f"{kind} objects need Kubernetes {least[0]}.{least[1]} or later: not validated "
+                                f"against {', '.join(older)}")
 
     # Dockerfile and the image's default config.
-    report.run("dockerfile: deploy/Dockerfile and its build context", lambda: check_dockerfile(root))
-    report.run(f"config: deploy/editfeed.toml (the image's default; keys from {config_schema(root)[2]})",
-               lambda: check_config_text((root / "deploy/editfeed.toml").read_text(), root)[1])
+    if want("image"):
+        report.run("dockerfile: deploy/Dockerfile and its build context", lambda: check_dockerfile(root))
+        report.run(f"config: deploy/editfeed.toml (the image's default; keys from {config_schema(root)[2]})",
+                   lambda: check_config_text((root / "deploy/editfeed.toml").read_text(), root)[1])
 
     # Raw manifests.
-    kdir = root / "deploy/kubernetes"
-    raw: list[dict[str, Any]] = []
-    files = sorted(p for p in kdir.glob("*.y*ml") if p.name != "kustomization.yaml")
-    for f in files:
-        def one(f: Path = f) -> list[str]:
-            docs = load_yaml_docs(f.read_text(), f.name)
-            raw.extend(docs)
-            if not docs:
-                return ["no objects"]
-            return validate_schemas(docs, versions)
-        report.run(f"kubernetes: {f.relative_to(root)}", one)
+    if want("kubernetes") or want("helm"):  # helm compares its renders with these
+        kdir = root / "deploy/kubernetes"
+        raw: list[dict[str, Any]] = []
+        files = sorted(p for p in kdir.glob("*.y*ml") if p.name != "kustomization.yaml")
+        for f in files:
+            def one(f: Path = f) -> list[str]:
+                docs = load_yaml_docs(f.read_text(), f.name)
+                raw.extend(docs)
+                if not docs:
+                    return ["no objects"]
+                return validate_schemas(docs, versions)
+            report.run(f"kubernetes: {f.relative_to(root)}", one)
 
-    def kustomization() -> list[str]:
-        k = yaml.safe_load((kdir / "kustomization.yaml").read_text())
-        out = []
-        if k.get("kind") != "Kustomization":
-            out.append("kind must be Kustomization")
-        listed = set(k.get("resources") or [])
-        present = {f.name for f in files}
-        out += [f"{r} is listed but does not exist" for r in sorted(listed - present)]
-        out += [f"{r} is not listed in resources" for r in sorted(present - listed)]
-        return out
+        report.run("kubernetes: kustomization.yaml lists every manifest", lambda: kustomization_lists(kdir, files))
+        report.run("policy: deploy/kubernetes manifests", lambda: check_policy(raw, root)[0])
 
-    report.run("kubernetes: kustomization.yaml lists every manifest", kustomization)
-    report.run("policy: deploy/kubernetes manifests", lambda: check_policy(raw, root)[0])
+        kustomize_summary = None
+        if a.kubectl:
+            rendered: list[dict[str, Any]] = []
 
-    kustomize_summary = None
-    if a.kubectl:
-        rendered: list[dict[str, Any]] = []
+            def kustomize() -> list[str]:
+                p = run([a.kubectl, "kustomize", str(kdir)])
+                if p.returncode != 0:
+                    return [f"kubectl kustomize failed: {p.stderr.strip()}"]
+                rendered.extend(load_yaml_docs(p.stdout, "kustomize"))
+                return validate_schemas(rendered, versions)
 
-        def kustomize() -> list[str]:
-            p = run([a.kubectl, "kustomize", str(kdir)])
-            if p.returncode != 0:
-                return [f"kubectl kustomize failed: {p.stderr.strip()}"]
-            rendered.extend(load_yaml_docs(p.stdout, "kustomize"))
-            return validate_schemas(rendered, versions)
+            if report.run("kubernetes: kubectl kustomize deploy/kubernetes", kustomize):
+                def pol() -> list[str]:
+                    nonlocal kustomize_summary
+                    problems, kustomize_summary = check_policy(rendered, root)
+                    return problems
+                report.run("policy: kustomize render", pol)
+        else:
+            report.skip("kustomize render", "kubectl not found; the raw manifests were validated instead")
+            kustomize_summary = check_policy(raw, root)[1]
 
-        if report.run("kubernetes: kubectl kustomize deploy/kubernetes", kustomize):
-            def pol() -> list[str]:
-                nonlocal kustomize_summary
-                problems, kustomize_summary = check_policy(rendered, root)
-                return problems
-            report.run("policy: kustomize render", pol)
-    else:
-        report.skip("kustomize render", "kubectl not found; the raw manifests were validated instead")
-        kustomize_summary = check_policy(raw, root)[1]
+        # The daemon's kustomization deploys no Job; the pack has a kustomization of its own.
+        daemon_objs = rendered if a.kubectl and kustomize_summary is not None else raw
+        report.run("kubernetes: deploy/kubernetes creates no Job (the pack is deploy/kubernetes/pack)",
+                   lambda: no_jobs(daemon_objs, kdir))
+        pdir = kdir / "pack"
+        pack_raw: list[dict[str, Any]] = []
+        pack_files = sorted(p for p in pdir.glob("*.y*ml") if p.name != "kustomization.yaml")
+        for f in pack_files:
+            def one_pack(f: Path = f) -> list[str]:
+                docs = load_yaml_docs(f.read_text(), f.name)
+                pack_raw.extend(docs)
+                if not docs:
+                    return ["no objects"]
+                return validate_schemas(docs, versions)
+            report.run(f"kubernetes: {f.relative_to(root)}", one_pack)
+        report.run("kubernetes: pack/kustomization.yaml lists every manifest", lambda: kustomization_lists(pdir, pack_files))
+        report.run("policy: deploy/kubernetes/pack manifests (with the daemon's)", lambda: check_pack(pack_raw, raw)[0])
+        pack_summary = None
+        if a.kubectl:
+            pack_rendered: list[dict[str, Any]] = []
+
+            def kustomize_pack() -> list[str]:
+                p = run([a.kubectl, "kustomize", str(pdir)])
+                if p.returncode != 0:
+                    return [f"kubectl kustomize failed: {p.stderr.strip()}"]
+                pack_rendered.extend(load_yaml_docs(p.stdout, "kustomize"))
+                return validate_schemas(pack_rendered, versions)
+
+            if report.run("kubernetes: kubectl kustomize deploy/kubernetes/pack", kustomize_pack):
+                def pack_pol() -> list[str]:
+                    nonlocal pack_summary
+                    problems, pack_summary = check_pack(pack_rendered, daemon_objs)
+                    return problems
+                report.run("policy: pack kustomize render (with the daemon's)", pack_pol)
+        else:
+            pack_summary = check_pack(pack_raw, raw)[1]
 
     # Helm chart.
-    chart = root / "deploy/helm/editfeed"
-    report.run("helm: Chart.yaml, values.yaml against values.schema.json, ci values, templates",
-               lambda: check_chart_static(chart))
-    if not a.helm:
-        report.skip("helm lint/template",
-                    "helm not available from the registries: chart not linted/rendered")
-    else:
-        def lint() -> list[str]:
-            p = run([a.helm, "lint", "--strict", str(chart)])
-            return [] if p.returncode == 0 else [(p.stdout + p.stderr).strip()]
-
-        report.run("helm: lint --strict", lint)
-        for f in sorted((chart / "ci").glob("*-values.yaml")):
-            def lint_f(f: Path = f) -> list[str]:
-                p = run([a.helm, "lint", "--strict", str(chart), "-f", str(f)])
+    if want("helm"):
+        chart = root / "deploy/helm/editfeed"
+        report.run("helm: Chart.yaml, values.yaml against values.schema.json, ci values, templates",
+                   lambda: check_chart_static(chart))
+        if not a.helm:
+            report.skip("helm lint/template",
+                        "helm not available from the registries: chart not linted/rendered")
+        else:
+            def lint() -> list[str]:
+                p = run([a.helm, "lint", "--strict", str(chart)])
                 return [] if p.returncode == 0 else [(p.stdout + p.stderr).strip()]
-            report.run(f"helm: lint --strict -f ci/{f.name}", lint_f)
 
-        variants: list[tuple[str, list[str]]] = [("default values", [])]
-        variants += [(f"ci/{f.name}", ["-f", str(f)]) for f in sorted((chart / "ci").glob("*-values.yaml"))]
-        for label, args in variants:
-            def render(args: list[str] = args, label: str = label) -> list[str]:
-                objs, err = helm_template(a.helm, chart, args)
-                if objs is None:
-                    return [f"helm template failed: {err}"]
-                problems = validate_schemas(objs, versions)
-                policy, summary = check_policy(objs, root)
-                problems += [f"policy: {p}" for p in policy]
-                notes, err = helm_notes(a.helm, chart, args)
-                if notes is None:
-                    problems.append(f"NOTES.txt does not render: {err}")
-                elif "svc.cluster.local" not in notes and "NODE_IP" not in notes:
-                    problems.append("NOTES.txt names no endpoint for trainers")
-                if label == "default values" and kustomize_summary is not None:
-                    problems += [f"differs from kustomize: {d}" for d in diff_summaries(kustomize_summary, summary)]
-                return problems
-            report.run(f"helm: template ({label}): schemas, policy, NOTES{', same as kustomize' if not args else ''}", render)
+            report.run("helm: lint --strict", lint)
+            for f in sorted((chart / "ci").glob("*-values.yaml")):
+                def lint_f(f: Path = f) -> list[str]:
+                    p = run([a.helm, "lint", "--strict", str(chart), "-f", str(f)])
+                    return [] if p.returncode == 0 else [(p.stdout + p.stderr).strip()]
+                report.run(f"helm: lint --strict -f ci/{f.name}", lint_f)
 
-        refused = [
-            ("grace period not above drain_seconds", ["--set", "terminationGracePeriodSeconds=30"], "must exceed drain_seconds"),
-            ("hostPort with maxSurge", ["--set", "hostPort.enabled=true", "--set", "updateStrategy.rollingUpdate.maxSurge=1",
-                                        "--set", "updateStrategy.rollingUpdate.maxUnavailable=0"], "maxSurge"),
-            ("unknown values key", ["--set", "replicaCount=3"], "replicaCount"),
-            ("config value that is a table", ["--set", "config.extra.key=1"], "config.extra"),
-            ("unknown cache type", ["--set", "cache.type=nfs"], "cache.type"),
-        ]
-        for label, args, needle in refused:
-            def refuse(args: list[str] = args, needle: str = needle) -> list[str]:
-                objs, err = helm_template(a.helm, chart, args)
-                if objs is not None:
-                    return ["rendered, but must be refused"]
-                return [] if needle in err else [f"refused for another reason: {err}"]
-            report.run(f"helm: refuses {label}", refuse)
+            variants: list[tuple[str, list[str]]] = [("default values", [])]
+            variants += [(f"ci/{f.name}", ["-f", str(f)]) for f in sorted((chart / "ci").glob("*-values.yaml"))]
+            variants.append(("pack.enabled=true", ["--set", "pack.enabled=true", "--set", "pack.merge.enabled=true"]))
+            for label, args in variants:
+                def render(args: list[str] = args, label: str = label) -> list[str]:
+                    objs, err = helm_template(a.helm, chart, args)
+                    if objs is None:
+                        return [f"helm template failed: {err}"]
+                    problems = validate_schemas(objs, versions)
+                    policy, summary = check_policy(objs, root)
+                    problems += [f"policy: {p}" for p in policy]
+                    notes, err = helm_notes(a.helm, chart, args)
+                    if notes is None:
+                        problems.append(f"NOTES.txt does not render: {err}")
+                    elif "svc.cluster.local" not in notes and "NODE_IP" not in notes:
+                        problems.append("NOTES.txt names no endpoint for trainers")
+                    if label == "default values" and kustomize_summary is not None:
+                        problems += [f"differs from kustomize: {d}" for d in diff_summaries(kustomize_summary, summary)]
+                    if by_kind(objs, "Job"):
+                        # pack.merge.enabled is off until the pack is complete.
+                        pack_problems, psummary = check_pack(objs, objs, require_merge=False)
+                        problems += [f"pack policy: {p}" for p in pack_problems]
+                        if label == "pack.enabled=true" and pack_summary is not None:
+                            problems += [f"pack differs from kustomize: {d}" for d in diff_summaries(pack_summary, psummary)]
+                    elif label == "pack.enabled=true":
+                        problems.append("pack.enabled=true renders no Job")
+                    return problems
+                same = {"default values": ", same as kustomize", "pack.enabled=true": ", pack Jobs same as kustomize"}.get(label, "")
+                report.run(f"helm: template ({label}): schemas, policy, NOTES{same}", render)
+
+            refused = [
+                ("grace period not above drain_seconds", ["--set", "terminationGracePeriodSeconds=30"], "must exceed drain_seconds"),
+                ("hostPort with maxSurge", ["--set", "hostPort.enabled=true", "--set", "updateStrategy.rollingUpdate.maxSurge=1",
+                                            "--set", "updateStrategy.rollingUpdate.maxUnavailable=0"], "maxSurge"),
+                ("unknown values key", ["--set", "replicaCount=3"], "replicaCount"),
+                ("config value that is a table", ["--set", "config.extra.key=1"], "config.extra"),
+                ("unknown cache type", ["--set", "cache.type=nfs"], "cache.type"),
+                ("pack without out", ["--set", "pack.enabled=true", "--set", "pack.out="], "pack.out"),
+                ("pack sourceMap without sourceImages", ["--set", "pack.enabled=true", "--set", "pack.sourceImages="],
+                 "pack.sourceMap and pack.sourceImages"),
+                ("pack parallelism above parts", ["--set", "pack.enabled=true", "--set", "pack.parallelism=20"], "pack.parallelism"),
+                ("unknown pack key", ["--set", "pack.partz=4"], "partz"),
+            ]
+            for label, args, needle in refused:
+                def refuse(args: list[str] = args, needle: str = needle) -> list[str]:
+                    objs, err = helm_template(a.helm, chart, args)
+                    if objs is not None:
+                        return ["rendered, but must be refused"]
+                    return [] if needle in err else [f"refused for another reason: {err}"]
+                report.run(f"helm: refuses {label}", refuse)
 
     # Grafana.
-    metrics = metrics_from_source(root)
-    source = f"src/metrics.rs, {len(metrics)} metrics" if metrics else "the built-in list (no src/metrics.rs names)"
-    report.run(f"grafana: deploy/grafana/editfeed-dashboard.json (metrics from {source})",
-               lambda: check_grafana(root / "deploy/grafana/editfeed-dashboard.json", metrics or METRICS))
+    if want("grafana"):
+        metrics = metrics_from_source(root)
+        source = f"src/metrics.rs, {len(metrics)} metrics" if metrics else "the built-in list (no src/metrics.rs names)"
+        report.run(f"grafana: deploy/grafana/editfeed-dashboard.json (metrics from {source})",
+                   lambda: check_grafana(root / "deploy/grafana/editfeed-dashboard.json", metrics or METRICS))
 
     if a.self_test:
         passthrough = ["--helm", a.helm, "--kubectl", a.kubectl, "--kubernetes-versions", a.kubernetes_versions]

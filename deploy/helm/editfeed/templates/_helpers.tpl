@@ -145,3 +145,138 @@ when TOML allows it, quoted otherwise (a dot in a bare key would make a dotted k
 {{- $g -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The pack Jobs (values `pack:`). Their pods carry app.kubernetes.io/name <name>-pack, not
+the daemon's selector labels: the Services would otherwise make them endpoints.
+*/}}
+{{- define "editfeed.packName" -}}
+{{- printf "%s-pack" (include "editfeed.fullname" . | trunc 50 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "editfeed.packMergeName" -}}
+{{- printf "%s-pack-merge" (include "editfeed.fullname" . | trunc 52 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "editfeed.packSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-pack" (include "editfeed.name" . | trunc 58 | trimSuffix "-") }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "editfeed.packLabels" -}}
+helm.sh/chart: {{ include "editfeed.chart" . }}
+{{ include "editfeed.packSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: editfeed
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The dataset folder or URL, without a trailing slash; refuses incomplete values. */}}
+{{- define "editfeed.packOut" -}}
+{{- if not .Values.pack.out -}}
+{{- fail "pack.out must name the dataset folder or URL (the parts go to <out>/parts/<k>)" -}}
+{{- end -}}
+{{- if not .Values.pack.root -}}
+{{- fail "pack.root must name the Pico-Banana-400K folder or URL" -}}
+{{- end -}}
+{{- if ne (empty .Values.pack.sourceMap) (empty .Values.pack.sourceImages) -}}
+{{- fail "pack.sourceMap and pack.sourceImages go together (the CSV maps URLs to the <ImageID>.jpg files)" -}}
+{{- end -}}
+{{- if and (not (kindIs "invalid" .Values.pack.parallelism)) (gt (int .Values.pack.parallelism) (int .Values.pack.parts)) -}}
+{{- fail (printf "pack.parallelism (%d) cannot exceed pack.parts (%d)" (int .Values.pack.parallelism) (int .Values.pack.parts)) -}}
+{{- end -}}
+{{- trimSuffix "/" .Values.pack.out -}}
+{{- end -}}
+
+{{/* What the pack and merge pods share: account, scheduling, security. */}}
+{{- define "editfeed.packPodSpec" -}}
+serviceAccountName: {{ include "editfeed.serviceAccountName" . }}
+automountServiceAccountToken: {{ .Values.serviceAccount.automountToken }}
+enableServiceLinks: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.pack.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.pack.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.pack.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end -}}
+
+{{/* The store settings of the daemon's config as the environment the CLI reads, and
+the daemon's Secret. AWS_DEFAULT_REGION yields to an AWS_REGION in the Secret. */}}
+{{- define "editfeed.packEnv" -}}
+{{- $store := .Values.rawConfig | empty | ternary (.Values.store | default dict) dict -}}
+{{- with $store.region }}
+- name: AWS_DEFAULT_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- with $store.endpoint }}
+- name: EDITFEED_S3_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- if $store.allow_http }}
+- name: EDITFEED_S3_ALLOW_HTTP
+  value: "true"
+{{- end }}
+{{- with .Values.pack.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The container parts the pack and merge share: env (with the completion index for
+the pack), credentials, security, /tmp. Takes (dict "ctx" $ "index" BOOL). */}}
+{{- define "editfeed.packContainerCommon" -}}
+{{- $ := .ctx -}}
+{{- $env := include "editfeed.packEnv" $ | trim -}}
+{{- if or .index $env }}
+env:
+{{- if .index }}
+  # Set by the Job controller for Indexed Jobs anyway; declared for the
+  # $(JOB_COMPLETION_INDEX) expansions in args.
+  - name: JOB_COMPLETION_INDEX
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.annotations['batch.kubernetes.io/job-completion-index']
+{{- end }}
+{{- with $env }}
+  {{- . | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- with $.Values.aws.secretName }}
+envFrom:
+  - secretRef:
+      name: {{ . }}
+      optional: {{ $.Values.aws.optional }}
+{{- end }}
+securityContext:
+  {{- toYaml $.Values.securityContext | nindent 2 }}
+volumeMounts:
+  - name: tmp
+    mountPath: /tmp
+  {{- with $.Values.pack.extraVolumeMounts }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end -}}
+
+{{- define "editfeed.packVolumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- with .Values.pack.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
