@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import time
 import warnings
 
 import pytest
@@ -124,6 +126,53 @@ def test_dataloader_workers_give_the_batches_of_num_workers_0(daemon, workers, o
     else:
         # Fresh workers copy the main process's dataset, which did not move.
         assert epochs == [epochs0[0], epochs0[0]]
+
+
+def tensor_bytes(items) -> list[tuple[int, dict[str, str]]]:
+    """(step, tensor name -> sha256 of its bytes) of each item, hashed in this process."""
+    import hashlib
+
+    return [
+        (b["step"], {k: hashlib.sha256(v.numpy().tobytes()).hexdigest() for k, v in b.items() if isinstance(v, torch.Tensor)})
+        for b in items
+    ]
+
+
+@pytest.mark.parametrize("options", [{}, {"pin_memory": True, "persistent_workers": True}])
+def test_workers_hand_the_daemons_files_to_the_main_process(daemon, shm_dir, options):
+    """At a size whose images travel as the daemon's shared-memory files, workers pass
+    the files' names and the main process maps them: its tensors hold the bytes of
+    num_workers=0 without a copy in DataLoader's shared memory, and every file goes
+    back to the daemon once the batches are gone."""
+    big = {"size": 128, "with_digest": False}
+    plain = list(DataLoader(EditFeedDataset(daemon.endpoint, DATASET, FINITE, **big), batch_size=None))
+    expected = tensor_bytes(plain)
+    assert not plain[0]["source"].is_shared()
+    del plain
+    loader = DataLoader(EditFeedDataset(daemon.endpoint, DATASET, FINITE, **big), batch_size=None, num_workers=2, **options)
+    items = list(loader)
+    assert tensor_bytes(items) == expected
+    images = [v for b in items for k, v in b.items() if k in ("source", "target", "images", "chosen", "rejected")]
+    assert images
+    # DataLoader moves a worker's tensors into its own shared memory (is_shared()); the
+    # daemon's files came as names and were mapped here instead (pinned copies aside).
+    if not options.get("pin_memory"):
+        assert not any(t.is_shared() for t in images)
+    with open("/proc/self/maps") as f:
+        mapped = f.read()
+    assert shm_dir in mapped, "the daemon's files are mapped in the main process"
+    del items, images, loader
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while True:
+        held = [n for n in os.listdir(shm_dir) if n.startswith("editfeed-") and not n.endswith(".free")]
+        # Files the daemon wrote for batches nobody holds any more are back (.free),
+        # or were removed with their stream.
+        live = [n for n in held if os.path.exists(os.path.join(shm_dir, n))]
+        if not live or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not live, live
 
 
 def worker_view(item):

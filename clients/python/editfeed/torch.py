@@ -18,7 +18,12 @@ daemons on its own, like the main process. The main process's ``ds.state_dict()`
 does not follow the workers: checkpoint through torchdata's ``StatefulDataLoader``
 (which collects every worker's position), or from a batch's ``cursor``
 (``ds.load_state_dict({"cursor": batch["cursor"]})`` resumes the rank after that
-batch at any worker count).
+batch at any worker count). When the daemon shares memory with the trainer (see the
+client's ``shm_dir``), a worker hands the main process the names of the daemon's files
+rather than the tensors' bytes: the main process maps them as a stream does, so no
+worker copies pixels into DataLoader's own shared memory. A ``collate_fn`` of your own
+then sees those names, not tensors, in the worker; the default (``batch_size=None``)
+passes them through.
 
 Each item is a dict (``EditFeedBatch``): the batch's tensors as torch tensors sharing
 memory with the received message (``torch.from_numpy``, no copy; images are uint8 HWC,
@@ -43,18 +48,21 @@ Checkpointing::
 from __future__ import annotations
 
 import gc
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 from torch.utils.data._utils.collate import default_collate_fn_map
 
-from .batch import Batch
+from .batch import DTYPES, Batch
 from .client import Client, keep_inherited
 from .feed import Feed
 from .spec import SpecLike
+from .wire import MAPPINGS
 
 
 def _as_tensor(array: Any) -> Any:
@@ -88,6 +96,39 @@ os.register_at_fork(before=gc.collect)
 # registering a type in default_collate_fn_map): the default collation of
 # DataLoader(batch_size=...) raises for editfeed batches instead of re-batching them.
 default_collate_fn_map[EditFeedBatch] = _refuse_collate
+
+
+class _FileTensor:
+    """A tensor in one of the daemon's shared-memory files, on its way from a DataLoader
+    worker to the main process: it pickles as the file's name, and the main process
+    maps the file (copy-on-write, as a stream does) instead of receiving a copy of its
+    bytes. The main process then gives the file back when the tensor is gone."""
+
+    __slots__ = ("path", "dtype", "shape")
+
+    def __init__(self, path: str, dtype: str, shape: tuple[int, ...]) -> None:
+        self.path, self.dtype, self.shape = path, dtype, shape
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str, tuple[int, ...]]]:
+        return _open_file_tensor, (self.path, self.dtype, self.shape)
+
+
+def _open_file_tensor(path: str, dtype: str, shape: tuple[int, ...]) -> Any:
+    np_dtype = DTYPES[dtype]
+    size = np_dtype.itemsize * math.prod(shape)
+    return torch.from_numpy(np.frombuffer(MAPPINGS.view(path, size), dtype=np_dtype).reshape(shape))
+
+
+def _from_worker(batch: Batch, with_digest: bool) -> EditFeedBatch:
+    """A batch as a DataLoader worker yields it: the tensors the daemon sent in
+    shared-memory files go to the main process by name, the others as tensors."""
+    out = batch_to_torch(batch, with_digest=with_digest)
+    message = batch.message
+    for tensor, path in zip(message.tensors, getattr(message, "tensor_files", ()), strict=False):
+        if path:
+            out[tensor.name] = _FileTensor(path, tensor.dtype, tensor.shape)
+            MAPPINGS.hand_over(path)
+    return out
 
 
 def batch_to_torch(batch: Batch, with_digest: bool = False) -> EditFeedBatch:
@@ -197,7 +238,10 @@ class EditFeedDataset(IterableDataset):
             self.feed.client = self.feed.client.reopened()
             self._client_pid = os.getpid()
         for batch in self.feed.batches(worker, workers):
-            yield batch_to_torch(batch, with_digest=self.with_digest)
+            if info is None:
+                yield batch_to_torch(batch, with_digest=self.with_digest)
+            else:
+                yield _from_worker(batch, self.with_digest)
 
     def state_dict(self) -> dict[str, Any]:
         """The position after the last batch yielded: ``{"cursor": ..., ...}``."""

@@ -77,14 +77,23 @@ class WireBatch:
     (``FIELDS``) read as on the protobuf message. For anything else (protobuf methods),
     ``to_message()`` gives the whole protobuf message."""
 
-    __slots__ = ("tensors", "_rest", "_raw", "shm_files")
+    __slots__ = ("tensors", "_rest", "_raw", "shm_files", "tensor_files")
 
-    def __init__(self, tensors: list[WireTensor], rest: Any, raw: bytes, shm_files: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        tensors: list[WireTensor],
+        rest: Any,
+        raw: bytes,
+        shm_files: list[str] | None = None,
+        tensor_files: list[str] | None = None,
+    ) -> None:
         self.tensors = tensors
         self._rest = rest
         self._raw = raw
         # The paths of the shared-memory files the tensors were mapped from.
         self.shm_files: list[str] = shm_files or []
+        # Per tensor, the path of the file it was mapped from ("" for one in the message).
+        self.tensor_files: list[str] = tensor_files or [""] * len(tensors)
 
     def __getattr__(self, name: str) -> Any:
         if name in FIELDS:
@@ -249,6 +258,8 @@ class _Mappings:
     def __init__(self) -> None:
         self._maps: OrderedDict[str, tuple[tuple[int, int], mmap.mmap]] = OrderedDict()
         self._lock = threading.Lock()
+        # Per file, what gives it back when this process's view of it is gone.
+        self._give_backs: dict[str, weakref.finalize] = {}
 
     def view(self, path: str, size: int) -> memoryview:
         """A view of the file's `size` bytes; the file goes back to the daemon once the
@@ -279,8 +290,23 @@ class _Mappings:
             os.close(fd)
         # One owner per batch: when it goes, so has every array over it.
         owner = np.frombuffer(mapped, dtype=np.uint8)
-        weakref.finalize(owner, _give_back, path)
+        with self._lock:
+            self._give_backs[path] = weakref.finalize(owner, self._given_back, path)
         return memoryview(owner)
+
+    def _given_back(self, path: str) -> None:
+        with self._lock:
+            self._give_backs.pop(path, None)
+        _give_back(path)
+
+    def hand_over(self, path: str) -> None:
+        """Leaves the giving back of a file this process mapped to another process, which
+        maps the file itself (a DataLoader's main process, for a batch one of its workers
+        received): this process's view no longer gives it back when it goes."""
+        with self._lock:
+            finalizer = self._give_backs.pop(path, None)
+        if finalizer is not None:
+            finalizer.detach()
 
     def forget(self, paths: Iterable[str]) -> None:
         """Drops the maps of files a stream that ended used."""
@@ -324,6 +350,7 @@ def parse_batch(raw: bytes | bytearray, shm_dir: str | None = None) -> WireBatch
     rest = bytearray()
     pos = 0
     files: list[str] = []
+    tensor_files: list[str] = []
     while pos < end:
         start = pos
         number, wire, at, pos = _field(buf, pos, end, "Batch")
@@ -331,7 +358,8 @@ def parse_batch(raw: bytes | bytearray, shm_dir: str | None = None) -> WireBatch
             tensor, file = _tensor(buf, at, pos, len(tensors), shm_dir)
             if file:
                 files.append(file)
+            tensor_files.append(file)
             tensors.append(tensor)
         else:
             rest += buf[start:pos]
-    return WireBatch(tensors, loader_pb2.Batch.FromString(bytes(rest)), raw, files)
+    return WireBatch(tensors, loader_pb2.Batch.FromString(bytes(rest)), raw, files, tensor_files)
