@@ -178,15 +178,8 @@ fn pico(a: PicoBananaArgs) -> anyhow::Result<()> {
     pb.finish_and_clear();
     match result {
         Ok(done) => {
-            print!(
-                "{}",
-                done.report.summary(SHOWN_SKIPS, Some(&done.report_path))
-            );
-            println!(
-                "dataset {} written to {}",
-                done.manifest.version,
-                a.write.out.display()
-            );
+            let summary = done.report.summary(SHOWN_SKIPS, Some(&done.report_path));
+            written(summary, Some((&done.manifest.version, &a.write.out)));
             Ok(())
         }
         Err(ImportError::NothingImported {
@@ -194,7 +187,7 @@ fn pico(a: PicoBananaArgs) -> anyhow::Result<()> {
             report_path,
             skipped,
         }) => {
-            print!("{}", report.summary(SHOWN_SKIPS, Some(&report_path)));
+            written(report.summary(SHOWN_SKIPS, Some(&report_path)), None);
             anyhow::bail!("no row was imported ({skipped} skipped); no dataset written")
         }
         Err(e) => Err(e.into()),
@@ -217,15 +210,8 @@ fn webdataset(a: WebDatasetArgs) -> anyhow::Result<()> {
     pb.finish_and_clear();
     match result {
         Ok(done) => {
-            print!(
-                "{}",
-                done.report.summary(SHOWN_SKIPS, Some(&done.report_path))
-            );
-            println!(
-                "dataset {} written to {}",
-                done.manifest.version,
-                a.write.out.display()
-            );
+            let summary = done.report.summary(SHOWN_SKIPS, Some(&done.report_path));
+            written(summary, Some((&done.manifest.version, &a.write.out)));
             Ok(())
         }
         Err(WebDatasetError::NothingImported {
@@ -233,9 +219,17 @@ fn webdataset(a: WebDatasetArgs) -> anyhow::Result<()> {
             report_path,
             skipped,
         }) => {
-            print!("{}", report.summary(SHOWN_SKIPS, Some(&report_path)));
+            written(report.summary(SHOWN_SKIPS, Some(&report_path)), None);
             anyhow::bail!("no sample was imported ({skipped} skipped); no dataset written")
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Prints an import's summary and, when it wrote a dataset, its version and place.
+fn written(summary: String, dataset: Option<(&str, &std::path::Path)>) {
+    print!("{summary}");
+    if let Some((version, out)) = dataset {
+        println!("dataset {version} written to {}", out.display());
     }
 }
