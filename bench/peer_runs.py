@@ -24,6 +24,7 @@ CONVERTS = ("tfdata", "dali")
 PEERS = {"tfdata": "tfdata.py", "dali": "dali.py", "torchvision": "torchvision_loader.py", "spdl": "spdl_pipeline.py"}
 LABELS = {
     "editfeed": "editfeed (daemon + Python client)",
+    "editfeed-best": "editfeed, best lossless pack",
     "tfdata": "tf.data service",
     "dali": "DALI, CPU",
     "torchvision": "torchvision DataLoader",
@@ -63,8 +64,9 @@ class Peers:
         return VENVS / name / "bin/python"
 
     def command(self, name: str, data: Path, kind: str) -> list[str]:
-        if name == "editfeed":
-            return [sys.executable, str(PEERS_DIR / "editfeed_stream.py"), "--bin", self.binary, "--data", str(data), "--subset", kind]
+        if name.startswith("editfeed"):
+            # Trainer and daemon on one host: the tensors come through shared memory.
+            return [sys.executable, str(PEERS_DIR / "editfeed_stream.py"), "--bin", self.binary, "--data", str(data), "--subset", kind, "--shm"]
         return [str(self.python(name)), str(PEERS_DIR / PEERS[name]), "--data", str(data), "--subset", kind, "--cache", str(self.cache / data.name)]
 
     def call(self, cmd: list[str]) -> dict:
@@ -88,15 +90,20 @@ class Peers:
                 except RuntimeError as e:
                     self.errors[name] = str(e)
 
-    def measure(self, data: Path, kind: str, size: int, batches: int) -> str:
-        """One run of editfeed and of every peer at this kind and size; returns a log line."""
+    def measure(self, data: Path, kind: str, size: int, batches: int, best: Path | None = None, turn: int = 0) -> str:
+        """One run of editfeed (on the published shards, and on its best pack at `best`)
+        and of every peer at this kind and size, in an order rotated by `turn` so that
+        no pipeline always runs first or last in a round; returns a log line."""
         key = f"{kind}/{size}"
         said = []
-        for name in ["editfeed", *self.names]:
+        order = ["editfeed", *(["editfeed-best"] if best else []), *self.names]
+        turn %= len(order)
+        for name in order[turn:] + order[:turn]:
             if name in self.errors or f"{name}/{key}" in self.errors:
                 continue
+            where = best if name == "editfeed-best" else data
             try:
-                r = self.call([*self.command(name, data, kind), "--size", str(size), "--batches", str(batches)])
+                r = self.call([*self.command(name, where, kind), "--size", str(size), "--batches", str(batches)])
             except RuntimeError as e:
                 self.errors[f"{name}/{key}"] = str(e)
                 said.append(f"{name} failed")
@@ -105,6 +112,29 @@ class Peers:
                 self.results.setdefault(f"{field}:{name}/{key}", []).append(r[field])
             said.append(f"{name} {r['samples_per_s']:.1f}")
         return ", ".join(said) + " samples/s"
+
+    def many(self, name: str, data: Path, copies: int, batches: int, extra: list[str] | None = None) -> float:
+        """Sum of the peak RSS (MiB) of `copies` concurrent runs of a pipeline (512 px
+        sft, `batches` batches each, seeds 0..copies-1): `copies` trainer ranks on one
+        host, each with a loader of its own (or, for editfeed with `extra` naming a
+        daemon, each a consumer of one daemon)."""
+        procs = [
+            subprocess.Popen(
+                [*self.command(name, data, "sft"), "--size", "512", "--batches", str(batches), "--seed", str(i), *(extra or [])],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(copies)
+        ]
+        total = 0.0
+        for p in procs:
+            out, err = p.communicate()
+            lines = [line for line in out.splitlines() if line.startswith("{")]
+            if p.returncode != 0 or not lines:
+                raise RuntimeError(f"exit status {p.returncode}: " + " / ".join(err.strip().splitlines()[-3:]))
+            total += json.loads(lines[-1])["peak_rss_mib"]
+        return total
 
     def saved(self) -> dict:
         return {"names": self.names, "results": self.results, "errors": self.errors, "prepare_s": self.prepare_s, "installs": self.installs}
@@ -117,28 +147,32 @@ def print_table(saved: dict, kinds: list[str], sizes: list[int]) -> None:
         xs = results.get(f"{field}:{name}/{key}")
         return statistics.median(xs) if xs else None
 
-    def ratio(name: str, key: str) -> float | None:
-        a, b = results.get(f"samples_per_s:editfeed/{key}"), results.get(f"samples_per_s:{name}/{key}")
+    def ratio(name: str, key: str, ours: str = "editfeed") -> float | None:
+        a, b = results.get(f"samples_per_s:{ours}/{key}"), results.get(f"samples_per_s:{name}/{key}")
         if not a or not b:
             return None
         return statistics.median([x / y for x, y in zip(a, b)])
 
     print("\nPeers: every pipeline a consumer process of its own over the same samples; samples/s from the first batch on; "
           "first batch from the consumer's start (servers and workers started by it); peak RSS summed over its process tree")
-    print("\n| kind | px | pipeline | samples/s | editfeed / it | peak RSS (MiB) | first batch (s) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| kind | px | pipeline | samples/s | editfeed / it | editfeed best pack / it | peak RSS (MiB) | first batch (s) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for kind in kinds:
         for size in sizes:
             key = f"{kind}/{size}"
-            for name in ["editfeed", *saved["names"]]:
+            for name in ["editfeed", "editfeed-best", *saved["names"]]:
                 sps = med("samples_per_s", name, key)
                 if sps is None:
+                    if name == "editfeed-best":
+                        continue
                     why = errors.get(name) or errors.get(f"{name}/{key}") or "not measured"
-                    print(f"| {kind} | {size} | {LABELS[name]} | could not run ({why.split(':')[0].replace('|', '/')}) | | | |")
+                    print(f"| {kind} | {size} | {LABELS[name]} | could not run ({why.split(':')[0].replace('|', '/')}) | | | | |")
                     continue
-                r = ratio(name, key)
-                cell = "" if name == "editfeed" else ("" if r is None else f"**{r:.2f}x**")
-                print(f"| {kind} | {size} | {LABELS[name]} | {sps:.1f} | {cell} | {med('peak_rss_mib', name, key):.0f} | {med('first_batch_s', name, key):.2f} |")
+                cells = []
+                for ours in ("editfeed", "editfeed-best"):
+                    r = None if name.startswith("editfeed") else ratio(name, key, ours)
+                    cells.append("" if r is None else f"**{r:.2f}x**")
+                print(f"| {kind} | {size} | {LABELS[name]} | {sps:.1f} | {cells[0]} | {cells[1]} | {med('peak_rss_mib', name, key):.0f} | {med('first_batch_s', name, key):.2f} |")
     shown = {}
     for where, why in errors.items():
         shown.setdefault(why, []).append(where)
@@ -151,3 +185,25 @@ def print_table(saved: dict, kinds: list[str], sizes: list[int]) -> None:
         if errors.get(name, "").startswith("could not install"):
             continue
         print(f"{LABELS[name]}: installed in {inst['seconds']:.0f} s, {inst['mib']:.0f} MiB on disk ({inst['requirements']})")
+
+
+def print_many(many: dict[str, float | str]) -> None:
+    """Total peak RSS of 16 streams of 512 px sft on one host, each pipeline."""
+    print("\n16 streams of 512 px sft on one host (16 consumer processes; for editfeed, with its one daemon), sum of peak RSS:\n")
+    print("| pipeline | total peak RSS (MiB) |")
+    print("| --- | --- |")
+    for name, value in many.items():
+        cell = f"{value:.0f}" if isinstance(value, float) else value
+        print(f"| {LABELS.get(name, name)} | {cell} |")
+
+
+def print_memory(saved: dict, mem: dict) -> None:
+    """The daemon serving 16 streams against one stream of each peer, 512 px sft."""
+    rss = {}
+    for name in saved["names"]:
+        xs = saved["results"].get(f"peak_rss_mib:{name}/sft/512")
+        if xs:
+            rss[LABELS[name]] = statistics.median(xs)
+    ours = f"{mem['16'][0]:.0f} MiB" + (f" ({mem['16 shm'][0]:.0f} MiB through shared memory)" if "16 shm" in mem else "")
+    theirs = ", ".join(f"{k} {v:.0f} MiB" for k, v in sorted(rss.items(), key=lambda kv: kv[1]))
+    print(f"\nMemory, 512 px sft: editfeed's daemon serving 16 streams peaks at {ours}; one stream of each peer, its whole process tree: {theirs or 'none measured'}")

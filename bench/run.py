@@ -211,6 +211,37 @@ def memory(bc, binary: str, pub: Path, cur: Path, streams: int, batches: int, sh
         proc.wait()
 
 
+# Peers whose 16 copies fit in this machine's memory (one tf.data service copy, with its
+# server, or one torchvision DataLoader, with its workers, takes over a GiB).
+MANY_PEERS = ("spdl", "dali")
+
+
+def sixteen_streams(bc, binary: str, pub: Path, peers) -> dict[str, float | str]:
+    """The total peak RSS of 16 streams of 512 px sft: one editfeed daemon (shared memory)
+    and 16 consumers, against 16 copies of each peer in MANY_PEERS."""
+    os.environ["EDITFEED_SHM_DIR"] = "/dev/shm"
+    try:
+        proc, endpoint = bc.start_daemon(binary, {"bench": pub}, 0)
+    finally:
+        del os.environ["EDITFEED_SHM_DIR"]
+    try:
+        consumers = peers.many("editfeed", pub, 16, 6, ["--endpoint", endpoint])
+        daemon = rss_mib(proc.pid)[0]
+    finally:
+        proc.terminate()
+        proc.wait()
+    out: dict[str, float | str] = {"editfeed": daemon + consumers, "editfeed daemon alone": daemon}
+    for name in peers.names:
+        if name not in MANY_PEERS:
+            out[name] = "not run 16 times: one copy takes over a GiB (see its one-stream figure)"
+            continue
+        try:
+            out[name] = peers.many(name, pub, 16, 4)
+        except RuntimeError as e:
+            out[name] = f"could not run ({e})"
+    return out
+
+
 # A filtered single-turn stream: two categories out, a bound on instruction length.
 FILTERED = '[[curriculum]]\nweights = { sft = 1.0 }\n[select]\nexclude_categories = ["stylistic", "text_symbol"]\nmax_instruction_words = 40\n'
 
@@ -278,7 +309,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     python = sys.executable
     bc = load_bench_client()
-    ds = make_datasets(args.bin, args.data, args.samples, published_only=args.peers_only)
+    ds = make_datasets(args.bin, args.data, args.samples)
     pub = ds["published"]
     results: dict[str, list[float]] = {}
     peers = peer_runs.Peers(peer_runs.parse_peers(args.peers), args.bin, args.data / "peers")
@@ -288,7 +319,7 @@ def main() -> None:
             log(f"round {r + 1} of {args.rounds}")
             for kind in kinds:
                 for size in sizes:
-                    log(f"  {kind}/{size}: {peers.measure(pub, kind, size, BATCHES[kind])}")
+                    log(f"  {kind}/{size}: {peers.measure(pub, kind, size, BATCHES[kind], ds[f'best-{kind}'], r)}")
         peer_runs.print_table(peers.saved(), kinds, sizes)
         if args.json:
             args.json.write_text(json.dumps({"peers": peers.saved(), "kinds": kinds, "sizes": sizes, "cores": cores, "samples": args.samples, "rounds": args.rounds}, indent=1))
@@ -326,7 +357,7 @@ def main() -> None:
                             f"reference {results[f'reference/{key}'][-1]:.1f} samples/s"
                         )
                         if peers.names:
-                            log(f"  {key} peers: {peers.measure(pub, kind, size, n)}")
+                            log(f"  {key} peers: {peers.measure(pub, kind, size, n, ds[best], r)}")
                 # Transport: the stored bytes passed through, global batch 32.
                 t = fetch(args.bin, endpoint, "bench", "sft", 256, 20, curs["sft"], "--encoded", "--global-batch", "32")
                 add("transport/MBps", t["mb_per_s"])
@@ -338,13 +369,20 @@ def main() -> None:
             proc.terminate()
             proc.wait()
         mem = {"1": memory(bc, args.bin, pub, curs["sft"], 1, 12)}
+        many: dict[str, float | str] = {}
         if not args.quick:
             mem["16"] = memory(bc, args.bin, pub, curs["sft"], 16, 12)
             mem["16 shm"] = memory(bc, args.bin, pub, curs["sft"], 16, 12, shm=True)
+            if peers.names:
+                many = sixteen_streams(bc, args.bin, pub, peers)
 
     print_tables(results, kinds, sizes, cores, start, mem, args.samples, args.rounds, BEST_PACK)
     if peers.names:
         peer_runs.print_table(peers.saved(), kinds, sizes)
+        if "16" in mem and "sft" in kinds and 512 in sizes:
+            peer_runs.print_memory(peers.saved(), mem)
+        if many:
+            peer_runs.print_many(many)
     if args.json:
         saved = {"results": results, "start": start, "memory": mem, "kinds": kinds, "sizes": sizes, "cores": cores, "samples": args.samples, "rounds": args.rounds, "best_pack": BEST_PACK, "peers": peers.saved()}
         args.json.write_text(json.dumps(saved, indent=1))

@@ -10,6 +10,7 @@ start-up and the peak RSS is the daemon's plus the consumer's.
 from __future__ import annotations
 
 import importlib.util
+import os
 import tempfile
 from pathlib import Path
 
@@ -30,12 +31,20 @@ def main() -> None:
     p = common.parser(__doc__)
     p.add_argument("--bin", default=str(common.BENCH.parent / "target/release/editfeed"))
     p.add_argument("--shm", action="store_true", help="take the tensors through shared memory (/dev/shm)")
+    p.add_argument("--endpoint", help="stream from this running daemon (serving the dataset as `bench`) instead of starting one")
     args = p.parse_args()
     if common.prepared(args, lambda: None):
         return
     _, slots = common.ref.subset_shards(args.data, args.subset)
-    proc, endpoint = bench_client().start_daemon(args.bin, {"bench": args.data}, 0)
-    client = editfeed.Client(endpoint, shm_dir="/dev/shm" if args.shm else None)
+    # With --shm the daemon writes large tensors into files of /dev/shm (its shm_dir,
+    # through the EDITFEED_SHM_DIR override) and the client maps them; without, the
+    # tensors travel in the messages.
+    shm = "/dev/shm" if args.shm else ""
+    os.environ["EDITFEED_SHM_DIR"] = shm
+    proc, endpoint = None, args.endpoint
+    if endpoint is None:
+        proc, endpoint = bench_client().start_daemon(args.bin, {"bench": args.data}, 0)
+    client = editfeed.Client(endpoint, shm_dir=shm)
     with tempfile.TemporaryDirectory() as tmp:
         cur = Path(tmp) / "curriculum.toml"
         cur.write_text(f"[[curriculum]]\nweights = {{ {args.subset} = 1.0 }}\n")
@@ -43,8 +52,9 @@ def main() -> None:
 
         def stop() -> None:
             client.close()
-            proc.terminate()
-            proc.wait()
+            if proc is not None:
+                proc.terminate()
+                proc.wait()
 
         common.run(args, (b.tensors for b in stream), slots, "editfeed", cleanup=stop)
 

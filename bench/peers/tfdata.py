@@ -86,11 +86,27 @@ def crop_box(h, w):
     return x0, y0, cw, ch
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_hw(encoded):
+    """Height and width from a PNG's IHDR (big-endian at bytes 16..24), without decoding."""
+    b = tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, 16, 8), tf.uint8), tf.int32)
+    width = b[0] * 16777216 + b[1] * 65536 + b[2] * 256 + b[3]
+    height = b[4] * 16777216 + b[5] * 65536 + b[6] * 256 + b[7]
+    return tf.stack([height, width])
+
+
 def image_hw(encoded):
+    """Height and width from the header (JPEG, PNG); other formats are decoded."""
     return tf.cond(
         tf.io.is_jpeg(encoded),
         lambda: tf.image.extract_jpeg_shape(encoded)[:2],
-        lambda: tf.shape(tf.io.decode_image(encoded, channels=3, expand_animations=False))[:2],
+        lambda: tf.cond(
+            tf.equal(tf.strings.substr(encoded, 0, 8), PNG_SIGNATURE),
+            lambda: png_hw(encoded),
+            lambda: tf.shape(tf.io.decode_image(encoded, channels=3, expand_animations=False))[:2],
+        ),
     )
 
 
