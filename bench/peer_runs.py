@@ -18,6 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_DIR = ROOT / "bench/peers"
+sys.path.insert(0, str(PEERS_DIR))
+import common  # noqa: E402  (bench/peers/common.py: the memory sampling every pipeline uses)
 VENVS = ROOT / "target/bench-venv"
 # The peers that read converted copies of the shards (made by --prepare).
 CONVERTS = ("tfdata", "dali")
@@ -108,16 +110,17 @@ class Peers:
                 self.errors[f"{name}/{key}"] = str(e)
                 said.append(f"{name} failed")
                 continue
-            for field in ("samples_per_s", "peak_rss_mib", "first_batch_s"):
+            for field in ("samples_per_s", "peak_pss_mib", "first_batch_s"):
                 self.results.setdefault(f"{field}:{name}/{key}", []).append(r[field])
             said.append(f"{name} {r['samples_per_s']:.1f}")
         return ", ".join(said) + " samples/s"
 
-    def many(self, name: str, data: Path, copies: int, batches: int, extra: list[str] | None = None) -> float:
-        """Sum of the peak RSS (MiB) of `copies` concurrent runs of a pipeline (512 px
-        sft, `batches` batches each, seeds 0..copies-1): `copies` trainer ranks on one
-        host, each with a loader of its own (or, for editfeed with `extra` naming a
-        daemon, each a consumer of one daemon)."""
+    def many(self, name: str, data: Path, copies: int, batches: int, extra: list[str] | None = None, also: list[int] | None = None) -> float:
+        """The peak memory (MiB, summed PSS of every process, sampled) of `copies`
+        concurrent runs of a pipeline (512 px sft, `batches` batches each, seeds
+        0..copies-1), with the processes `also` (editfeed's daemon): `copies` trainer
+        ranks on one host, each with a loader of its own (or, for editfeed with `extra`
+        naming a daemon, each a consumer of one daemon)."""
         procs = [
             subprocess.Popen(
                 [*self.command(name, data, "sft"), "--size", "512", "--batches", str(batches), "--seed", str(i), *(extra or [])],
@@ -127,14 +130,13 @@ class Peers:
             )
             for i in range(copies)
         ]
-        total = 0.0
-        for p in procs:
-            out, err = p.communicate()
-            lines = [line for line in out.splitlines() if line.startswith("{")]
-            if p.returncode != 0 or not lines:
-                raise RuntimeError(f"exit status {p.returncode}: " + " / ".join(err.strip().splitlines()[-3:]))
-            total += json.loads(lines[-1])["peak_rss_mib"]
-        return total
+        with common.PeakPss(lambda: [p.pid for p in procs if p.poll() is None] + (also or [])) as memory:
+            for p in procs:
+                out, err = p.communicate()
+                lines = [line for line in out.splitlines() if line.startswith("{")]
+                if p.returncode != 0 or not lines:
+                    raise RuntimeError(f"exit status {p.returncode}: " + " / ".join(err.strip().splitlines()[-3:]))
+        return memory.peak
 
     def saved(self) -> dict:
         return {"names": self.names, "results": self.results, "errors": self.errors, "prepare_s": self.prepare_s, "installs": self.installs}
@@ -154,8 +156,8 @@ def print_table(saved: dict, kinds: list[str], sizes: list[int]) -> None:
         return statistics.median([x / y for x, y in zip(a, b)])
 
     print("\nPeers: every pipeline a consumer process of its own over the same samples; samples/s from the first batch on; "
-          "first batch from the consumer's start (servers and workers started by it); peak RSS summed over its process tree")
-    print("\n| kind | px | pipeline | samples/s | editfeed / it | editfeed best pack / it | peak RSS (MiB) | first batch (s) |")
+          "first batch from the consumer's start (servers and workers started by it); peak memory: the summed PSS of its process tree, sampled every 0.2 s")
+    print("\n| kind | px | pipeline | samples/s | editfeed / it | editfeed best pack / it | peak memory, PSS (MiB) | first batch (s) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for kind in kinds:
         for size in sizes:
@@ -172,7 +174,7 @@ def print_table(saved: dict, kinds: list[str], sizes: list[int]) -> None:
                 for ours in ("editfeed", "editfeed-best"):
                     r = None if name.startswith("editfeed") else ratio(name, key, ours)
                     cells.append("" if r is None else f"**{r:.2f}x**")
-                print(f"| {kind} | {size} | {LABELS[name]} | {sps:.1f} | {cells[0]} | {cells[1]} | {med('peak_rss_mib', name, key):.0f} | {med('first_batch_s', name, key):.2f} |")
+                print(f"| {kind} | {size} | {LABELS[name]} | {sps:.1f} | {cells[0]} | {cells[1]} | {med('peak_pss_mib', name, key):.0f} | {med('first_batch_s', name, key):.2f} |")
     shown = {}
     for where, why in errors.items():
         shown.setdefault(why, []).append(where)
@@ -189,8 +191,8 @@ def print_table(saved: dict, kinds: list[str], sizes: list[int]) -> None:
 
 def print_many(many: dict[str, float | str]) -> None:
     """Total peak RSS of 16 streams of 512 px sft on one host, each pipeline."""
-    print("\n16 streams of 512 px sft on one host (16 consumer processes; for editfeed, with its one daemon), sum of peak RSS:\n")
-    print("| pipeline | total peak RSS (MiB) |")
+    print("\n16 streams of 512 px sft on one host (16 consumer processes; for editfeed, with its one daemon), peak of their summed PSS:\n")
+    print("| pipeline | peak memory, PSS (MiB) |")
     print("| --- | --- |")
     for name, value in many.items():
         cell = f"{value:.0f}" if isinstance(value, float) else value
@@ -201,9 +203,9 @@ def print_memory(saved: dict, mem: dict) -> None:
     """The daemon serving 16 streams against one stream of each peer, 512 px sft."""
     rss = {}
     for name in saved["names"]:
-        xs = saved["results"].get(f"peak_rss_mib:{name}/sft/512")
+        xs = saved["results"].get(f"peak_pss_mib:{name}/sft/512")
         if xs:
             rss[LABELS[name]] = statistics.median(xs)
     ours = f"{mem['16'][0]:.0f} MiB" + (f" ({mem['16 shm'][0]:.0f} MiB through shared memory)" if "16 shm" in mem else "")
     theirs = ", ".join(f"{k} {v:.0f} MiB" for k, v in sorted(rss.items(), key=lambda kv: kv[1]))
-    print(f"\nMemory, 512 px sft: editfeed's daemon serving 16 streams peaks at {ours}; one stream of each peer, its whole process tree: {theirs or 'none measured'}")
+    print(f"\nMemory, 512 px sft: editfeed's daemon serving 16 streams peaks at an RSS of {ours}; one stream of each peer, the PSS of its whole process tree: {theirs or 'none measured'}")

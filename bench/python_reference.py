@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import webdataset as wds
 from PIL import Image
 
 CROP_SCALE = (0.5, 1.0)
@@ -123,6 +122,10 @@ def worker_shares(items: list, workers: int) -> list[list]:
 def read_samples(urls: list[str]):
     """One pass over the samples of the shards (webdataset's dicts of member name
     suffix to bytes)."""
+    # Imported here: webdataset imports torch when it is installed, which the peers
+    # that share this module's crop and shard helpers must not pay for in memory.
+    import webdataset as wds
+
     return wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)
 
 

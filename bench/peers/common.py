@@ -8,7 +8,9 @@ numpy uint8 arrays named and shaped as the daemon's (``source``/``target``
 ``[B, T+1, H, W, 3]`` zero-padded and ``turn_counts`` ``[B]`` for multi-turn), and hands
 it to :func:`run`, which prints one JSON line: samples, seconds from the first batch to
 the last, samples/s, the time to the first batch from the start of the process, and
-the peak RSS of the process and all its children (servers, workers).
+the peak memory of the process and all its children (servers, workers) as the sum of
+their proportional set sizes (PSS), sampled every 0.2 s: memory two processes share
+(a shared-memory file, a library) counts once.
 
 The dataset reading and the random resized crop are those of the Python reference
 (``bench/python_reference.py``), imported from it.
@@ -21,6 +23,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -78,10 +81,8 @@ def check(subset: str, arrays: dict[str, np.ndarray], batch: int, size: int, slo
             raise SystemExit(f"batch tensor {name} is {a.dtype}, not the daemon's dtype")
 
 
-def tree_peak_rss_mib(pid: int | None = None) -> float:
-    """The sum of the peak resident sets (VmHWM) of a process and all its descendants,
-    in MiB: an upper bound of the tree's peak, as the peaks need not coincide."""
-    root = pid or os.getpid()
+def tree_pids(root: int) -> list[int]:
+    """A process and all its descendants."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -89,16 +90,53 @@ def tree_peak_rss_mib(pid: int | None = None) -> float:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0.0, [root]
+    out, todo = [], [root]
     while todo:
         p = todo.pop()
+        out.append(p)
         todo += children.get(p, [])
+    return out
+
+
+def pss_mib(pids: list[int]) -> float:
+    """The proportional set sizes of the processes, summed, in MiB: memory shared between
+    them (shared-memory files, libraries) counts once in all, split among its users."""
+    total = 0.0
+    for p in pids:
         try:
-            m = re.search(r"^VmHWM:\s+(\d+) kB", Path(f"/proc/{p}/status").read_text(), re.M)
+            m = re.search(r"^Pss:\s+(\d+) kB", Path(f"/proc/{p}/smaps_rollup").read_text(), re.M)
         except OSError:
             continue
         total += int(m[1]) / 1024 if m else 0.0
     return total
+
+
+class PeakPss:
+    """Samples, on a thread, the summed PSS of the process trees under `roots()` every
+    `interval` seconds; `peak` is the largest sum seen (the trees' peak, to within the
+    interval)."""
+
+    def __init__(self, roots, interval: float = 0.2) -> None:
+        self.roots, self.interval, self.peak = roots, interval, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def sample(self) -> None:
+        pids = [p for root in self.roots() for p in tree_pids(root)]
+        self.peak = max(self.peak, pss_mib(pids))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> "PeakPss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
 
 
 def run(args: argparse.Namespace, batches, slots: int, name: str, cleanup=None) -> None:
@@ -107,19 +145,19 @@ def run(args: argparse.Namespace, batches, slots: int, name: str, cleanup=None) 
     the peer's figures as one JSON line."""
     it = iter(batches)
     try:
-        first = next(it)
-        first_batch = time.perf_counter() - STARTED
-        check(args.subset, first, args.batch, args.size, slots)
-        if args.dump:
-            np.savez(args.dump, **first)
-        clock = time.perf_counter()
-        for _ in range(args.batches):
-            arrays = next(it)
-            check(args.subset, arrays, args.batch, args.size, slots)
-            for a in arrays.values():
-                np.ascontiguousarray(a).reshape(-1).view("u1")[::4096].sum()
-        seconds = time.perf_counter() - clock
-        rss = tree_peak_rss_mib()
+        with PeakPss(lambda: [os.getpid()]) as memory:
+            first = next(it)
+            first_batch = time.perf_counter() - STARTED
+            check(args.subset, first, args.batch, args.size, slots)
+            if args.dump:
+                np.savez(args.dump, **first)
+            clock = time.perf_counter()
+            for _ in range(args.batches):
+                arrays = next(it)
+                check(args.subset, arrays, args.batch, args.size, slots)
+                for a in arrays.values():
+                    np.ascontiguousarray(a).reshape(-1).view("u1")[::4096].sum()
+            seconds = time.perf_counter() - clock
     finally:
         if cleanup is not None:
             cleanup()
@@ -135,7 +173,7 @@ def run(args: argparse.Namespace, batches, slots: int, name: str, cleanup=None) 
                 "seconds": round(seconds, 4),
                 "samples_per_s": round(samples / seconds, 2),
                 "first_batch_s": round(first_batch, 4),
-                "peak_rss_mib": round(rss, 1),
+                "peak_pss_mib": round(memory.peak, 1),
             }
         ),
         flush=True,
