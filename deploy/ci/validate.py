@@ -732,6 +732,10 @@ def job_role(job: dict[str, Any]) -> str | None:
     return None
 
 
+# A policy check: problems, and a summary of what the objects deploy.
+Policy = Callable[[list[dict[str, Any]]], tuple[list[str], Any]]
+
+
 def check_pack(objs: list[dict[str, Any]], context: list[dict[str, Any]],
                require_merge: bool = True) -> tuple[list[str], dict[str, Any]]:
     """The pack Jobs among `objs`; `context` holds the daemon's objects (its DaemonSet,
@@ -1457,24 +1461,27 @@ def main() -> int:
 
     # Raw manifests.
     if want("kubernetes") or want("helm"):  # helm compares its renders with these
-        kdir = root / "deploy/kubernetes"
-        raw: list[dict[str, Any]] = []
-        files = sorted(p for p in kdir.glob("*.y*ml") if p.name != "kustomization.yaml")
-        for f in files:
-            def one(f: Path = f) -> list[str]:
-                docs = load_yaml_docs(f.read_text(), f.name)
-                raw.extend(docs)
-                if not docs:
-                    return ["no objects"]
-                return validate_schemas(docs, versions)
-            report.run(f"kubernetes: {f.relative_to(root)}", one)
-
-        report.run("kubernetes: kustomization.yaml lists every manifest", lambda: kustomization_lists(kdir, files))
-        report.run("policy: deploy/kubernetes manifests", lambda: check_policy(raw, root)[0])
-
-        kustomize_summary = None
-        if a.kubectl:
+        def kustomization(kdir: Path, listing: str, raw_policy: tuple[str, Policy],
+                          render_policy: tuple[str, Policy]) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, Any]:
+            """Validates a kustomization folder's manifests and its policy, raw and (with
+            kubectl) rendered; returns the raw objects, the rendered ones (None without
+            kubectl) and the policy summary (of the render when there is one)."""
+            raw: list[dict[str, Any]] = []
+            files = sorted(p for p in kdir.glob("*.y*ml") if p.name != "kustomization.yaml")
+            for f in files:
+                def one(f: Path = f) -> list[str]:
+                    docs = load_yaml_docs(f.read_text(), f.name)
+                    raw.extend(docs)
+                    if not docs:
+                        return ["no objects"]
+                    return validate_schemas(docs, versions)
+                report.run(f"kubernetes: {f.relative_to(root)}", one)
+            report.run(f"kubernetes: {listing} lists every manifest", lambda: kustomization_lists(kdir, files))
+            report.run(raw_policy[0], lambda: raw_policy[1](raw)[0])
+            if not a.kubectl:
+                return raw, None, None
             rendered: list[dict[str, Any]] = []
+            summary = None
 
             def kustomize() -> list[str]:
                 p = run([a.kubectl, "kustomize", str(kdir)])
@@ -1483,51 +1490,32 @@ def main() -> int:
                 rendered.extend(load_yaml_docs(p.stdout, "kustomize"))
                 return validate_schemas(rendered, versions)
 
-            if report.run("kubernetes: kubectl kustomize deploy/kubernetes", kustomize):
+            if report.run(f"kubernetes: kubectl kustomize {kdir.relative_to(root)}", kustomize):
                 def pol() -> list[str]:
-                    nonlocal kustomize_summary
-                    problems, kustomize_summary = check_policy(rendered, root)
+                    nonlocal summary
+                    problems, summary = render_policy[1](rendered)
                     return problems
-                report.run("policy: kustomize render", pol)
-        else:
+                report.run(render_policy[0], pol)
+            return raw, rendered, summary
+
+        kdir = root / "deploy/kubernetes"
+        daemon_policy: Policy = lambda objs: check_policy(objs, root)
+        raw, rendered, kustomize_summary = kustomization(
+            kdir, "kustomization.yaml", ("policy: deploy/kubernetes manifests", daemon_policy),
+            ("policy: kustomize render", daemon_policy))
+        if rendered is None:
             report.skip("kustomize render", "kubectl not found; the raw manifests were validated instead")
             kustomize_summary = check_policy(raw, root)[1]
 
         # The daemon's kustomization deploys no Job; the pack has a kustomization of its own.
-        daemon_objs = rendered if a.kubectl and kustomize_summary is not None else raw
+        daemon_objs = rendered if rendered is not None and kustomize_summary is not None else raw
         report.run("kubernetes: deploy/kubernetes creates no Job (the pack is deploy/kubernetes/pack)",
                    lambda: no_jobs(daemon_objs, kdir))
-        pdir = kdir / "pack"
-        pack_raw: list[dict[str, Any]] = []
-        pack_files = sorted(p for p in pdir.glob("*.y*ml") if p.name != "kustomization.yaml")
-        for f in pack_files:
-            def one_pack(f: Path = f) -> list[str]:
-                docs = load_yaml_docs(f.read_text(), f.name)
-                pack_raw.extend(docs)
-                if not docs:
-                    return ["no objects"]
-                return validate_schemas(docs, versions)
-            report.run(f"kubernetes: {f.relative_to(root)}", one_pack)
-        report.run("kubernetes: pack/kustomization.yaml lists every manifest", lambda: kustomization_lists(pdir, pack_files))
-        report.run("policy: deploy/kubernetes/pack manifests (with the daemon's)", lambda: check_pack(pack_raw, raw)[0])
-        pack_summary = None
-        if a.kubectl:
-            pack_rendered: list[dict[str, Any]] = []
-
-            def kustomize_pack() -> list[str]:
-                p = run([a.kubectl, "kustomize", str(pdir)])
-                if p.returncode != 0:
-                    return [f"kubectl kustomize failed: {p.stderr.strip()}"]
-                pack_rendered.extend(load_yaml_docs(p.stdout, "kustomize"))
-                return validate_schemas(pack_rendered, versions)
-
-            if report.run("kubernetes: kubectl kustomize deploy/kubernetes/pack", kustomize_pack):
-                def pack_pol() -> list[str]:
-                    nonlocal pack_summary
-                    problems, pack_summary = check_pack(pack_rendered, daemon_objs)
-                    return problems
-                report.run("policy: pack kustomize render (with the daemon's)", pack_pol)
-        else:
+        pack_raw, pack_rendered, pack_summary = kustomization(
+            kdir / "pack", "pack/kustomization.yaml",
+            ("policy: deploy/kubernetes/pack manifests (with the daemon's)", lambda objs: check_pack(objs, raw)),
+            ("policy: pack kustomize render (with the daemon's)", lambda objs: check_pack(objs, daemon_objs)))
+        if pack_rendered is None:
             pack_summary = check_pack(pack_raw, raw)[1]
 
     # Helm chart.
